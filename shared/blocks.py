@@ -1,0 +1,228 @@
+"""Torch modules for every block kind: the block that is profiled is the block that is trained.
+
+Prunable points carry an ``nn.Identity`` placeholder (``gate_mid`` / ``gate_out``) that the search
+client replaces with a channel gate; in a plain block they cost nothing. ``gate_mid`` gates the
+hidden width (``cmid``), ``gate_out`` the output channels. In ``MHSABlock`` the gate acts on the last
+(token feature) dimension, everywhere else on dim 1 (NCHW).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.config import (
+    AnyBlock,
+    BGAConfig,
+    ContextConfig,
+    ConvConfig,
+    DownConfig,
+    HeadConfig,
+    LIRConfig,
+    MHSAConfig,
+    StemConfig,
+)
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1):
+        super().__init__()
+        self.conv = conv_bn(cin, cout, kernel, stride)
+        self.gate_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate_out(self.conv(x))
+
+
+class LIRBlock(nn.Module):
+    """1x1 expand -> kxk depthwise (stride) -> 1x1 project; identity residual when shapes allow."""
+
+    def __init__(self, cin: int, cmid: int, cout: int, kernel: int = 3, stride: int = 1):
+        super().__init__()
+        self.expand = conv_bn(cin, cmid, 1)
+        self.dw = conv_bn(cmid, cmid, kernel, stride, groups=cmid)
+        self.project = conv_bn(cmid, cout, 1, relu=False)
+        self.residual = stride == 1 and cin == cout
+        self.gate_mid = nn.Identity()
+        self.gate_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.gate_mid(self.expand(x))
+        y = self.gate_mid(self.dw(y))
+        y = self.project(y)
+        if self.residual:
+            y = y + x
+        return self.gate_out(y)
+
+
+class DownBlock(nn.Module):
+    """Stride-2 downsample: main 1x1 -> dw3x3 s2 -> 1x1, shortcut dw3x3 s2 -> 1x1, add, ReLU."""
+
+    def __init__(self, cin: int, cmid: int, cout: int):
+        super().__init__()
+        self.expand = conv_bn(cin, cmid, 1)
+        self.dw = conv_bn(cmid, cmid, 3, 2, groups=cmid)
+        self.project = conv_bn(cmid, cout, 1, relu=False)
+        self.short_dw = conv_bn(cin, cin, 3, 2, groups=cin, relu=False)
+        self.short_pw = conv_bn(cin, cout, 1, relu=False)
+        self.gate_mid = nn.Identity()
+        self.gate_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.gate_mid(self.expand(x))
+        y = self.gate_mid(self.dw(y))
+        y = self.project(y) + self.short_pw(self.short_dw(x))
+        return self.gate_out(F.relu(y))
+
+
+class MHSABlock(nn.Module):
+    """Patchify (B,C,H,W)->(B,N,p*p*C), pre-LN attention + MLP with residuals, de-patch.
+
+    Attention is written from plain ops so that the legacy ONNX exporter and TFLite handle it.
+    """
+
+    def __init__(self, cin: int, heads: int, patch: int, cmid: int):
+        super().__init__()
+        self.heads, self.patch = heads, patch
+        dim = cin * patch * patch
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, cmid)
+        self.act = nn.GELU()
+        self.gate_mid = nn.Identity()  # acts on the last dim (B, N, cmid)
+        self.fc2 = nn.Linear(cmid, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = self.patch
+        t = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+        t = t + self._attend(self.norm1(t))
+        t = t + self.fc2(self.gate_mid(self.act(self.fc1(self.norm2(t)))))
+        return t.reshape(b, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
+
+    def _attend(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, d = t.shape
+        hd = d // self.heads
+        qkv = self.qkv(t).reshape(b, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, hd)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)), dim=-1)
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, d)
+        return self.proj(out)
+
+
+class StemBlock(nn.Module):
+    """BiSeNetV2 stem to H/4: 3x3 s2, then (1x1 -> 3x3 s2) beside a max-pool, concat, 3x3 fuse."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        half = max(1, cout // 2)
+        self.conv = conv_bn(cin, cout, 3, 2)
+        self.left = nn.Sequential(conv_bn(cout, half, 1), conv_bn(half, cout, 3, 2))
+        self.right = nn.MaxPool2d(3, 2, 1, ceil_mode=False)
+        self.fuse = conv_bn(2 * cout, cout, 3)
+        self.gate_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return self.gate_out(self.fuse(torch.cat([self.left(x), self.right(x)], dim=1)))
+
+
+class ContextBlock(nn.Module):
+    """Context embedding: global pool -> BN -> 1x1 conv-BN-ReLU -> broadcast add -> 3x3 conv-BN-ReLU."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(cin)
+        self.gap_conv = conv_bn(cin, cin, 1)
+        self.last = conv_bn(cin, cin, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gap_conv(self.bn(torch.mean(x, dim=(2, 3), keepdim=True)))
+        return self.last(x + g)
+
+
+class BGABlock(nn.Module):
+    """Bilateral guided aggregation of a detail map (C,H,W) and a semantic map (C,H/4,W/4)."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        c = cin
+        self.left1 = nn.Sequential(conv_bn(c, c, 3, groups=c, relu=False), nn.Conv2d(c, c, 1, bias=False))
+        self.left2 = nn.Sequential(conv_bn(c, c, 3, 2, relu=False), nn.AvgPool2d(3, 2, 1, ceil_mode=False))
+        self.right1 = conv_bn(c, c, 3, relu=False)
+        self.right2 = nn.Sequential(conv_bn(c, c, 3, groups=c, relu=False), nn.Conv2d(c, c, 1, bias=False))
+        self.fuse = conv_bn(c, c, 3)
+
+    def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+        size = detail.shape[2:]
+        left = self.left1(detail) * torch.sigmoid(upsample(self.right1(semantic), size))
+        right = upsample(self.left2(detail) * torch.sigmoid(self.right2(semantic)), size)
+        return self.fuse(left + right)
+
+
+class HeadBlock(nn.Module):
+    def __init__(self, cin: int, cmid: int, classes: int, scale: int = 1):
+        super().__init__()
+        self.conv = conv_bn(cin, cmid, 3)
+        self.gate_mid = nn.Identity()
+        self.cls = nn.Conv2d(cmid, classes, 1, bias=True)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cls(self.gate_mid(self.conv(x)))
+        if self.scale > 1:
+            y = upsample(y, (x.shape[2] * self.scale, x.shape[3] * self.scale))
+        return y
+
+
+def create_block(cfg: AnyBlock) -> nn.Module:
+    """The one bridge from a config to its torch module (fresh, untrained weights)."""
+    match cfg:
+        case LIRConfig():
+            return LIRBlock(cfg.cin, cfg.cmid, cfg.cout, cfg.kernel, cfg.stride)
+        case ConvConfig():
+            return ConvBlock(cfg.cin, cfg.cout, cfg.kernel, cfg.stride)
+        case DownConfig():
+            return DownBlock(cfg.cin, cfg.cmid, cfg.cout)
+        case MHSAConfig():
+            return MHSABlock(cfg.cin, cfg.heads, cfg.patch, cfg.cmid)
+        case StemConfig():
+            return StemBlock(cfg.cin, cfg.cout)
+        case ContextConfig():
+            return ContextBlock(cfg.cin)
+        case BGAConfig():
+            return BGABlock(cfg.cin)
+        case HeadConfig():
+            return HeadBlock(cfg.cin, cfg.cmid, cfg.classes, cfg.scale)
+    raise TypeError(f"no module for block config {type(cfg).__name__}")
+
+
+def input_shapes(cfg: AnyBlock) -> list[tuple[int, int, int, int]]:
+    """NCHW shapes of the block's inputs (batch 1)."""
+    if isinstance(cfg, BGAConfig):
+        return [(1, cfg.cin, cfg.h, cfg.w), (1, cfg.cin, cfg.h // 4, cfg.w // 4)]
+    return [(1, cfg.cin, cfg.h, cfg.w)]
+
+
+def example_inputs(cfg: AnyBlock, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(shape, generator=gen) for shape in input_shapes(cfg))

@@ -1,0 +1,207 @@
+"""Block configurations: the unit that is sampled, profiled, predicted and trained.
+
+One pydantic model per block kind, discriminated on ``kind``. ``h``/``w`` are always the spatial
+size of the (first) input; batch 1, float32, NCHW. ``BlockConfig`` is the union; parse untrusted
+JSON with :func:`parse_block`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+MAX_CHANNELS = 4096
+MAX_SIZE = 2048
+MAX_HEADS = 64
+
+Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS, description="channel count")]
+Size = Annotated[int, Field(ge=1, le=MAX_SIZE, description="feature map size (pixels)")]
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    h: Size
+    w: Size
+
+    @property
+    def out_channels(self) -> int:
+        return self.cout  # type: ignore[attr-defined]
+
+    def out_size(self) -> tuple[int, int]:
+        return self.h, self.w
+
+    def key(self) -> str:
+        """Stable content hash of the config (used for dedup and held-out splits)."""
+        blob = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _strided(size: int, stride: int) -> int:
+    # conv with padding k//2: out = ceil(size / stride)
+    return (size + stride - 1) // stride
+
+
+class ConvConfig(_Block):
+    """3x3 (or kxk) conv + BN + ReLU: detail branch and stem layers."""
+
+    kind: Literal["conv"] = "conv"
+    cin: Channels
+    cout: Channels
+    kernel: int = Field(3, ge=1, le=11)
+    stride: int = 1
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd_kernel(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"kernel must be odd (1, 3, 5, ...), got {v}")
+        return v
+
+    @field_validator("stride")
+    @classmethod
+    def _stride(cls, v: int) -> int:
+        if v not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {v}")
+        return v
+
+    def out_size(self) -> tuple[int, int]:
+        return _strided(self.h, self.stride), _strided(self.w, self.stride)
+
+
+class LIRConfig(ConvConfig):
+    """Lightweight inverted residual: 1x1 expand -> kxk depthwise -> 1x1 project (+ residual)."""
+
+    kind: Literal["lir"] = "lir"  # type: ignore[assignment]
+    cmid: Channels
+
+    @property
+    def has_residual(self) -> bool:
+        return self.stride == 1 and self.cin == self.cout
+
+
+class DownConfig(_Block):
+    """Segment-branch downsample block (stride 2, paper Fig. 2a)."""
+
+    kind: Literal["down"] = "down"
+    cin: Channels
+    cmid: Channels
+    cout: Channels
+
+    def out_size(self) -> tuple[int, int]:
+        return _strided(self.h, 2), _strided(self.w, 2)
+
+
+class MHSAConfig(_Block):
+    """Patchify -> LayerNorm -> multi-head self-attention -> MLP (hidden cmid) -> de-patch."""
+
+    kind: Literal["mhsa"] = "mhsa"
+    cin: Channels
+    heads: int = Field(ge=1, le=MAX_HEADS)
+    patch: int = Field(ge=1, le=16)
+    cmid: Channels
+
+    @property
+    def cout(self) -> int:
+        return self.cin
+
+    @model_validator(mode="after")
+    def _divisibility(self) -> MHSAConfig:
+        if self.cin % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide cin ({self.cin})")
+        if self.h % self.patch or self.w % self.patch:
+            raise ValueError(f"patch ({self.patch}) must divide h ({self.h}) and w ({self.w})")
+        return self
+
+
+class StemConfig(_Block):
+    """BiSeNetV2 stem: to H/4 (3x3 s2, then a conv branch and a max-pool branch, fused)."""
+
+    kind: Literal["stem"] = "stem"
+    cin: Channels = 3
+    cout: Channels
+
+    def out_size(self) -> tuple[int, int]:
+        return _strided(_strided(self.h, 2), 2), _strided(_strided(self.w, 2), 2)
+
+
+class ContextConfig(_Block):
+    """Context embedding: global average pool -> BN -> 1x1 -> broadcast add -> 3x3."""
+
+    kind: Literal["context"] = "context"
+    cin: Channels
+
+    @property
+    def cout(self) -> int:
+        return self.cin
+
+
+class BGAConfig(_Block):
+    """Bilateral guided aggregation. ``h``/``w`` are the detail input's size; the semantic input
+    has the same channels at ``h/4 x w/4``."""
+
+    kind: Literal["bga"] = "bga"
+    cin: Channels
+
+    @property
+    def cout(self) -> int:
+        return self.cin
+
+    @model_validator(mode="after")
+    def _quarter(self) -> BGAConfig:
+        if self.h % 4 or self.w % 4:
+            raise ValueError(f"bga needs h ({self.h}) and w ({self.w}) divisible by 4")
+        return self
+
+
+class HeadConfig(_Block):
+    """Segmentation head: 3x3 conv-BN-ReLU (cmid) -> 1x1 to classes -> bilinear upsample x scale."""
+
+    kind: Literal["head"] = "head"
+    cin: Channels
+    cmid: Channels
+    classes: int = Field(ge=1, le=1024)
+    scale: int = Field(1, ge=1, le=32)
+
+    @property
+    def cout(self) -> int:
+        return self.classes
+
+    def out_size(self) -> tuple[int, int]:
+        return self.h * self.scale, self.w * self.scale
+
+
+BlockConfig = Annotated[
+    Union[ConvConfig, LIRConfig, DownConfig, MHSAConfig, StemConfig, ContextConfig, BGAConfig, HeadConfig],
+    Field(discriminator="kind"),
+]
+KINDS: tuple[str, ...] = ("conv", "lir", "down", "mhsa", "stem", "context", "bga", "head")
+CONFIG_CLASSES: dict[str, type[_Block]] = {
+    "conv": ConvConfig,
+    "lir": LIRConfig,
+    "down": DownConfig,
+    "mhsa": MHSAConfig,
+    "stem": StemConfig,
+    "context": ContextConfig,
+    "bga": BGAConfig,
+    "head": HeadConfig,
+}
+_ADAPTER: TypeAdapter = TypeAdapter(BlockConfig)
+_LIST_ADAPTER: TypeAdapter = TypeAdapter(list[BlockConfig])
+
+
+def parse_block(data: dict | str) -> _Block:
+    """Validate a block config from a dict or JSON text; raises pydantic.ValidationError."""
+    if isinstance(data, str | bytes):
+        return _ADAPTER.validate_json(data)
+    return _ADAPTER.validate_python(data)
+
+
+def parse_blocks(data: list) -> list[_Block]:
+    return _LIST_ADAPTER.validate_python(data)
+
+
+AnyBlock = _Block

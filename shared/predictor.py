@@ -1,0 +1,91 @@
+"""The latency predictor network (5 fully-connected layers with ReLU) and its file format.
+
+The network maps encoded block features to milliseconds. Standardization of the inputs and of the
+target (log milliseconds) lives in buffers, so a saved predictor is self-contained: the server
+writes it with :func:`dump_predictor`, the client rebuilds the identical module with
+:func:`load_predictor` and gets identical numbers.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from shared.encoding import N_FEATURES, feature_spec
+
+FORMAT_VERSION = 1
+
+
+class LatencyMLP(nn.Module):
+    def __init__(self, n_features: int = N_FEATURES, hidden: int = 256, n_layers: int = 5):
+        super().__init__()
+        if n_layers < 2:
+            raise ValueError("n_layers must be at least 2")
+        dims = [n_features] + [hidden] * (n_layers - 1)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("x_mean", torch.zeros(n_features))
+        self.register_buffer("x_std", torch.ones(n_features))
+        self.register_buffer("y_mean", torch.zeros(()))  # of log(ms)
+        self.register_buffer("y_std", torch.ones(()))
+
+    def set_normalization(self, x: torch.Tensor, log_ms: torch.Tensor) -> None:
+        self.x_mean.copy_(x.mean(0))
+        self.x_std.copy_(x.std(0).clamp_min(1e-6))
+        self.y_mean.copy_(log_ms.mean())
+        self.y_std.copy_(log_ms.std().clamp_min(1e-6))
+
+    def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) raw features -> (N,) standardized log-latency (what training fits)."""
+        return self.net((x - self.x_mean) / self.x_std).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) raw features -> (N,) latency in milliseconds."""
+        return torch.exp(self.forward_normalized(x) * self.y_std + self.y_mean)
+
+
+@dataclass
+class PredictorFile:
+    model: LatencyMLP
+    meta: dict = field(default_factory=dict)
+
+
+def dump_predictor(model: LatencyMLP, meta: dict | None = None) -> bytes:
+    """Serialize weights + feature spec + version + free-form meta (device class, metrics...)."""
+    hidden = model.net[0].out_features
+    n_layers = sum(isinstance(m, nn.Linear) for m in model.net)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "feature_spec": feature_spec(),
+        "arch": {"n_features": model.net[0].in_features, "hidden": hidden, "n_layers": n_layers},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+class PredictorFormatError(ValueError):
+    pass
+
+
+def load_predictor(blob: bytes) -> PredictorFile:
+    try:
+        payload = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file
+        raise PredictorFormatError(f"not a predictor file: {exc}") from exc
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise PredictorFormatError(f"predictor format {payload.get('format_version')} != {FORMAT_VERSION}")
+    if payload.get("feature_spec") != feature_spec():
+        raise PredictorFormatError("predictor was trained with another feature encoding; update the client")
+    model = LatencyMLP(**payload["arch"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return PredictorFile(model=model, meta=payload.get("meta", {}))

@@ -1,0 +1,161 @@
+"""Wire schemas shared by the server, the phone-agent and the search client (pydantic v2).
+
+Bounds on every number keep hostile input out; the server answers 422 for anything outside them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.config import BlockConfig
+
+Runtime = Literal["onnxruntime", "tflite"]
+SHA256 = Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256 of the artifact bytes")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- devices and runtimes ------------------------------------------------------------------
+
+
+class RuntimeSettings(_Model):
+    """A runtime plus the settings that change latency; part of every cache/predictor key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    runtime: Runtime = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64)
+    delegate: Literal["cpu", "xnnpack", "gpu", "nnapi", "qnn"] = "cpu"
+
+    def key(self) -> str:
+        """``onnxruntime/t1/cpu`` — the string stored with measurements and predictors."""
+        return f"{self.runtime}/t{self.threads}/{self.delegate}"
+
+    @classmethod
+    def parse(cls, text: str) -> RuntimeSettings:
+        """Accept a bare runtime name (defaults for the rest) or a full ``key()`` string."""
+        parts = text.split("/")
+        if len(parts) == 1:
+            return cls(runtime=parts[0])
+        if len(parts) == 3 and parts[1].startswith("t") and parts[1][1:].isdigit():
+            return cls(runtime=parts[0], threads=int(parts[1][1:]), delegate=parts[2])
+        raise ValueError(f"runtime {text!r} is neither a runtime name nor 'runtime/tN/delegate'")
+
+
+class DeviceInfo(_Model):
+    serial: str = Field(min_length=1, max_length=128)
+    device_class: str = Field(min_length=1, max_length=200)
+    kind: Literal["adb", "host"] = "adb"
+    model: str = ""
+    manufacturer: str = ""
+    soc: str = ""
+    android_release: str = ""
+    abi: str = ""
+    cpu_max_freq_khz: list[int] = Field(default_factory=list, max_length=64)
+    thermal_zones: int = Field(0, ge=0, le=1000)
+
+
+class MeasurementStats(_Model):
+    """What one measurement of one model on one device produced (every per-run sample kept)."""
+
+    median_ms: float = Field(gt=0, le=1e7)
+    mean_ms: float = Field(gt=0, le=1e7)
+    p10_ms: float = Field(gt=0, le=1e7)
+    p90_ms: float = Field(gt=0, le=1e7)
+    std_ms: float = Field(ge=0, le=1e7)
+    runs: int = Field(ge=1, le=1_000_000)
+    samples_ms: list[float] = Field(default_factory=list, max_length=100_000)
+    warmup: int = Field(0, ge=0, le=100_000)
+    temp_before_c: float | None = Field(None, ge=-50, le=200)
+    temp_after_c: float | None = Field(None, ge=-50, le=200)
+    tool: str = Field("", max_length=200)
+    tool_version: str = Field("", max_length=200)
+    flags: list[str] = Field(default_factory=list, max_length=100)
+    unstable: bool = False
+    attempts: int = Field(1, ge=1, le=100)
+
+
+# --- agent protocol ------------------------------------------------------------------------
+
+
+class AgentRegister(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    devices: list[DeviceInfo] = Field(max_length=256)
+
+
+class AgentRegistered(_Model):
+    agent_id: str
+    heartbeat_s: float
+
+
+class Heartbeat(_Model):
+    agent_id: str = Field(max_length=64)
+    serials: list[str] = Field(default_factory=list, max_length=256)
+
+
+class LeaseRequest(_Model):
+    agent_id: str = Field(max_length=64)
+    serial: str = Field(min_length=1, max_length=128)
+
+
+class JobLease(_Model):
+    """A leased job; ``artifact_url`` is relative to the server root."""
+
+    job_id: int
+    lease_id: str
+    lease_expires_at: datetime
+    artifact_sha256: str = SHA256
+    artifact_url: str
+    format: Literal["onnx", "tflite"]
+    settings: RuntimeSettings
+    warmup: int = 10
+    runs: int = 50
+    min_seconds: float = 1.0
+
+
+class LeaseResponse(_Model):
+    job: JobLease | None = None
+
+
+class JobResult(_Model):
+    lease_id: str = Field(max_length=64)
+    serial: str = Field(max_length=128)
+    stats: MeasurementStats
+
+
+class JobFailure(_Model):
+    lease_id: str = Field(max_length=64)
+    serial: str = Field(max_length=128)
+    error: str = Field(max_length=2000)
+    output: str = Field("", max_length=200_000)
+    retry: bool = True  # False: the model itself is at fault, don't retry elsewhere
+
+
+class JobRelease(_Model):
+    lease_id: str = Field(max_length=64)
+
+
+# --- prediction ----------------------------------------------------------------------------
+
+
+class PredictRequest(_Model):
+    device_class: str = Field(min_length=1, max_length=200)
+    runtime: str = Field("onnxruntime", max_length=100)
+    blocks: list[BlockConfig] = Field(min_length=1, max_length=100_000)
+    predictor_version: int | None = Field(None, ge=1)
+
+
+class PredictorRef(BaseModel):
+    id: int
+    version: int
+
+
+class PredictResponse(BaseModel):
+    predictor: PredictorRef
+    block_ms: list[float]
+    total_ms: float
+    extrapolated: list[bool] = Field(default_factory=list)
