@@ -1,0 +1,9 @@
+"""Test-wide settings: one torch thread (2-core CI machine), deterministic CPU kernels."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
