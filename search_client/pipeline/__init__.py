@@ -1,0 +1,1 @@
+"""The latency-aware search pipeline: pretrain -> search -> derive -> finetune -> eval -> export -> measure."""

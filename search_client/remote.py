@@ -1,0 +1,295 @@
+"""HTTP client of the profiler service, as the search client uses it.
+
+Everything the search needs from the farm goes through :class:`ProfilerClient`: predictor weights
+(fetched once, cached on disk by device class, runtime and version, ETag-checked), whole-network
+predictions, campaigns, predictor fits and the final network's real measurement. When the service
+cannot be reached, :meth:`ProfilerClient.fetch_predictor` falls back to the newest cached predictor
+and logs a warning that says so, so an overnight search survives a server restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.config import AnyBlock
+from shared.predictor import LatencyMLP, load_predictor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("RTSEG_CACHE_DIR", Path.home() / ".cache" / "rtseg-farm"))
+Progress = Callable[[dict], None]
+
+
+class RemoteError(RuntimeError):
+    """The profiler service answered with an error, or could not be reached (message says which)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class ServiceUnavailable(RemoteError):
+    """No connection to the service (down, wrong URL, firewall)."""
+
+
+@dataclass
+class FetchedPredictor:
+    """A predictor rebuilt locally: the same module the server trained, ready for autograd."""
+
+    model: LatencyMLP
+    meta: dict
+    id: int
+    version: int
+    device_class: str
+    runtime: str
+    path: Path
+    from_cache: bool = False
+    offline: bool = False
+    info: dict = field(default_factory=dict)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:500] or resp.reason_phrase
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    return detail if isinstance(detail, str) else json.dumps(detail)[:500]
+
+
+class ProfilerClient:
+    """Bearer-token client of the ``/v1`` API. ``calls`` counts every HTTP request sent."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        cache_dir: Path | str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.server = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout, transport=transport)
+        self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR / "predictors"
+        self.calls = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ProfilerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self.calls += 1
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"profiler service at {self.server} unreachable: {exc}") from exc
+        if resp.status_code >= 400 and resp.status_code != 304:
+            raise RemoteError(
+                f"{method} {path} -> HTTP {resp.status_code}: {_error_detail(resp)}", status=resp.status_code
+            )
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def ready(self) -> bool:
+        try:
+            return self._request("GET", "/readyz").status_code == 200
+        except RemoteError:
+            return False
+
+    # --- predictors -----------------------------------------------------------------------
+
+    def list_predictors(self, device_class: str | None = None, runtime: str | None = None) -> list[dict]:
+        params = {k: v for k, v in {"device_class": device_class, "runtime": runtime}.items() if v}
+        return self._json("GET", "/v1/predictors", params=params)
+
+    def _cache_folder(self, device_class: str, runtime: str) -> Path:
+        return self.cache_dir / _slug(device_class) / _slug(runtime)
+
+    def _pick_predictor(self, device_class: str, runtime: str, version: int | None) -> dict:
+        rows = self.list_predictors(device_class, runtime)
+        if version is not None:
+            rows = [r for r in rows if r["version"] == version]
+        if rows:
+            return max(rows, key=lambda r: r["version"])
+        known = sorted({f"{r['device_class']} / {r['runtime']}" for r in self.list_predictors()})
+        wanted = f"{device_class} / {runtime}" + (f" version {version}" if version else "")
+        raise RemoteError(
+            f"no predictor for {wanted}; known: {', '.join(known) or 'none (run a campaign and fit one)'}",
+            status=404,
+        )
+
+    def fetch_predictor(self, device_class: str, runtime: str, version: int | None = None) -> FetchedPredictor:
+        """Newest (or the given) predictor, from the disk cache when the ETag still matches.
+
+        Falls back to the newest cached version when the service is unreachable (logged).
+        """
+        try:
+            info = self._pick_predictor(device_class, runtime, version)
+        except ServiceUnavailable as exc:
+            return self._offline_predictor(device_class, runtime, version, exc)
+        folder = self._cache_folder(device_class, runtime)
+        path = folder / f"v{info['version']}.predictor"
+        meta_path = path.with_suffix(".json")
+        etag = json.loads(meta_path.read_text()).get("etag") if meta_path.exists() and path.exists() else None
+        headers = {"If-None-Match": etag} if etag else {}
+        resp = self._request("GET", f"/v1/predictors/{info['id']}/weights", headers=headers)
+        from_cache = resp.status_code == 304
+        if not from_cache:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(resp.content)
+            tmp.replace(path)
+            record = {**info, "etag": resp.headers.get("ETag"), "fetched_at": time.time()}
+            meta_path.write_text(json.dumps(record, indent=1, default=str))
+        log.info("predictor %s %s v%s %s", device_class, runtime, info["version"], "from cache" if from_cache else "fetched")
+        return self._load(path, info, device_class, runtime, from_cache=from_cache, offline=False)
+
+    def _offline_predictor(
+        self, device_class: str, runtime: str, version: int | None, exc: Exception
+    ) -> FetchedPredictor:
+        folder = self._cache_folder(device_class, runtime)
+        cached = sorted(folder.glob("v*.predictor"), key=lambda p: int(p.stem[1:])) if folder.exists() else []
+        if version is not None:
+            cached = [p for p in cached if p.stem == f"v{version}"]
+        if not cached:
+            raise ServiceUnavailable(
+                f"{exc}; and no cached predictor for {device_class} / {runtime} under {folder}"
+            ) from exc
+        path = cached[-1]
+        info = json.loads(path.with_suffix(".json").read_text())
+        log.warning(
+            "profiler service at %s is unreachable; continuing with cached predictor %s %s v%s from %s",
+            self.server, device_class, runtime, info["version"], path,
+        )
+        return self._load(path, info, device_class, runtime, from_cache=True, offline=True)
+
+    @staticmethod
+    def _load(path: Path, info: dict, device_class: str, runtime: str, from_cache: bool, offline: bool) -> FetchedPredictor:
+        pf = load_predictor(path.read_bytes())
+        return FetchedPredictor(
+            model=pf.model, meta=pf.meta, id=int(info["id"]), version=int(info["version"]),
+            device_class=device_class, runtime=runtime, path=path, from_cache=from_cache, offline=offline, info=info,
+        )
+
+    def predict(self, device_class: str, runtime: str, blocks: Sequence[AnyBlock | dict]) -> dict:
+        """``POST /v1/predict``: ``{"predictor": {...}, "block_ms": [...], "total_ms": float}``."""
+        payload = [b if isinstance(b, dict) else b.model_dump() for b in blocks]
+        body = {"device_class": device_class, "runtime": runtime, "blocks": payload}
+        return self._json("POST", "/v1/predict", json=body)
+
+    def fit_predictor(self, device_class: str, runtime: str) -> dict:
+        """Start a fit on the server; returns its answer (task id or predictor id, and state)."""
+        return self._json("POST", "/v1/predictors", json={"device_class": device_class, "runtime": runtime})
+
+    def wait_predictor(
+        self, device_class: str, runtime: str, newer_than: int = 0, timeout: float = 600, poll: float = 1.0,
+        progress: Progress | None = None,
+    ) -> dict:
+        """Poll the predictor list until a version above ``newer_than`` exists (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = [r for r in self.list_predictors(device_class, runtime) if r["version"] > newer_than]
+            if rows:
+                return max(rows, key=lambda r: r["version"])
+            if progress:
+                progress({"state": "fitting"})
+            if time.monotonic() > deadline:
+                raise RemoteError(f"no predictor for {device_class} / {runtime} appeared within {timeout:.0f} s")
+            time.sleep(poll)
+
+    def latest_version(self, device_class: str, runtime: str) -> int:
+        rows = self.list_predictors(device_class, runtime)
+        return max((r["version"] for r in rows), default=0)
+
+    # --- campaigns and measurements -------------------------------------------------------
+
+    def create_campaign(self, **body: Any) -> dict:
+        return self._json("POST", "/v1/campaigns", json=body)
+
+    def get_campaign(self, campaign_id: int) -> dict:
+        return self._json("GET", f"/v1/campaigns/{campaign_id}")
+
+    def wait_campaign(
+        self, campaign_id: int, timeout: float = 3600, poll: float = 1.0, progress: Progress | None = None
+    ) -> dict:
+        """Poll until no job of the campaign is queued or running (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            camp = self.get_campaign(campaign_id)
+            if progress:
+                progress(camp)
+            if campaign_finished(camp):
+                return camp
+            if time.monotonic() > deadline:
+                raise RemoteError(f"campaign {campaign_id} not finished within {timeout:.0f} s: {campaign_counts(camp)}")
+            time.sleep(poll)
+
+    def measurements(self, **filters: Any) -> list[dict]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._json("GET", "/v1/measurements", params=params)
+
+    def upload_network(self, onnx_bytes: bytes, device_class: str, runtime: str, name: str) -> dict:
+        """``POST /v1/networks``; returns ``{"job_id", "artifact_sha256"}``."""
+        files = {"file": (f"{_slug(name)}.onnx", onnx_bytes, "application/octet-stream")}
+        data = {"device_class": device_class, "runtime": runtime, "name": name}
+        return self._json("POST", "/v1/networks", files=files, data=data)
+
+    def get_job(self, job_id: int) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def wait_job(self, job_id: int, timeout: float = 900, poll: float = 0.5, progress: Progress | None = None) -> dict:
+        """Poll a job until done (returns its measurement) or failed (raises)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if progress:
+                progress(job)
+            if job["state"] == "done" and job.get("measurement"):
+                return job["measurement"]
+            if job["state"] == "failed":
+                raise RemoteError(f"measurement job {job_id} failed: {job.get('error') or 'no error text'}")
+            if time.monotonic() > deadline:
+                raise RemoteError(
+                    f"measurement job {job_id} still {job['state']} after {timeout:.0f} s; "
+                    f"is an agent for {job.get('device_class')} connected?"
+                )
+            time.sleep(poll)
+
+
+def campaign_counts(camp: dict) -> dict[str, int]:
+    """Job counts by state from a campaign answer (``counts``/``jobs`` dict or flat fields)."""
+    for key in ("counts", "jobs", "job_counts", "states"):
+        if isinstance(camp.get(key), dict):
+            return {k: int(v) for k, v in camp[key].items()}
+    return {k: int(camp[k]) for k in ("queued", "running", "done", "failed") if isinstance(camp.get(k), int)}
+
+
+def campaign_finished(camp: dict) -> bool:
+    if camp.get("state") in ("done", "finished", "failed", "complete", "completed"):
+        return True
+    counts = campaign_counts(camp)
+    return bool(counts) and counts.get("queued", 0) + counts.get("running", 0) == 0

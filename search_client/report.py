@@ -1,0 +1,177 @@
+"""Run report: ``report.json`` (DESIGN.md fields), ``report.md`` and matplotlib plots.
+
+Pure functions of already-computed numbers; the pipeline and the demo call them at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "target_ms", "predicted_ms", "measured_ms", "device_class", "runtime",
+    "gmacs", "params_m", "miou", "supernet_gmacs", "supernet_miou",
+)
+
+
+def relative_error(value: float | None, reference: float | None) -> float | None:
+    """(value - reference) / reference, or None when either is missing."""
+    if value is None or not reference:
+        return None
+    return (value - reference) / reference
+
+
+def finish_report(report: dict) -> dict:
+    """Add the derived ratios (measured vs target, predicted vs measured) and check required fields."""
+    missing = [k for k in REQUIRED_FIELDS if k not in report]
+    if missing:
+        raise ValueError(f"report lacks required fields: {', '.join(missing)}")
+    out = dict(report)
+    out["measured_vs_target"] = relative_error(report["measured_ms"], report["target_ms"])
+    out["predicted_vs_measured"] = relative_error(report["predicted_ms"], report["measured_ms"])
+    return out
+
+
+def write_report(run_dir: Path, report: dict) -> dict:
+    """Write ``report.json`` and ``report.md`` into the run folder; returns the completed report."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    full = finish_report(report)
+    (run_dir / "report.json").write_text(json.dumps(full, indent=2, default=str) + "\n")
+    (run_dir / "report.md").write_text(report_markdown(full))
+    return full
+
+
+def _fmt(x: object, digits: int = 3) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}" if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.1f} %"
+
+
+def report_markdown(r: dict) -> str:
+    """Human summary of a report: the comparison table, the chosen architecture, the plots."""
+    lines = [
+        f"# Search run `{r.get('name', '?')}`",
+        "",
+        f"Target device class `{r['device_class']}`, runtime `{r['runtime']}`, "
+        f"predictor version {r.get('predictor_version', '—')}.",
+        "",
+        "| | supernet | searched network |",
+        "|---|---|---|",
+        f"| predicted latency (ms) | {_fmt(r.get('supernet_predicted_ms'))} | {_fmt(r['predicted_ms'])} |",
+        f"| measured latency (ms) | {_fmt(r.get('supernet_measured_ms'))} | {_fmt(r['measured_ms'])} |",
+        f"| GMACs | {_fmt(r['supernet_gmacs'])} | {_fmt(r['gmacs'])} |",
+        f"| params (M) | {_fmt(r.get('supernet_params_m'))} | {_fmt(r['params_m'])} |",
+        f"| mIoU | {_fmt(r['supernet_miou'], 4)} | {_fmt(r['miou'], 4)} |",
+        "",
+        f"- target latency: {_fmt(r['target_ms'])} ms; measured vs target: {_pct(r.get('measured_vs_target'))}",
+        f"- predicted vs measured: {_pct(r.get('predicted_vs_measured'))}",
+    ]
+    if r.get("paths"):
+        lines += ["", "## Chosen paths", "", ", ".join(f"`{p}`" for p in r["paths"])]
+    if r.get("widths"):
+        lines += ["", "## Kept widths", "", "| layer | kept / total |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in r["widths"].items()]
+    if r.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in r["plots"]]
+    if r.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+
+def plot_predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float], path: Path, title: str) -> Path:
+    """Scatter of predicted vs measured block latency on log axes, with the ±10 % band."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(measured, predicted, s=10, alpha=0.7)
+    lo = min(min(measured), min(predicted)) * 0.8
+    hi = max(max(measured), max(predicted)) * 1.25
+    ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="y = x")
+    ax.plot([lo, hi], [lo * 1.1, hi * 1.1], "k:", lw=0.8, label="±10 %")
+    ax.plot([lo, hi], [lo * 0.9, hi * 0.9], "k:", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (ms)", ylabel="predicted (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_supernet_vs_searched(r: dict, path: Path) -> Path:
+    """Two bar panels: latency (predicted / measured / target) and mIoU, supernet vs searched."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
+    names = ["supernet", "searched"]
+    pred = [r.get("supernet_predicted_ms") or 0.0, r["predicted_ms"] or 0.0]
+    meas = [r.get("supernet_measured_ms") or 0.0, r["measured_ms"] or 0.0]
+    xs = range(len(names))
+    ax1.bar([x - 0.2 for x in xs], pred, width=0.4, label="predicted")
+    ax1.bar([x + 0.2 for x in xs], meas, width=0.4, label="measured")
+    ax1.axhline(r["target_ms"], color="r", ls="--", lw=1, label="target")
+    ax1.set(xticks=list(xs), xticklabels=names, ylabel="latency (ms)", title=f"{r['device_class']} {r['runtime']}")
+    ax1.legend(fontsize=8)
+    ax2.bar(names, [r["supernet_miou"] or 0.0, r["miou"] or 0.0], color=["gray", "tab:green"])
+    ax2.set(ylabel="mIoU", title="accuracy (same fine-tuning budget)")
+    for i, g in enumerate([r["supernet_gmacs"], r["gmacs"]]):
+        ax2.annotate(f"{g:.2f} GMACs", (i, 0), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
+    return _save(fig, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("skipping malformed metrics line in %s", path)
+    return rows
+
+
+def _step_of(row: dict, i: int) -> float:
+    for key in ("step", "iter", "iteration", "global_step"):
+        if isinstance(row.get(key), int | float):
+            return float(row[key])
+    return float(i)
+
+
+def plot_training_curves(curves: dict[str, Iterable[dict]], path: Path, keys: Sequence[str] | None = None) -> Path:
+    """One panel per phase (pretrain, search, finetune): every numeric loss term against the step."""
+    curves = {k: list(v) for k, v in curves.items() if v}
+    if not curves:
+        raise ValueError("no training metrics to plot")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
+    wanted = keys or ("loss", "task", "aux", "distill", "latency", "latency_ms", "miou")
+    for ax, (phase, rows) in zip(axes[0], curves.items(), strict=True):
+        for key in wanted:
+            pts = [(_step_of(r, i), r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), int | float)]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=key, lw=1)
+        ax.set(title=phase, xlabel="step")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
