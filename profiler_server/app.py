@@ -1,0 +1,90 @@
+"""App factory: ``create_app(settings)`` wires the database, routers, metrics and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from profiler_server import auth
+from profiler_server.db import Database, upgrade_database
+from profiler_server.db.engine import set_current_database
+from profiler_server.errors import ServerError
+from profiler_server.metrics import LatencyMiddleware, Metrics
+from profiler_server.routes import health, teams
+from profiler_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _predictor_router():  # noqa: ANN202 - optional plug-in written by the predictor package
+    try:
+        from profiler_server.predictor.routes import router
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("profiler_server.predictor"):
+            raise
+        log.warning("profiler_server.predictor.routes not present: predictor endpoints disabled")
+        return None
+    return router
+
+
+def open_database(settings: Settings) -> tuple[Database, str | None]:
+    """Connect, migrate to head, and make sure an admin token exists (returns a new one, if any)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    upgrade_database(db.engine)
+    with db.session() as session:
+        generated = auth.ensure_admin_token(session, settings.admin_token, settings.data_dir)
+    return db, generated
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from profiler_server.devices import reaper_loop
+
+    task = asyncio.create_task(reaper_loop(app.state.db, app.state.settings))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.state.db.dispose()
+
+
+async def _server_error(_: Request, exc: ServerError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")} for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db, generated = open_database(settings)
+    set_current_database(db)
+    app = FastAPI(title="rtseg profiler server", version="0.1.0", lifespan=_lifespan)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.generated_admin_token = generated
+    app.state.metrics = Metrics(db)
+    app.add_exception_handler(ServerError, _server_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for module in (health, teams):
+        app.include_router(module.router)
+    predictor = _predictor_router()
+    if predictor is not None:
+        app.include_router(predictor)
+    app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,37 @@
+"""Persistence: ORM models, the engine/session factory and Alembic migrations."""
+
+from profiler_server.db.engine import Database, current_database, make_engine
+from profiler_server.db.migrate import upgrade_database
+from profiler_server.db.models import (
+    Agent,
+    Artifact,
+    Base,
+    Campaign,
+    CampaignItem,
+    Device,
+    Job,
+    Measurement,
+    PredictorVersion,
+    Team,
+    Token,
+    utcnow,
+)
+
+__all__ = [
+    "Agent",
+    "Artifact",
+    "Base",
+    "Campaign",
+    "CampaignItem",
+    "Database",
+    "Device",
+    "Job",
+    "Measurement",
+    "PredictorVersion",
+    "Team",
+    "Token",
+    "current_database",
+    "make_engine",
+    "upgrade_database",
+    "utcnow",
+]

@@ -1,0 +1,88 @@
+"""Engine and sessions. SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` transactions.
+
+``BEGIN IMMEDIATE`` takes SQLite's write lock at the start of every transaction, so two concurrent
+lease transactions serialize instead of both reading the same queued job (or deadlocking when a
+deferred reader tries to upgrade to a writer). Other backends keep their default isolation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for any SQLAlchemy URL; creates the parent folder of a SQLite file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=16
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+
+    # Let SQLAlchemy, not pysqlite, emit BEGIN (pysqlite's implicit BEGIN is deferred).
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+class Database:
+    """An engine plus its session factory; one per app."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_current: Database | None = None
+
+
+def set_current_database(db: Database) -> None:
+    global _current
+    _current = db
+
+
+def current_database() -> Database:
+    """The database of the most recently created app, for code that runs outside a request
+    (worker threads, campaign hooks). Inside a request use ``deps.SessionDep``."""
+    if _current is None:
+        raise RuntimeError("no database yet: create the app with profiler_server.app.create_app first")
+    return _current

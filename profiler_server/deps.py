@@ -1,0 +1,71 @@
+"""FastAPI dependencies, declared once. Routers (including ``profiler_server.predictor``) use:
+
+- ``SessionDep``: a SQLAlchemy ``Session`` for this request. Nothing is committed for you: call
+  ``session.commit()`` after a write. On SQLite every transaction is ``BEGIN IMMEDIATE`` (see
+  ``db/engine.py``), so keep transactions short and never hold one across slow work (training).
+- ``SettingsDep``: the app's ``Settings``. ``DatabaseDep``: the app's ``Database``
+  (``db.session()`` is a commit-on-success context manager for worker threads).
+- ``PrincipalDep`` (any valid token), ``AgentDep``, ``TeamDep`` (team or admin), ``AdminDep``:
+  authenticate the bearer token and check its role (401 missing/unknown token, 403 wrong role).
+- Outside a request (worker threads, hooks): ``profiler_server.db.current_database()``.
+
+Read endpoints for measurements and predictors need no token (lab-wide reads); every write does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from profiler_server.auth import Principal, authenticate, require_role
+from profiler_server.db import Database
+from profiler_server.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="token from POST /v1/teams, /v1/tokens or the admin")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.db.sessions() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[Session, Depends(get_session)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_principal(session: SessionDep, creds: Credentials) -> Principal:
+    return authenticate(session, creds.credentials if creds else None)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_agent(principal: PrincipalDep) -> Principal:
+    return require_role(principal, "agent")
+
+
+def get_team(principal: PrincipalDep) -> Principal:
+    return require_role(principal, "team")
+
+
+def get_admin(principal: PrincipalDep) -> Principal:
+    return require_role(principal, "admin")
+
+
+AgentDep = Annotated[Principal, Depends(get_agent)]
+TeamDep = Annotated[Principal, Depends(get_team)]
+AdminDep = Annotated[Principal, Depends(get_admin)]

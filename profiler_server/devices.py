@@ -1,0 +1,105 @@
+"""Agents and their devices: registration, heartbeats, and the reaper that notices silence.
+
+The reaper marks devices offline after ``offline_after_s`` without a heartbeat and requeues the
+leases that ran out (``jobs.expire_leases``), whether or not the device is still around.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from profiler_server.auth import Principal
+from profiler_server.db import Agent, Database, Device, utcnow
+from profiler_server.errors import Conflict, NotFound
+from profiler_server.settings import Settings
+from shared.schemas import AgentRegister
+
+log = logging.getLogger(__name__)
+
+
+def register_agent(session: Session, principal: Principal, body: AgentRegister) -> Agent:
+    """A new agent id for this process; its devices are (re)bound to it by serial."""
+    agent = Agent(id=uuid.uuid4().hex, name=body.name, token_id=principal.token_id)
+    session.add(agent)
+    session.flush()
+    now = utcnow()
+    for info in body.devices:
+        device = session.scalar(select(Device).where(Device.serial == info.serial))
+        if device is None:
+            device = Device(serial=info.serial)
+            session.add(device)
+        device.agent_id = agent.id
+        device.device_class = info.device_class
+        device.info = info.model_dump(mode="json")
+        device.last_seen = now
+        device.online = True
+    return agent
+
+
+def owned_agent(session: Session, principal: Principal, agent_id: str) -> Agent:
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"agent {agent_id!r} is not registered: POST /v1/agents first")
+    if principal.role != "admin" and agent.token_id != principal.token_id:
+        raise Conflict(f"agent {agent_id!r} was registered with another token")
+    return agent
+
+
+def heartbeat(session: Session, principal: Principal, agent_id: str, serials: list[str]) -> None:
+    """Mark the agent and the listed devices seen now (serials of other agents are ignored)."""
+    agent = owned_agent(session, principal, agent_id)
+    now = utcnow()
+    agent.last_seen = now
+    if serials:
+        session.execute(
+            update(Device)
+            .where(Device.agent_id == agent.id, Device.serial.in_(serials))
+            .values(last_seen=now, online=True)
+        )
+
+
+def agent_device(session: Session, principal: Principal, agent_id: str, serial: str) -> Device:
+    """The device ``serial`` held by this agent; leasing also counts as a sign of life."""
+    agent = owned_agent(session, principal, agent_id)
+    device = session.scalar(select(Device).where(Device.serial == serial))
+    if device is None or device.agent_id != agent.id:
+        raise NotFound(f"device {serial!r} is not registered by agent {agent_id!r}")
+    now = utcnow()
+    device.last_seen = now
+    device.online = True
+    return device
+
+
+def mark_offline(session: Session, offline_after_s: float) -> list[str]:
+    cutoff = utcnow() - timedelta(seconds=offline_after_s)
+    serials = list(session.scalars(select(Device.serial).where(Device.online, Device.last_seen < cutoff)))
+    if serials:
+        session.execute(update(Device).where(Device.serial.in_(serials)).values(online=False))
+        log.warning("devices offline after %.0f s without heartbeat: %s", offline_after_s, serials)
+    return serials
+
+
+def reap(db: Database, settings: Settings) -> None:
+    """One reaper pass: offline devices give back their leases; expired leases return to the queue."""
+    from profiler_server.jobs import expire_leases, requeue_device_leases
+
+    with db.session() as session:
+        offline = mark_offline(session, settings.offline_after_s)
+        if offline:
+            requeue_device_leases(session, offline)
+        expire_leases(session)
+
+
+async def reaper_loop(db: Database, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.reaper_interval_s)
+        try:
+            await asyncio.to_thread(reap, db, settings)
+        except Exception:  # the reaper must survive a locked or briefly unreachable database
+            log.exception("reaper pass failed")

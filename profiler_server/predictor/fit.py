@@ -1,0 +1,204 @@
+"""Fit the shared 5-layer latency MLP on measured block configs.
+
+Recipe: features from :func:`shared.encoding.encode_blocks`, standardized inside the model
+(``LatencyMLP.set_normalization``); the loss is MSE on standardized *log* latency, i.e. on relative
+error; Adam with a decaying learning rate; early stopping on a validation split. The held-out test
+split is chosen by config hash (``cfg.key()``), so a config measured twice never sits on both sides
+and the split of a config does not change when more data arrives. Everything is seeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from profiler_server.predictor import metrics as M
+from shared.config import AnyBlock, parse_block
+from shared.encoding import encode_blocks
+from shared.predictor import LatencyMLP
+
+log = logging.getLogger(__name__)
+
+
+class NotEnoughData(ValueError):
+    """Too few distinct measured configs to fit and judge a predictor."""
+
+
+@dataclass
+class Dataset:
+    """One row per distinct config: the median of its measurements."""
+
+    configs: list[AnyBlock]
+    keys: list[str]
+    x: torch.Tensor  # (N, F) raw features
+    y_ms: np.ndarray  # (N,)
+    noise: dict
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict:
+        return {"n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test)}
+
+
+@dataclass
+class FitResult:
+    model: LatencyMLP
+    metrics: dict
+    split: Split
+    data: Dataset
+    feature_ranges: dict
+    test_pred_ms: np.ndarray
+    history: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    hidden: int = 256
+    n_layers: int = 5
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 128
+    max_epochs: int = 800
+    patience: int = 80
+    max_seconds: float = 60.0
+
+
+def prepare_dataset(configs: Sequence[AnyBlock | dict], latencies_ms: Sequence[float]) -> Dataset:
+    """Parse, group repeated configs (median of their latencies) and encode."""
+    if len(configs) != len(latencies_ms):
+        raise ValueError(f"{len(configs)} configs but {len(latencies_ms)} latencies")
+    groups: dict[str, list[float]] = defaultdict(list)
+    by_key: dict[str, AnyBlock] = {}
+    all_keys = []
+    for raw, ms in zip(configs, latencies_ms, strict=True):
+        cfg = parse_block(raw) if isinstance(raw, dict) else raw
+        key = cfg.key()
+        by_key.setdefault(key, cfg)
+        groups[key].append(float(ms))
+        all_keys.append(key)
+    keys = sorted(groups)
+    cfgs = [by_key[k] for k in keys]
+    y = np.array([np.median(groups[k]) for k in keys], dtype=np.float64)
+    noise = M.noise_floor(all_keys, [float(v) for v in latencies_ms])
+    return Dataset(configs=cfgs, keys=keys, x=encode_blocks(cfgs), y_ms=y, noise=noise)
+
+
+def _bucket(key: str, seed: int) -> float:
+    """Deterministic uniform number in [0, 1) from a config hash and the seed."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_by_key(keys: Sequence[str], seed: int = 0, test_frac: float = 0.15, val_frac: float = 0.1) -> Split:
+    u = np.array([_bucket(k, seed) for k in keys])
+    test = np.flatnonzero(u < test_frac)
+    val = np.flatnonzero((u >= test_frac) & (u < test_frac + val_frac))
+    train = np.flatnonzero(u >= test_frac + val_frac)
+    return Split(train=train, val=val, test=test)
+
+
+def feature_ranges(configs: Sequence[AnyBlock], x: torch.Tensor) -> dict:
+    """Per kind, the min and max of every feature seen in training (for the ``extrapolated`` flag)."""
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, cfg in enumerate(configs):
+        by_kind[cfg.kind].append(i)
+    return {
+        kind: {"min": x[idx].min(0).values.tolist(), "max": x[idx].max(0).values.tolist(), "n": len(idx)}
+        for kind, idx in sorted(by_kind.items())
+    }
+
+
+def train_mlp(
+    x_train: torch.Tensor,
+    y_train_ms: np.ndarray,
+    x_val: torch.Tensor,
+    y_val_ms: np.ndarray,
+    seed: int = 0,
+    settings: TrainSettings = TrainSettings(),
+) -> tuple[LatencyMLP, dict]:
+    """Adam on standardized log latency; keeps the weights of the best validation epoch."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = LatencyMLP(n_features=x_train.shape[1], hidden=settings.hidden, n_layers=settings.n_layers)
+    log_train = torch.log(torch.as_tensor(y_train_ms, dtype=torch.float32))
+    log_val = torch.log(torch.as_tensor(y_val_ms, dtype=torch.float32))
+    model.set_normalization(x_train, log_train)
+    target = (log_train - model.y_mean) / model.y_std
+    target_val = (log_val - model.y_mean) / model.y_std
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.max_epochs, eta_min=settings.lr / 50)
+    best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
+    start, epoch = time.monotonic(), 0
+    for epoch in range(settings.max_epochs):
+        model.train()
+        for idx in torch.randperm(len(target), generator=gen).split(settings.batch_size):
+            loss = torch.nn.functional.mse_loss(model.forward_normalized(x_train[idx]), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+        val_loss = _eval_loss(model, x_val, target_val) if len(target_val) else float(loss)
+        if val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        if epoch - best[1] >= settings.patience or time.monotonic() - start > settings.max_seconds:
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    history = {"epochs": epoch + 1, "best_epoch": best[1], "best_val_loss": best[0],
+               "seconds": time.monotonic() - start}
+    log.info("trained latency MLP: %s", history)
+    return model, history
+
+
+@torch.no_grad()
+def _eval_loss(model: LatencyMLP, x: torch.Tensor, target: torch.Tensor) -> float:
+    model.eval()
+    return float(torch.nn.functional.mse_loss(model.forward_normalized(x), target))
+
+
+@torch.no_grad()
+def predict_ms(model: LatencyMLP, x: torch.Tensor) -> np.ndarray:
+    model.eval()
+    return model(x).double().numpy()
+
+
+def fit_predictor(
+    configs: Sequence[AnyBlock | dict],
+    latencies_ms: Sequence[float],
+    seed: int = 0,
+    settings: TrainSettings = TrainSettings(),
+    with_peers: bool = True,
+    min_configs: int = 20,
+) -> FitResult:
+    """Fit on the train split, stop early on validation, judge on the held-out test split."""
+    data = prepare_dataset(configs, latencies_ms)
+    if len(data.keys) < min_configs:
+        raise NotEnoughData(f"{len(data.keys)} distinct measured configs; need at least {min_configs} to fit")
+    split = split_by_key(data.keys, seed)
+    if len(split.test) == 0 or len(split.val) == 0:
+        raise NotEnoughData(f"{len(data.keys)} configs leave an empty validation or test split; measure more")
+    model, history = train_mlp(data.x[split.train], data.y_ms[split.train], data.x[split.val],
+                               data.y_ms[split.val], seed, settings)
+    test_pred = predict_ms(model, data.x[split.test])
+    metrics = {**M.accuracy_report(test_pred, data.y_ms[split.test]), **split.sizes(), "noise_floor": data.noise,
+               "epochs": history["epochs"], "train_seconds": history["seconds"]}
+    if with_peers:
+        from profiler_server.predictor.peers import evaluate_peers
+
+        metrics["peers"] = evaluate_peers(data, split, seed)
+    ranges = feature_ranges([data.configs[i] for i in split.train], data.x[split.train])
+    return FitResult(model=model, metrics=metrics, split=split, data=data, feature_ranges=ranges,
+                     test_pred_ms=test_pred, history=history)

@@ -1,0 +1,1 @@
+"""HTTP routers, one per resource. Routes are thin: parse, call one logic function, answer."""

@@ -1,0 +1,31 @@
+"""Liveness, readiness (database reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez")
+def livez() -> dict:
+    return {"ok": True}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    try:
+        with request.app.state.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return JSONResponse({"ok": False, "detail": f"database unreachable: {exc}"}, status_code=503)
+    return JSONResponse({"ok": True})
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,54 @@
+"""Teams and tokens (admin only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from profiler_server import auth
+from profiler_server.deps import AdminDep, SessionDep
+from profiler_server.errors import NotFound
+
+router = APIRouter(prefix="/v1", tags=["teams"])
+
+
+class TeamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+
+class TeamCreated(BaseModel):
+    id: int
+    name: str
+    token: str
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["agent", "team", "admin"] = "agent"
+    name: str = Field("", max_length=200)
+    team_id: int | None = Field(None, ge=1, le=2**62, description="required for role=team")
+
+
+class TokenCreated(BaseModel):
+    role: str
+    name: str
+    token: str
+
+
+@router.post("/teams", response_model=TeamCreated, status_code=201)
+def create_team(body: TeamCreate, session: SessionDep, _: AdminDep) -> TeamCreated:
+    team, token = auth.create_team(session, body.name)
+    session.commit()
+    return TeamCreated(id=team.id, name=team.name, token=token)
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201)
+def create_token(body: TokenCreate, session: SessionDep, _: AdminDep) -> TokenCreated:
+    if body.role == "team" and (body.team_id is None or session.get(auth.Team, body.team_id) is None):
+        raise NotFound(f"a team token needs an existing team_id (got {body.team_id})")
+    token = auth.issue_token(session, body.role, name=body.name, team_id=body.team_id)
+    session.commit()
+    return TokenCreated(role=body.role, name=body.name, token=token)

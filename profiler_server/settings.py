@@ -1,0 +1,35 @@
+"""Server settings: one pydantic-settings object, read from ``RTSEG_*`` environment variables.
+
+The CLI overrides individual fields (``--db``, ``--data``); tests build ``Settings(...)`` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RTSEG_", extra="ignore")
+
+    data_dir: Path = Field(Path("var/profiler"), description="artifacts, admin_token file, default DB")
+    db_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/profiler.db")
+    admin_token: str | None = Field(None, description="admin bearer token; generated at first start if unset")
+    lease_s: float = Field(300.0, gt=0, description="a leased job returns to the queue after this long")
+    max_attempts: int = Field(3, ge=1, le=100, description="leases (or failures) before a job fails")
+    heartbeat_s: float = Field(10.0, gt=0, description="agents send a heartbeat this often")
+    offline_after_s: float = Field(45.0, gt=0, description="a device is offline after this long unseen")
+    reaper_interval_s: float = Field(5.0, gt=0, description="how often expired leases are requeued")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest network upload accepted")
+    max_campaign_configs: int = Field(50_000, gt=0, description="largest campaign accepted")
+    export_workers: int = Field(1, ge=1, le=32, description="threads exporting campaign artifacts")
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir}/profiler.db"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
