@@ -1,0 +1,2 @@
+"""Search mechanics: channel gates (width), hard Gumbel mixed blocks (depth/type), derivation and
+the differentiable latency regularizer."""

@@ -1,0 +1,246 @@
+"""Whole-network block lists and the differentiable latency regularizer.
+
+:func:`network_blocks` lists every part of a dual-branch network's inference graph as profiled
+block configs (detail convs, stem, down blocks, the running mixed-block paths, context, BGA, head),
+with the widths the network really has (kept channels where gates are installed). Summing their
+analytic MACs gives the network's MACs; predicting each gives its latency.
+
+:func:`expected_latency` walks the same structure with *soft* values: each layer's width is its
+gate's differentiable channel count (its input width the previous layer's), a stage stream's width
+is mixed by the probability that no attention block runs in it, and each mixed block contributes
+``p_lir * lat(lir) + p_mhsa * lat(mhsa)`` (skip costs nothing). All blocks go through the predictor
+in one batched forward, so gradients reach gate weights and architecture logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_client.models.bisenetv2 import BiSeNetV2
+from search_client.models.twobranch import TwoBranchNet
+from search_client.search.gates import ChannelGate
+from search_client.search.gumbel import MixedBlock
+from shared.blocks import LIRBlock, MHSABlock
+from shared.config import (
+    AnyBlock,
+    BGAConfig,
+    ContextConfig,
+    ConvConfig,
+    DownConfig,
+    HeadConfig,
+    LIRConfig,
+    MHSAConfig,
+    StemConfig,
+)
+from shared.costs import block_fields, ceil_div
+from shared.encoding import N_FEATURES, encode_values
+from shared.predictor import LatencyMLP
+
+Width = int | torch.Tensor
+RegMode = Literal["one-sided", "two-sided"]
+
+
+@dataclass
+class _Part:
+    """One block of the walk: its full-width config, channel overrides and a path weight."""
+
+    cfg: AnyBlock
+    widths: dict[str, Width]
+    weight: torch.Tensor | float = 1.0
+
+
+class _Widths:
+    """How a walk reads widths: hard (kept counts, chosen paths) or soft (gate sums, path probs)."""
+
+    def __init__(self, soft: bool):
+        self.soft = soft
+
+    def of(self, gate: nn.Module, full: int) -> Width:
+        if not isinstance(gate, ChannelGate):
+            return full
+        return gate.soft_count() if self.soft else gate.kept_count()
+
+
+def _conv_out(module: nn.Module) -> int:
+    return module.conv[0].out_channels
+
+
+def _walk(model: TwoBranchNet, height: int, width: int, soft: bool) -> Iterator[_Part]:
+    if isinstance(model, BiSeNetV2) or not isinstance(model, TwoBranchNet):
+        raise TypeError(
+            f"{type(model).__name__} is not a dual-branch RTSeg network; its layers (e.g. BiSeNetV2's "
+            "grouped gather-and-expand convs) have no profiled block kind"
+        )
+    ws = _Widths(soft)
+    yield from _walk_detail(model, height, width, ws)
+    h, w = ceil_div(ceil_div(height, 2), 2), ceil_div(ceil_div(width, 2), 2)
+    stem_c = model.stem.fuse[0].out_channels
+    yield _Part(StemConfig(h=height, w=width, cin=3, cout=stem_c), {})
+    cin: Width = stem_c
+    for stage in model.stages:
+        cin = yield from _walk_stage(stage, h, w, cin, ws)
+        h, w = ceil_div(h, 2), ceil_div(w, 2)
+    c = model.context.last[0].out_channels
+    yield _Part(ContextConfig(h=h, w=w, cin=c), {})
+    yield _Part(BGAConfig(h=4 * h, w=4 * w, cin=c), {})
+    head = model.head
+    yield _Part(
+        HeadConfig(
+            h=4 * h, w=4 * w, cin=c, cmid=head.conv[0].out_channels, classes=head.cls.out_channels, scale=8
+        ),
+        {"cmid": ws.of(head.gate_mid, head.conv[0].out_channels)},
+    )
+
+
+def _walk_detail(model: TwoBranchNet, h: int, w: int, ws: _Widths) -> Iterator[_Part]:
+    cin: Width = 3
+    for conv in model.detail:
+        k, s = conv.conv[0].kernel_size[0], conv.conv[0].stride[0]
+        cout = ws.of(conv.gate_out, _conv_out(conv))
+        yield _Part(ConvConfig(h=h, w=w, cin=conv.conv[0].in_channels, cout=_conv_out(conv), kernel=k, stride=s),
+                    {"cin": cin, "cout": cout})  # fmt: skip
+        h, w, cin = ceil_div(h, s), ceil_div(w, s), cout
+
+
+def _no_mhsa_prob(stage: nn.Module, ws: _Widths) -> torch.Tensor | float:
+    """Probability (soft) or indicator (hard) that no block of the stage runs attention."""
+    p: torch.Tensor | float = 1.0
+    for b in stage.blocks:
+        if isinstance(b, MixedBlock):
+            p = (
+                p * (1 - b.path_probs()[2])
+                if ws.soft and b.mode == "gumbel"
+                else p * float(not _runs_mhsa(b))
+            )
+        elif isinstance(b, MHSABlock):
+            p = 0.0
+    return p
+
+
+def _runs_mhsa(b: MixedBlock) -> bool:
+    """Hard walks describe the eval-mode network: the argmax / fixed path, or both in ``full``."""
+    return b.chosen() in ("mhsa", "full")
+
+
+def _walk_stage(stage: nn.Module, h: int, w: int, cin: Width, ws: _Widths):  # generator returning the width
+    down = stage.down
+    full_out = down.project[0].out_channels
+    gate = stage.stream_gate()
+    p_free = _no_mhsa_prob(stage, ws)
+    if gate is None:
+        stream: Width = full_out
+    elif ws.soft:
+        stream = p_free * gate.soft_count() + (1 - p_free) * full_out
+    else:
+        stream = gate.kept_count() if p_free else full_out
+    cmid = down.expand[0].out_channels
+    yield _Part(DownConfig(h=h, w=w, cin=down.expand[0].in_channels, cmid=cmid, cout=full_out),
+                {"cin": cin, "cmid": ws.of(down.gate_mid, cmid), "cout": stream})  # fmt: skip
+    h2, w2 = ceil_div(h, 2), ceil_div(w, 2)
+    for b in stage.blocks:
+        yield from _walk_block(b, h2, w2, stream, ws)
+    return stream
+
+
+def _lir_part(b: LIRBlock, h: int, w: int, c: Width, ws: _Widths, weight: torch.Tensor | float) -> _Part:
+    cmid, full = b.expand[0].out_channels, b.expand[0].in_channels
+    cfg = LIRConfig(h=h, w=w, cin=full, cmid=cmid, cout=full, kernel=b.dw[0].kernel_size[0], stride=1)
+    return _Part(cfg, {"cin": c, "cmid": ws.of(b.gate_mid, cmid), "cout": c}, weight)
+
+
+def _mhsa_part(b: MHSABlock, h: int, w: int, c: Width, ws: _Widths, weight: torch.Tensor | float) -> _Part:
+    full = b.norm1.normalized_shape[0] // (b.patch * b.patch)
+    cmid = b.fc1.out_features
+    cfg = MHSAConfig(h=h, w=w, cin=full, heads=b.heads, patch=b.patch, cmid=cmid)
+    return _Part(cfg, {"cmid": ws.of(b.gate_mid, cmid)}, weight)
+
+
+def _walk_block(b: nn.Module, h: int, w: int, c: Width, ws: _Widths) -> Iterator[_Part]:
+    if isinstance(b, LIRBlock):
+        yield _lir_part(b, h, w, c, ws, 1.0)
+    elif isinstance(b, MHSABlock):
+        yield _mhsa_part(b, h, w, c, ws, 1.0)
+    elif ws.soft and b.mode == "gumbel":
+        probs = b.path_probs()
+        yield _lir_part(b.lir, h, w, c, ws, probs[1])
+        yield _mhsa_part(b.mhsa, h, w, c, ws, probs[2])
+    else:
+        path = b.chosen()
+        if path in ("lir", "full"):
+            yield _lir_part(b.lir, h, w, c, ws, 1.0)
+        if path in ("mhsa", "full"):
+            yield _mhsa_part(b.mhsa, h, w, c, ws, 1.0)
+
+
+def network_blocks(model: nn.Module, height: int, width: int) -> list[AnyBlock]:
+    """Every part of the inference graph as block configs with the widths that really run.
+
+    For a supernet: kept channels where gates are installed and the paths each mixed block would
+    run in eval mode (``full`` lists both LIR and MHSA).
+    """
+    out = []
+    for part in _walk(model, height, width, soft=False):
+        values = {k: int(v) for k, v in part.widths.items()}
+        out.append(part.cfg.model_copy(update=values) if values else part.cfg)
+    return out
+
+
+def _batched_features(kind: str, rows: list[dict[str, Width]]) -> torch.Tensor:
+    """(n, N_FEATURES) features of same-kind blocks in one vectorized encode."""
+    keys = rows[0].keys()
+    values = {k: _stack([r[k] for r in rows]) for k in keys}
+    feats = encode_values(kind, values)
+    n = len(rows)
+    cols = [f.float() if isinstance(f, torch.Tensor) else torch.full((n,), float(f)) for f in feats]
+    return torch.stack([col.expand(n) for col in cols], dim=1)
+
+
+def _stack(items: list[Width]) -> torch.Tensor:
+    return torch.stack([i if isinstance(i, torch.Tensor) else torch.tensor(float(i)) for i in items]).float()
+
+
+def soft_features(model: nn.Module, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, N_FEATURES) soft features of the whole network and (N,) path weights."""
+    by_kind: dict[str, list[tuple[int, dict[str, Width]]]] = {}
+    weights: list[torch.Tensor | float] = []
+    for i, part in enumerate(_walk(model, height, width, soft=True)):
+        values: dict[str, Width] = {**block_fields(part.cfg), **part.widths}
+        by_kind.setdefault(part.cfg.kind, []).append((i, values))
+        weights.append(part.weight)
+    feats = torch.zeros(len(weights), N_FEATURES)
+    for kind, rows in by_kind.items():
+        index = torch.tensor([i for i, _ in rows])
+        feats = feats.index_copy(0, index, _batched_features(kind, [v for _, v in rows]))
+    return feats, _stack(weights)
+
+
+def expected_latency(model: nn.Module, predictor: LatencyMLP, height: int, width: int) -> torch.Tensor:
+    """Differentiable expected latency (ms) of the whole network under the current gates/logits."""
+    feats, weights = soft_features(model, height, width)
+    device = next(predictor.parameters()).device
+    ms = predictor(feats.to(device))  # (N,)
+    return (ms * weights.to(device)).sum()
+
+
+def latency_loss(expected_ms: torch.Tensor, target_ms: float, mode: RegMode = "one-sided") -> torch.Tensor:
+    """Relative distance to the target: one-sided penalizes only exceeding it."""
+    rel = expected_ms / target_ms - 1.0
+    if mode == "one-sided":
+        return F.relu(rel)
+    if mode == "two-sided":
+        return rel.abs()
+    raise ValueError(f"unknown latency loss mode {mode!r}; use 'one-sided' or 'two-sided'")
+
+
+def predict_blocks(predictor: LatencyMLP, blocks: list[AnyBlock]) -> torch.Tensor:
+    """(N,) predicted ms of plain block configs (one batched forward)."""
+    from shared.encoding import encode_blocks
+
+    with torch.no_grad():
+        return predictor(encode_blocks(blocks))
