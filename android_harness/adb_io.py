@@ -1,0 +1,215 @@
+"""Bounded adb I/O on one device through the adb server: shell with an exit status and a hard
+deadline, and the sync protocol (STAT/LIST/SEND) with timeouts (adbutils' own sync has none).
+
+Every adbutils/socket error is converted here, at the boundary, into the harness error family.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import socket
+import stat
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import adbutils
+from adbutils.errors import AdbError, AdbTimeout
+
+from android_harness.errors import BenchmarkFailed, DeviceOffline, HarnessError, HarnessTimeout
+
+log = logging.getLogger(__name__)
+
+EXIT_MARK = "__RTSEG_EXIT__:"
+SYNC_CHUNK = 64 * 1024  # the sync protocol's maximum DATA payload
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    mode: int
+    size: int
+    mtime: int
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+def adb_binary() -> str:
+    """The adb executable adbutils uses (adb on PATH, else the one bundled in its wheel)."""
+    return adbutils.adb_path()
+
+
+def adb_client(port: int | None = None, host: str = "127.0.0.1") -> adbutils.AdbClient:
+    """Client of the adb server (``ANDROID_ADB_SERVER_PORT`` or 5037 unless ``port`` is given)."""
+    return adbutils.AdbClient(host=host, port=port)
+
+
+def list_serials(client: adbutils.AdbClient) -> list[str]:
+    """Serials of devices in state ``device`` (authorized and online)."""
+    with convert_errors("list devices"):
+        return [info.serial for info in client.list() if info.state == "device"]
+
+
+@contextlib.contextmanager
+def convert_errors(what: str, serial: str = "") -> Iterator[None]:
+    """adbutils/socket errors -> DeviceOffline / HarnessTimeout with the original message."""
+    try:
+        yield
+    except HarnessError:
+        raise
+    except (AdbTimeout, TimeoutError) as exc:
+        raise HarnessTimeout(f"adb {what} on {serial or 'adb server'} timed out: {exc}", str(exc)) from exc
+    except AdbError as exc:
+        raise DeviceOffline(f"adb {what} failed on {serial or 'adb server'}: {exc}", str(exc)) from exc
+    except (OSError, EOFError) as exc:
+        raise DeviceOffline(f"adb {what}: connection to {serial or 'adb server'} lost ({exc})", str(exc)) from exc
+
+
+class DeviceIO:
+    """Shell and file transfer on one device, every call bounded by a timeout."""
+
+    def __init__(self, client: adbutils.AdbClient, serial: str, timeout_s: float = 30.0) -> None:
+        self.client = client
+        self.serial = serial
+        self.timeout_s = timeout_s
+        self._device = client.device(serial)
+
+    # --- shell -------------------------------------------------------------------------------
+
+    def shell(self, args: Sequence[str] | str, timeout_s: float | None = None) -> tuple[int, str]:
+        """Run a command (argument list, quoted here; a str is passed as is) -> (exit status, output)."""
+        cmd = args if isinstance(args, str) else shlex.join(args)
+        timeout = timeout_s or self.timeout_s
+        deadline = time.monotonic() + timeout
+        with convert_errors(f"shell {cmd[:80]!r}", self.serial):
+            conn = self._device.open_transport(timeout=timeout)
+            try:
+                conn.send_command(f"shell:{cmd}; echo {EXIT_MARK}$?")
+                conn.check_okay()
+                raw = self._read_until_close(conn.conn, deadline, cmd)
+            finally:
+                conn.close()
+        return self._split_exit(cmd, raw.decode("utf-8", errors="replace"))
+
+    def check_output(self, args: Sequence[str] | str, timeout_s: float | None = None) -> str:
+        rc, out = self.shell(args, timeout_s)
+        if rc != 0:
+            cmd = args if isinstance(args, str) else shlex.join(args)
+            raise BenchmarkFailed(f"`{cmd}` exited with status {rc} on {self.serial}: {out.strip()[-300:]}", out)
+        return out
+
+    def _read_until_close(self, sock: socket.socket, deadline: float, cmd: str) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HarnessTimeout(f"`{cmd[:120]}` on {self.serial} ran past its time limit",
+                                     b"".join(chunks).decode("utf-8", errors="replace"))
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue  # loop re-checks the deadline and raises with the output so far
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _split_exit(self, cmd: str, out: str) -> tuple[int, str]:
+        idx = out.rfind(EXIT_MARK)
+        if idx < 0:
+            # the stream ended without our exit marker: the transport died under the command
+            state = self.state()
+            if state != "device":
+                raise DeviceOffline(f"device {self.serial} went {state} while running `{cmd[:120]}`", out)
+            raise BenchmarkFailed(f"`{cmd[:120]}` on {self.serial} ended without an exit status", out)
+        status = out[idx + len(EXIT_MARK):].strip()
+        return (int(status) if status.isdigit() else 255), out[:idx]
+
+    def state(self) -> str:
+        """``device``, ``offline``, ... or ``absent`` when the adb server no longer lists it."""
+        try:
+            for info in self.client.list():
+                if info.serial == self.serial:
+                    return info.state
+        except (AdbError, OSError) as exc:
+            log.warning("adb server unreachable while checking %s: %s", self.serial, exc)
+            return "unreachable"
+        return "absent"
+
+    # --- sync protocol -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _sync(self, what: str) -> Iterator[socket.socket]:
+        with convert_errors(what, self.serial):
+            conn = self._device.open_transport(timeout=self.timeout_s)
+            try:
+                conn.send_command("sync:")
+                conn.check_okay()
+                yield conn.conn
+                conn.conn.sendall(b"QUIT" + struct.pack("<I", 0))
+            finally:
+                conn.close()
+
+    @staticmethod
+    def _request(sock: socket.socket, cmd: bytes, path: str) -> None:
+        data = path.encode("utf-8")
+        sock.sendall(cmd + struct.pack("<I", len(data)) + data)
+
+    @staticmethod
+    def _read_exact(sock: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError(f"sync stream closed after {len(buf)} of {n} bytes")
+            buf += chunk
+        return buf
+
+    def stat(self, path: str) -> RemoteFile | None:
+        """None when the path does not exist."""
+        with self._sync(f"stat {path}") as sock:
+            self._request(sock, b"STAT", path)
+            head = self._read_exact(sock, 16)
+            if head[:4] != b"STAT":
+                raise DeviceOffline(f"bad sync STAT reply {head[:4]!r} from {self.serial}")
+            mode, size, mtime = struct.unpack("<III", head[4:])
+        return None if mode == 0 else RemoteFile(path.rsplit("/", 1)[-1], mode, size, mtime)
+
+    def listdir(self, path: str) -> list[RemoteFile]:
+        entries = []
+        with self._sync(f"list {path}") as sock:
+            self._request(sock, b"LIST", path)
+            while True:
+                head = self._read_exact(sock, 20)
+                if head[:4] == b"DONE":
+                    break
+                mode, size, mtime, namelen = struct.unpack("<IIII", head[4:])
+                name = self._read_exact(sock, namelen).decode("utf-8", errors="replace")
+                if name not in (".", ".."):
+                    entries.append(RemoteFile(name, mode, size, mtime))
+        return entries
+
+    def push(self, local: Path, remote: str, mode: int = 0o644) -> int:
+        """Push a local file; returns bytes sent. The device creates missing parent folders."""
+        total = 0
+        with self._sync(f"push {remote}") as sock, open(local, "rb") as src:
+            self._request(sock, b"SEND", f"{remote},{stat.S_IFREG | mode}")
+            while chunk := src.read(SYNC_CHUNK):
+                sock.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
+                total += len(chunk)
+            sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
+            reply = self._read_exact(sock, 8)
+            if reply[:4] != b"OKAY":
+                size = struct.unpack("<I", reply[4:])[0]
+                message = self._read_exact(sock, size).decode("utf-8", errors="replace")
+                raise HarnessError(f"push of {local.name} to {self.serial}:{remote} failed: {message}", message)
+        return total
