@@ -34,12 +34,14 @@ def inference_params(model: nn.Module) -> int:
 
 
 def inference_macs(model: nn.Module, height: int, width: int) -> int:
-    """MACs of one eval-mode forward of a (1, 3, height, width) input."""
+    """MACs of one eval-mode forward of a (1, 3, height, width) input on the model's device
+    (a model on the ``meta`` device is counted from shapes alone, without computing)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, height, width))
+            model(torch.zeros(1, 3, height, width, device=device))
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
@@ -50,8 +52,13 @@ def count_module(model: nn.Module, height: int, width: int) -> dict[str, float]:
 
 
 def count_model(arch: str, height: int, width: int, num_classes: int = 19, **kw: object) -> dict[str, float]:
-    """``{"params_m", "gmacs"}`` of a registered architecture at ``height x width``."""
-    return count_module(build_model(arch, num_classes, **kw), height, width)
+    """``{"params_m", "gmacs"}`` of a registered architecture at ``height x width``.
+
+    The model is built on the ``meta`` device: counting needs shapes only, so 512x1024 is instant.
+    """
+    with torch.device("meta"):
+        model = build_model(arch, num_classes, **kw)
+    return count_module(model, height, width)
 
 
 def count_main(argv: Sequence[str] | None = None) -> int:
