@@ -13,11 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from profiler_server import auth
+from profiler_server.campaigns import Exporter, resume_exports
 from profiler_server.db import Database, upgrade_database
 from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
+from profiler_server.limits import BodyLimitMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
-from profiler_server.routes import health, teams
+from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, teams
 from profiler_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        app.state.exporter.shutdown()
         app.state.db.dispose()
 
 
@@ -65,7 +68,8 @@ async def _server_error(_: Request, exc: ServerError) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")} for e in exc.errors()
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
     ]
     return JSONResponse({"detail": errors}, status_code=422)
 
@@ -81,10 +85,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(db)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (health, teams):
+    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):
         app.include_router(module.router)
     predictor = _predictor_router()
     if predictor is not None:
         app.include_router(predictor)
+    app.add_middleware(
+        BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.max_upload_bytes
+    )
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
+    app.state.exporter = Exporter(db, settings.artifacts_dir, settings.export_workers)
+    resume_exports(db, app.state.exporter)
     return app

@@ -87,13 +87,16 @@ def mark_offline(session: Session, offline_after_s: float) -> list[str]:
 
 def reap(db: Database, settings: Settings) -> None:
     """One reaper pass: offline devices give back their leases; expired leases return to the queue."""
+    from profiler_server.campaigns import fire_pending
     from profiler_server.jobs import expire_leases, requeue_device_leases
 
-    with db.session() as session:
-        offline = mark_offline(session, settings.offline_after_s)
-        if offline:
-            requeue_device_leases(session, offline)
-        expire_leases(session)
+    with db.sessions() as session:
+        with session.begin():
+            offline = mark_offline(session, settings.offline_after_s)
+            if offline:
+                requeue_device_leases(session, offline)
+            expire_leases(session)
+        fire_pending(session)
 
 
 async def reaper_loop(db: Database, settings: Settings) -> None:

@@ -32,12 +32,16 @@ class FarmCollector(Collector):
         jobs = GaugeMetricFamily("rtseg_jobs", "jobs by state", labels=["state"])
         for state in JOB_STATES:
             jobs.add_metric([state], by_state.get(state, 0))
-        queue = GaugeMetricFamily("rtseg_queue_depth", "queued jobs per device class", labels=["device_class"])
+        queue = GaugeMetricFamily(
+            "rtseg_queue_depth", "queued jobs per device class", labels=["device_class"]
+        )
         for device_class, count in depth:
             queue.add_metric([device_class], count)
         yield jobs
         yield queue
-        yield GaugeMetricFamily("rtseg_devices_online", "devices seen within the heartbeat window", value=online)
+        yield GaugeMetricFamily(
+            "rtseg_devices_online", "devices seen within the heartbeat window", value=online
+        )
 
 
 class Metrics:

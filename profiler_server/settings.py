@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     offline_after_s: float = Field(45.0, gt=0, description="a device is offline after this long unseen")
     reaper_interval_s: float = Field(5.0, gt=0, description="how often expired leases are requeued")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest network upload accepted")
-    max_campaign_configs: int = Field(50_000, gt=0, description="largest campaign accepted")
+    max_json_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest JSON request body accepted")
     export_workers: int = Field(1, ge=1, le=32, description="threads exporting campaign artifacts")
 
     @property

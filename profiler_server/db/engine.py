@@ -40,8 +40,14 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # One connection per process: SQLite allows one writer anyway, and threads queueing on the pool
+    # wake immediately, where SQLite's busy handler would poll with sleeps of up to 100 ms.
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=16
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=120,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
 

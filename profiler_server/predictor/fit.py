@@ -139,7 +139,9 @@ def train_mlp(
     target = (log_train - model.y_mean) / model.y_std
     target_val = (log_val - model.y_mean) / model.y_std
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.max_epochs, eta_min=settings.lr / 50)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=settings.max_epochs, eta_min=settings.lr / 50
+    )
     best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
     start, epoch = time.monotonic(), 0
     for epoch in range(settings.max_epochs):
@@ -157,8 +159,12 @@ def train_mlp(
             break
     model.load_state_dict(best[2])
     model.eval()
-    history = {"epochs": epoch + 1, "best_epoch": best[1], "best_val_loss": best[0],
-               "seconds": time.monotonic() - start}
+    history = {
+        "epochs": epoch + 1,
+        "best_epoch": best[1],
+        "best_val_loss": best[0],
+        "seconds": time.monotonic() - start,
+    }
     log.info("trained latency MLP: %s", history)
     return model, history
 
@@ -190,15 +196,28 @@ def fit_predictor(
     split = split_by_key(data.keys, seed)
     if len(split.test) == 0 or len(split.val) == 0:
         raise NotEnoughData(f"{len(data.keys)} configs leave an empty validation or test split; measure more")
-    model, history = train_mlp(data.x[split.train], data.y_ms[split.train], data.x[split.val],
-                               data.y_ms[split.val], seed, settings)
+    model, history = train_mlp(
+        data.x[split.train], data.y_ms[split.train], data.x[split.val], data.y_ms[split.val], seed, settings
+    )
     test_pred = predict_ms(model, data.x[split.test])
-    metrics = {**M.accuracy_report(test_pred, data.y_ms[split.test]), **split.sizes(), "noise_floor": data.noise,
-               "epochs": history["epochs"], "train_seconds": history["seconds"]}
+    metrics = {
+        **M.accuracy_report(test_pred, data.y_ms[split.test]),
+        **split.sizes(),
+        "noise_floor": data.noise,
+        "epochs": history["epochs"],
+        "train_seconds": history["seconds"],
+    }
     if with_peers:
         from profiler_server.predictor.peers import evaluate_peers
 
         metrics["peers"] = evaluate_peers(data, split, seed)
     ranges = feature_ranges([data.configs[i] for i in split.train], data.x[split.train])
-    return FitResult(model=model, metrics=metrics, split=split, data=data, feature_ranges=ranges,
-                     test_pred_ms=test_pred, history=history)
+    return FitResult(
+        model=model,
+        metrics=metrics,
+        split=split,
+        data=data,
+        feature_ranges=ranges,
+        test_pred_ms=test_pred,
+        history=history,
+    )

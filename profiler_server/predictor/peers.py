@@ -50,6 +50,10 @@ def evaluate_peers(data, split, seed: int = 0) -> dict[str, dict]:
     truth = data.y_ms[split.test]
     out = {}
     for name, pred in peer_predictions(data, split, seed).items():
-        out[name] = {"mape": M.mape(pred, truth), "within_10": M.within(pred, truth, 0.10),
-                     "within_5": M.within(pred, truth, 0.05), "rmspe": M.rmspe(pred, truth)}
+        out[name] = {
+            "mape": M.mape(pred, truth),
+            "within_10": M.within(pred, truth, 0.10),
+            "within_5": M.within(pred, truth, 0.05),
+            "rmspe": M.rmspe(pred, truth),
+        }
     return out

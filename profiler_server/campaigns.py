@@ -1,0 +1,292 @@
+"""Measurement campaigns: sample configs, export artifacts, queue the jobs nobody has measured yet.
+
+Creating a campaign stores its configs and hands the export to a worker thread (exports take tens
+of ms per block). The worker queues jobs as it goes, so agents start before the export finishes,
+and a server restarted mid-export resumes it (``resume_exports``). One job is queued per
+(artifact, device class, runtime key) without a measurement or live job; the rest are ``cached``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from profiler_server import jobs
+from profiler_server.artifacts import export_block_artifact
+from profiler_server.auth import Principal, admin_team
+from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
+from profiler_server.errors import BadRequest, NotFound
+from shared.config import AnyBlock, BlockConfig, parse_blocks
+from shared.export import tflite_available
+from shared.schemas import RuntimeSettings
+from shared.space import SAMPLERS, SearchSpace, default_space
+
+log = logging.getLogger(__name__)
+BATCH = 25  # configs per transaction while queueing
+
+
+class CampaignCreate(BaseModel):
+    """Either a ``space`` (+ ``n``, ``sampling``, ``seed``) or explicit ``configs``; neither means
+    the default space (the blocks of the search client's supernet)."""
+
+    model_config = ConfigDict(extra="forbid")
+    device_class: str = Field(min_length=1, max_length=200)
+    runtime: RuntimeSettings | str = Field(
+        "onnxruntime", description="RuntimeSettings or 'onnxruntime/t1/cpu'"
+    )
+    space: SearchSpace | None = None
+    configs: list[BlockConfig] | None = Field(None, min_length=1, max_length=50_000)
+    n: int = Field(100, ge=1, le=50_000)
+    sampling: Literal["uniform", "stratified"] = "stratified"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    priority: int = Field(0, ge=-1000, le=1000)
+    warmup: int = Field(10, ge=0, le=10_000)
+    runs: int = Field(50, ge=1, le=100_000)
+    min_seconds: float = Field(1.0, ge=0, le=3600)
+    remeasure: float = Field(0.0, ge=0, le=1, description="share of new configs measured twice (noise floor)")
+    max_attempts: int = Field(3, ge=1, le=20)
+    wait_s: float = Field(30.0, ge=0, le=600, description="wait this long for the export before answering")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CampaignCreate:
+        if self.space is not None and self.configs is not None:
+            raise ValueError("give either 'space' (+ n) or 'configs', not both")
+        return self
+
+    def runtime_settings(self) -> RuntimeSettings:
+        if isinstance(self.runtime, RuntimeSettings):
+            return self.runtime
+        try:
+            return RuntimeSettings.parse(self.runtime)
+        except ValueError as exc:  # pydantic ValidationError is a ValueError too
+            raise BadRequest(f"bad runtime {self.runtime!r}: {exc}") from exc
+
+
+def choose_configs(body: CampaignCreate) -> tuple[list[AnyBlock], str]:
+    if body.configs is not None:
+        return list(body.configs), "explicit"
+    return SAMPLERS[body.sampling](body.space or default_space(), body.n, body.seed), body.sampling
+
+
+def create_campaign(session: Session, principal: Principal, body: CampaignCreate) -> Campaign:
+    """Insert the campaign (state ``exporting``) with its configs; the caller starts the export."""
+    runtime = body.runtime_settings()
+    if runtime.runtime == "tflite" and not tflite_available():
+        raise BadRequest("runtime tflite needs the optional 'tflite' extra on the server (see README)")
+    configs, sampling = choose_configs(body)
+    team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
+    settings = jobs.job_settings(runtime, body.warmup, body.runs, body.min_seconds)
+    settings.update(
+        configs=[c.model_dump(mode="json") for c in configs],
+        remeasure=body.remeasure,
+        max_attempts=body.max_attempts,
+    )
+    campaign = Campaign(
+        team_id=team_id,
+        device_class=body.device_class,
+        runtime=runtime.key(),
+        settings=settings,
+        priority=body.priority,
+        seed=body.seed,
+        n=len(configs),
+        sampling=sampling,
+        state="exporting",
+    )
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+class Exporter:
+    """Runs campaign exports in worker threads (never on the event loop)."""
+
+    def __init__(self, db: Database, artifacts_root: Path, workers: int = 1) -> None:
+        self.db = db
+        self.root = artifacts_root
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
+
+    def submit(self, campaign_id: int) -> Future:
+        return self.pool.submit(self._run, campaign_id)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, campaign_id: int) -> None:
+        try:
+            export_campaign(self.db, self.root, campaign_id)
+        except Exception as exc:  # recorded on the campaign, where its owner will look
+            log.exception("export of campaign %d failed", campaign_id)
+            with self.db.session() as session:
+                campaign = session.get(Campaign, campaign_id)
+                campaign.state, campaign.error = "failed", f"export failed: {type(exc).__name__}: {exc}"
+
+
+def export_campaign(db: Database, root: Path, campaign_id: int) -> None:
+    """Export every config of the campaign and queue its jobs; idempotent (safe to resume)."""
+    with db.sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        settings = dict(campaign.settings)
+        done = set(
+            session.scalars(
+                select(CampaignItem.artifact_sha256).where(CampaignItem.campaign_id == campaign_id)
+            )
+        )
+    runtime = RuntimeSettings(**settings["runtime"])
+    fmt = "tflite" if runtime.runtime == "tflite" else "onnx"
+    configs = parse_blocks(settings["configs"])
+    rng = random.Random(campaign.seed or 0)
+    batch: list[Artifact] = []
+    for cfg in configs:
+        batch.append(export_block_artifact(db, root, cfg, fmt))
+        if len(batch) >= BATCH:
+            _queue_batch(db, campaign_id, batch, done, rng)
+            batch = []
+    _queue_batch(db, campaign_id, batch, done, rng)
+    _finish_export(db, campaign_id)
+
+
+def _queue_batch(
+    db: Database, campaign_id: int, artifacts: list[Artifact], done: set[str], rng: random.Random
+) -> None:
+    with db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        s = campaign.settings
+        runtime = RuntimeSettings(**s["runtime"])
+        job_settings = {k: s[k] for k in ("runtime", "warmup", "runs", "min_seconds")}
+        for artifact in artifacts:
+            if artifact.sha256 in done:
+                continue
+            done.add(artifact.sha256)
+            session.add(CampaignItem(campaign_id=campaign_id, artifact_sha256=artifact.sha256))
+            if jobs.live_or_measured(session, artifact.sha256, campaign.device_class, campaign.runtime):
+                campaign.cached += 1
+                continue
+            copies = 2 if rng.random() < s.get("remeasure", 0.0) else 1
+            for _ in range(copies):
+                session.add(
+                    jobs.new_job(
+                        artifact,
+                        campaign.team_id,
+                        campaign.device_class,
+                        runtime,
+                        job_settings,
+                        campaign_id=campaign_id,
+                        priority=campaign.priority,
+                        max_attempts=s.get("max_attempts", 3),
+                    )
+                )
+
+
+def _finish_export(db: Database, campaign_id: int) -> None:
+    """Export done: the campaign runs until no job it waits for is live (maybe none already)."""
+    with db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        own_jobs = session.scalar(select(func.count()).where(Job.campaign_id == campaign_id))
+        campaign.state = "running"
+        if jobs.campaign_live_jobs(session, campaign) == 0:
+            campaign.state, campaign.completed_at = "done", utcnow()
+        completed = campaign.state == "done" and own_jobs > 0  # nothing new measured: nothing to refit
+        key = (campaign.id, campaign.device_class, campaign.runtime)
+    if completed:
+        fire_campaign_complete(*key)
+
+
+def resume_exports(db: Database, exporter: Exporter) -> list[int]:
+    """Restart the exports of campaigns left in ``exporting`` by a stopped server."""
+    with db.sessions() as session:
+        ids = list(session.scalars(select(Campaign.id).where(Campaign.state == "exporting")))
+    for campaign_id in ids:
+        log.info("resuming export of campaign %d", campaign_id)
+        exporter.submit(campaign_id)
+    return ids
+
+
+def fire_campaign_complete(campaign_id: int, device_class: str, runtime: str) -> None:
+    """Tell the predictor package (when installed) that a campaign finished, in its own thread."""
+    try:
+        hooks = importlib.import_module("profiler_server.predictor.hooks")
+    except ModuleNotFoundError:
+        log.info("campaign %d complete; no predictor hooks installed", campaign_id)
+        return
+    hook = getattr(hooks, "on_campaign_complete", None)
+    if hook is None:
+        return
+
+    def call() -> None:
+        try:
+            hook(campaign_id, device_class, runtime)
+        except Exception:  # a failing fit must not take the server down
+            log.exception("on_campaign_complete(%d) failed", campaign_id)
+
+    threading.Thread(target=call, name=f"campaign-{campaign_id}-complete", daemon=True).start()
+
+
+def fire_pending(session: Session) -> None:
+    """Fire the hooks of campaigns completed by the transaction just committed on ``session``."""
+    for key in session.info.pop("completed_campaigns", []):
+        fire_campaign_complete(*key)
+
+
+def get_campaign(session: Session, principal: Principal, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or (principal.role != "admin" and campaign.team_id != principal.team_id):
+        raise NotFound(f"campaign {campaign_id} does not exist or belongs to another team")
+    return campaign
+
+
+def _eta_s(session: Session, campaign_id: int, remaining: int) -> float | None:
+    """Remaining jobs times the campaign's recent pace (time between its first and last result)."""
+    first, last, count = session.execute(
+        select(func.min(Measurement.created_at), func.max(Measurement.created_at), func.count())
+        .join(Job, Job.id == Measurement.job_id)
+        .where(Job.campaign_id == campaign_id)
+    ).one()
+    if remaining == 0:
+        return 0.0
+    if count < 2 or first is None:
+        return None
+    first, last = _aware(first), _aware(last)
+    return remaining * (last - first).total_seconds() / (count - 1)
+
+
+def _aware(value: datetime | str) -> datetime:
+    # func.min() bypasses the column type on SQLite and returns text
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
+    counts = dict(
+        session.execute(
+            select(Job.state, func.count()).where(Job.campaign_id == campaign.id).group_by(Job.state)
+        ).all()
+    )
+    counts = {state: counts.get(state, 0) for state in ("queued", "running", "done", "failed")}
+    remaining = counts["queued"] + counts["running"]
+    return {
+        "id": campaign.id,
+        "state": campaign.state,
+        "device_class": campaign.device_class,
+        "runtime": campaign.runtime,
+        "n": campaign.n,
+        "sampling": campaign.sampling,
+        "priority": campaign.priority,
+        "jobs": sum(counts.values()),
+        "cached": campaign.cached,
+        **counts,
+        "eta_s": _eta_s(session, campaign.id, remaining) if campaign.state != "exporting" else None,
+        "error": campaign.error,
+        "created_at": campaign.created_at,
+        "completed_at": campaign.completed_at,
+    }

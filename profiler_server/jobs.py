@@ -1,0 +1,327 @@
+"""The job queue: create, lease, expire, report, fail, release.
+
+Leasing order for a device: highest priority first, then the team that leased least recently
+(fair round-robin across teams), then the oldest job. Every transaction on SQLite is
+``BEGIN IMMEDIATE`` and the lease itself is a conditional ``UPDATE ... WHERE state='queued'``, so two
+agents can never hold the same job, on SQLite or on a server database.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from profiler_server.db import Artifact, Campaign, CampaignItem, Device, Job, Measurement, Team, utcnow
+from profiler_server.errors import Conflict, NotFound
+from shared.schemas import JobFailure, JobLease, JobRelease, JobResult, RuntimeSettings
+
+log = logging.getLogger(__name__)
+LIVE = ("queued", "running")
+
+
+def job_settings(runtime: RuntimeSettings, warmup: int, runs: int, min_seconds: float) -> dict[str, Any]:
+    return {"runtime": runtime.model_dump(), "warmup": warmup, "runs": runs, "min_seconds": min_seconds}
+
+
+def new_job(
+    artifact: Artifact,
+    team_id: int,
+    device_class: str,
+    runtime: RuntimeSettings,
+    settings: dict[str, Any],
+    *,
+    campaign_id: int | None = None,
+    priority: int = 0,
+    max_attempts: int = 3,
+    name: str = "",
+) -> Job:
+    return Job(
+        campaign_id=campaign_id,
+        team_id=team_id,
+        artifact_sha256=artifact.sha256,
+        kind=artifact.kind,
+        device_class=device_class,
+        runtime=runtime.key(),
+        settings=settings,
+        priority=priority,
+        max_attempts=max_attempts,
+        name=name,
+    )
+
+
+def _next_queued(session: Session, device_class: str) -> int | None:
+    """Id of the job to lease next for ``device_class`` (see module docstring for the order)."""
+    top = session.scalar(
+        select(func.max(Job.priority)).where(Job.state == "queued", Job.device_class == device_class)
+    )
+    if top is None:
+        return None
+    teams = (
+        select(Job.team_id)
+        .where(Job.state == "queued", Job.device_class == device_class, Job.priority == top)
+        .distinct()
+        .subquery()
+    )
+    team_id = session.scalar(
+        select(Team.id)
+        .join(teams, teams.c.team_id == Team.id)
+        .order_by(Team.last_lease_at.is_not(None), Team.last_lease_at, Team.id)
+        .limit(1)
+    )
+    return session.scalar(
+        select(Job.id)
+        .where(
+            Job.state == "queued",
+            Job.device_class == device_class,
+            Job.priority == top,
+            Job.team_id == team_id,
+        )
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    )
+
+
+def lease_job(session: Session, device: Device, lease_s: float) -> Job | None:
+    """Lease the next job for ``device`` (None when its class has nothing queued)."""
+    expire_leases(session, device_class=device.device_class)
+    now = utcnow()
+    for _ in range(8):  # only loops when another server process won the same row
+        job_id = _next_queued(session, device.device_class)
+        if job_id is None:
+            return None
+        won = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued")
+            .values(
+                state="running",
+                lease_id=uuid.uuid4().hex,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                leased_by_device=device.serial,
+                attempts=Job.attempts + 1,
+            )
+        ).rowcount
+        if won:
+            job = session.get(Job, job_id, populate_existing=True)
+            session.execute(update(Team).where(Team.id == job.team_id).values(last_lease_at=now))
+            return job
+    return None
+
+
+def lease_view(job: Job) -> JobLease:
+    artifact_format = "tflite" if job.settings["runtime"]["runtime"] == "tflite" else "onnx"
+    return JobLease(
+        job_id=job.id,
+        lease_id=job.lease_id,
+        lease_expires_at=job.lease_expires_at,
+        artifact_sha256=job.artifact_sha256,
+        artifact_url=f"/v1/artifacts/{job.artifact_sha256}",
+        format=artifact_format,
+        settings=RuntimeSettings(**job.settings["runtime"]),
+        warmup=job.settings.get("warmup", 10),
+        runs=job.settings.get("runs", 50),
+        min_seconds=job.settings.get("min_seconds", 1.0),
+    )
+
+
+def _return_to_queue(session: Session, job: Job, reason: str) -> None:
+    """Requeue a job whose lease ended without a result, or fail it when attempts are used up."""
+    if job.attempts >= job.max_attempts:
+        job.state = "failed"
+        job.error = f"{reason}; gave up after {job.attempts} attempts"
+        job.finished_at = utcnow()
+    else:
+        job.state = "queued"
+        job.error = reason
+    job.lease_id = None
+    job.lease_expires_at = None
+    job.leased_by_device = None
+
+
+def expire_leases(session: Session, device_class: str | None = None, now: datetime | None = None) -> int:
+    """Requeue (or fail) running jobs whose lease ran out; returns how many."""
+    now = now or utcnow()
+    query = select(Job).where(Job.state == "running", Job.lease_expires_at < now)
+    if device_class is not None:
+        query = query.where(Job.device_class == device_class)
+    expired = list(session.scalars(query))
+    for job in expired:
+        _return_to_queue(session, job, f"lease expired on device {job.leased_by_device}")
+        _complete_campaigns(session, job)
+    if expired:
+        log.info("requeued %d jobs with expired leases", len(expired))
+    return len(expired)
+
+
+def requeue_device_leases(session: Session, serials: list[str]) -> int:
+    jobs = list(session.scalars(select(Job).where(Job.state == "running", Job.leased_by_device.in_(serials))))
+    for job in jobs:
+        _return_to_queue(session, job, f"device {job.leased_by_device} went offline")
+        _complete_campaigns(session, job)
+    return len(jobs)
+
+
+def extend_leases(session: Session, serials: list[str], lease_s: float) -> None:
+    """A heartbeat keeps the leases of the agent's busy devices alive (long phone jobs)."""
+    session.execute(
+        update(Job)
+        .where(Job.state == "running", Job.leased_by_device.in_(serials), Job.lease_expires_at >= utcnow())
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    )
+
+
+def _held_job(session: Session, job_id: int, lease_id: str, serial: str | None = None) -> Job:
+    """The running job held under ``lease_id``; 409 for a late, expired or foreign lease."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    if job.state != "running" or job.lease_id != lease_id:
+        raise Conflict(
+            f"job {job_id} is not leased under lease {lease_id!r} (state {job.state}); result ignored"
+        )
+    if job.lease_expires_at < utcnow():
+        raise Conflict(f"lease {lease_id!r} on job {job_id} expired at {job.lease_expires_at.isoformat()}")
+    if serial is not None and job.leased_by_device != serial:
+        raise Conflict(f"job {job_id} was leased to device {job.leased_by_device!r}, not {serial!r}")
+    return job
+
+
+def record_result(session: Session, job_id: int, body: JobResult) -> tuple[Measurement, list[Campaign]]:
+    """Store the measurement of a held job; returns it and the campaigns this result completed."""
+    job = _held_job(session, job_id, body.lease_id, body.serial)
+    artifact = session.get(Artifact, job.artifact_sha256)
+    stats = body.stats
+    row = Measurement(
+        job_id=job.id,
+        artifact_sha256=job.artifact_sha256,
+        config=artifact.config,
+        kind=job.kind,
+        device_class=job.device_class,
+        runtime=job.runtime,
+        serial=body.serial,
+        median_ms=stats.median_ms,
+        mean_ms=stats.mean_ms,
+        p10_ms=stats.p10_ms,
+        p90_ms=stats.p90_ms,
+        std_ms=stats.std_ms,
+        runs=stats.runs,
+        warmup=stats.warmup,
+        samples=stats.samples_ms,
+        temp_before_c=stats.temp_before_c,
+        temp_after_c=stats.temp_after_c,
+        tool=stats.tool,
+        tool_version=stats.tool_version,
+        flags=stats.flags,
+        unstable=stats.unstable,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a second result for the same job: the unique job_id says no
+        raise Conflict(f"job {job_id} already has a measurement") from exc
+    job.state, job.error, job.finished_at = "done", None, utcnow()
+    job.lease_id = job.lease_expires_at = None
+    return row, _complete_campaigns(session, job)
+
+
+def record_failure(session: Session, job_id: int, body: JobFailure) -> tuple[Job, list[Campaign]]:
+    job = _held_job(session, job_id, body.lease_id, body.serial)
+    tail = body.output[-4000:]
+    reason = f"{body.error}\n{tail}".strip() if tail else body.error
+    if not body.retry:
+        job.attempts = job.max_attempts  # the model itself is at fault: no other device will do better
+    _return_to_queue(session, job, reason)
+    return job, _complete_campaigns(session, job)
+
+
+def release_job(session: Session, job_id: int, body: JobRelease) -> Job:
+    """The agent gives a job back untried (shutting down): it does not count as an attempt."""
+    job = _held_job(session, job_id, body.lease_id)
+    job.attempts = max(0, job.attempts - 1)
+    job.state = "queued"
+    job.lease_id = job.lease_expires_at = job.leased_by_device = None
+    return job
+
+
+def campaign_live_jobs(session: Session, campaign: Campaign) -> int:
+    """Queued or running jobs that the campaign waits for: its own, and those of other campaigns
+    that measure the configs it took from the cache."""
+    items = select(CampaignItem.artifact_sha256).where(CampaignItem.campaign_id == campaign.id)
+    return session.scalar(
+        select(func.count()).where(
+            Job.state.in_(LIVE),
+            or_(
+                Job.campaign_id == campaign.id,
+                and_(
+                    Job.artifact_sha256.in_(items),
+                    Job.device_class == campaign.device_class,
+                    Job.runtime == campaign.runtime,
+                ),
+            ),
+        )
+    )
+
+
+def _complete_campaigns(session: Session, job: Job) -> list[Campaign]:
+    """Mark done every running campaign that this finished job was the last live job of."""
+    if job.state in LIVE:
+        return []
+    session.flush()
+    waiting = select(CampaignItem.campaign_id).where(CampaignItem.artifact_sha256 == job.artifact_sha256)
+    candidates = session.scalars(
+        select(Campaign).where(
+            Campaign.state == "running",
+            or_(
+                Campaign.id == job.campaign_id,
+                and_(
+                    Campaign.id.in_(waiting),
+                    Campaign.device_class == job.device_class,
+                    Campaign.runtime == job.runtime,
+                ),
+            ),
+        )
+    )
+    completed = []
+    for campaign in candidates:
+        if campaign_live_jobs(session, campaign) == 0:
+            campaign.state, campaign.completed_at = "done", utcnow()
+            completed.append(campaign)
+            # campaigns.fire_pending(session) tells the predictor after the commit
+            session.info.setdefault("completed_campaigns", []).append(
+                (campaign.id, campaign.device_class, campaign.runtime)
+            )
+    return completed
+
+
+def live_or_measured(session: Session, sha256: str, device_class: str, runtime: str) -> bool:
+    """True when (artifact, device class, runtime) has a measurement or a queued/running job."""
+    same = and_(Job.artifact_sha256 == sha256, Job.device_class == device_class, Job.runtime == runtime)
+    found = session.scalar(select(Job.id).where(same, or_(Job.state.in_(LIVE), Job.state == "done")).limit(1))
+    return found is not None
+
+
+def job_view(session: Session, job: Job) -> dict[str, Any]:
+    meas = session.scalar(select(Measurement).where(Measurement.job_id == job.id))
+    return {
+        "id": job.id,
+        "state": job.state,
+        "campaign_id": job.campaign_id,
+        "device_class": job.device_class,
+        "runtime": job.runtime,
+        "artifact_sha256": job.artifact_sha256,
+        "kind": job.kind,
+        "name": job.name,
+        "attempts": job.attempts,
+        "error": job.error,
+        "measurement": None if meas is None else measurement_summary(meas),
+    }
+
+
+def measurement_summary(meas: Measurement) -> dict[str, Any]:
+    keys = ("id", "median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "runs", "serial", "tool", "unstable")
+    return {k: getattr(meas, k) for k in keys}

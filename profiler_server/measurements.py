@@ -1,0 +1,94 @@
+"""Measurement queries and exports (JSON rows, CSV and Parquet through pandas)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from profiler_server.db import Campaign, CampaignItem, Measurement
+from profiler_server.errors import BadRequest, NotFound
+from shared.schemas import RuntimeSettings
+
+COLUMNS = (
+    "id", "job_id", "artifact_sha256", "kind", "device_class", "runtime", "serial", "median_ms", "mean_ms",
+    "p10_ms", "p90_ms", "std_ms", "runs", "warmup", "temp_before_c", "temp_after_c", "tool", "tool_version",
+    "unstable", "created_at",
+)  # fmt: skip
+
+
+class MeasurementFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    campaign_id: int | None = Field(None, ge=1, le=2**62)
+    device_class: str | None = Field(None, max_length=200)
+    runtime: str | None = Field(None, max_length=100, description="'onnxruntime' or 'onnxruntime/t1/cpu'")
+    kind: str | None = Field(None, max_length=32)
+    limit: int = Field(100_000, ge=1, le=1_000_000)
+    offset: int = Field(0, ge=0, le=2**62)
+
+
+def runtime_key(text: str) -> str:
+    try:
+        return RuntimeSettings.parse(text).key()
+    except ValueError as exc:
+        raise BadRequest(f"bad runtime {text!r}: {exc}") from exc
+
+
+def build_query(session: Session, f: MeasurementFilter) -> Select:
+    query = select(Measurement)
+    if f.campaign_id is not None:
+        campaign = session.get(Campaign, f.campaign_id)
+        if campaign is None:
+            raise NotFound(f"campaign {f.campaign_id} does not exist")
+        # A campaign's measurements include the cached ones other campaigns made for its configs.
+        items = select(CampaignItem.artifact_sha256).where(CampaignItem.campaign_id == f.campaign_id)
+        query = query.where(
+            Measurement.artifact_sha256.in_(items),
+            Measurement.device_class == campaign.device_class,
+            Measurement.runtime == campaign.runtime,
+        )
+    if f.device_class is not None:
+        query = query.where(Measurement.device_class == f.device_class)
+    if f.runtime is not None:
+        query = query.where(Measurement.runtime == runtime_key(f.runtime))
+    if f.kind is not None:
+        query = query.where(Measurement.kind == f.kind)
+    return query.order_by(Measurement.id).limit(f.limit).offset(f.offset)
+
+
+def row_dict(m: Measurement, samples: bool = True) -> dict[str, Any]:
+    row = {c: getattr(m, c) for c in COLUMNS}
+    row["config"] = m.config
+    row["flags"] = m.flags
+    if samples:
+        row["samples_ms"] = m.samples
+    return row
+
+
+def list_measurements(session: Session, f: MeasurementFilter, samples: bool = True) -> list[dict[str, Any]]:
+    return [row_dict(m, samples) for m in session.scalars(build_query(session, f))]
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per measurement; ``config`` and ``samples_ms`` as JSON text, config fields as
+    ``cfg_<field>`` columns for quick analysis."""
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "config", "flags", "samples_ms"])
+    configs = pd.DataFrame([r["config"] or {} for r in rows], index=frame.index).add_prefix("cfg_")
+    for col in ("config", "flags", "samples_ms"):
+        frame[col] = [json.dumps(v) for v in frame[col]]
+    return pd.concat([frame, configs], axis=1)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> bytes:
+    return to_frame(rows).to_csv(index=False).encode()
+
+
+def to_parquet(rows: list[dict[str, Any]]) -> bytes:
+    buf = io.BytesIO()
+    to_frame(rows).to_parquet(buf, index=False)
+    return buf.getvalue()

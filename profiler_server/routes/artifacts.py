@@ -1,0 +1,78 @@
+"""Artifact download (any token) and whole-network upload (team token) for a real measurement."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Path, UploadFile
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from profiler_server import artifacts, jobs
+from profiler_server.auth import admin_team
+from profiler_server.db import Job
+from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
+from profiler_server.errors import TooLarge
+from profiler_server.measurements import runtime_key
+from shared.schemas import RuntimeSettings
+
+router = APIRouter(prefix="/v1", tags=["artifacts"])
+Sha256 = Path(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")
+CHUNK = 1 << 20
+
+
+@router.get("/artifacts/{sha256}", response_class=FileResponse)
+def get_artifact(
+    session: SessionDep, settings: SettingsDep, _: PrincipalDep, sha256: str = Sha256
+) -> FileResponse:
+    row, path = artifacts.open_artifact(session, settings.artifacts_dir, sha256)
+    media = "application/octet-stream"
+    return FileResponse(path, media_type=media, filename=f"{sha256}.{row.format}", headers={"ETag": sha256})
+
+
+def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    chunks, total = [], 0
+    while chunk := upload.file.read(CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge(f"upload is larger than the limit of {limit} bytes (RTSEG_MAX_UPLOAD_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/networks", status_code=201)
+def upload_network(
+    file: Annotated[UploadFile, File(description="whole-network ONNX model")],
+    device_class: Annotated[str, Form(min_length=1, max_length=200)],
+    session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    principal: TeamDep,
+    runtime: Annotated[str, Form(max_length=100)] = "onnxruntime",
+    name: Annotated[str, Form(max_length=200)] = "",
+    warmup: Annotated[int, Form(ge=0, le=10_000)] = 10,
+    runs: Annotated[int, Form(ge=1, le=100_000)] = 50,
+    min_seconds: Annotated[float, Form(ge=0, le=3600)] = 1.0,
+) -> dict:
+    """Store the network and queue one measurement job (an identical live or done job is reused)."""
+    key = runtime_key(runtime)
+    data = _read_limited(file, settings.max_upload_bytes)
+    session.rollback()  # hold no transaction while checking and writing a large file
+    artifact = artifacts.store_network(db, settings.artifacts_dir, data, name or file.filename or "")
+    existing = session.scalar(
+        select(Job).where(
+            Job.artifact_sha256 == artifact.sha256, Job.device_class == device_class, Job.runtime == key,
+            Job.state.in_(("queued", "running", "done")),
+        ).order_by(Job.id.desc()).limit(1)
+    )  # fmt: skip
+    if existing is not None:
+        return {"job_id": existing.id, "artifact_sha256": artifact.sha256, "cached": True}
+    team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
+    rs = RuntimeSettings.parse(key)
+    job = jobs.new_job(
+        artifact, team_id, device_class, rs, jobs.job_settings(rs, warmup, runs, min_seconds),
+        priority=10, name=name, max_attempts=settings.max_attempts,
+    )  # fmt: skip
+    session.add(job)
+    session.commit()
+    return {"job_id": job.id, "artifact_sha256": artifact.sha256, "cached": False}

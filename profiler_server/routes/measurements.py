@@ -1,0 +1,31 @@
+"""Measurements, readable lab-wide without a token: JSON rows, CSV and Parquet."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from profiler_server import measurements
+from profiler_server.deps import SessionDep
+from profiler_server.measurements import MeasurementFilter
+
+router = APIRouter(prefix="/v1", tags=["measurements"])
+Filter = Annotated[MeasurementFilter, Query()]
+
+
+@router.get("/measurements")
+def list_measurements(session: SessionDep, f: Filter, samples: bool = True) -> list[dict[str, Any]]:
+    return measurements.list_measurements(session, f, samples)
+
+
+@router.get("/measurements.csv", response_class=Response)
+def measurements_csv(session: SessionDep, f: Filter) -> Response:
+    body = measurements.to_csv(measurements.list_measurements(session, f))
+    return Response(body, media_type="text/csv")
+
+
+@router.get("/measurements.parquet", response_class=Response)
+def measurements_parquet(session: SessionDep, f: Filter) -> Response:
+    body = measurements.to_parquet(measurements.list_measurements(session, f))
+    return Response(body, media_type="application/vnd.apache.parquet")
