@@ -289,7 +289,11 @@ def campaign_counts(camp: dict) -> dict[str, int]:
 
 
 def campaign_finished(camp: dict) -> bool:
-    if camp.get("state") in ("done", "finished", "failed", "complete", "completed"):
+    """Done or failed; a campaign still exporting is never finished, even with no live job yet."""
+    state = camp.get("state")
+    if state in ("done", "failed", "cancelled"):
         return True
+    if state == "exporting":
+        return False
     counts = campaign_counts(camp)
     return bool(counts) and counts.get("queued", 0) + counts.get("running", 0) == 0

@@ -1,14 +1,12 @@
-"""The two loss terms the search adds to plain training: self-distillation and the latency penalty."""
+"""Self-distillation (pixel-wise KL to the frozen supernet); the latency term is
+``search_client.search.latency.latency_loss``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-
-RegMode = Literal["one-sided", "two-sided"]
 
 
 def pixel_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -33,18 +31,3 @@ def distill_loss(
     for aux in student_aux:
         loss = loss + pixel_kl(aux, teacher_out, temperature)
     return loss
-
-
-def latency_penalty(expected_ms: torch.Tensor, target_ms: float, mode: RegMode = "one-sided") -> torch.Tensor:
-    """Lreg relative to the target T: ``relu(E/T - 1)`` (one-sided) or ``|E/T - 1|`` (two-sided).
-
-    Relative, so β means the same for a 5 ms phone target and a 500 ms one.
-    """
-    if target_ms <= 0:
-        raise ValueError(f"target latency must be positive, got {target_ms}")
-    ratio = expected_ms / target_ms - 1.0
-    if mode == "one-sided":
-        return F.relu(ratio)
-    if mode == "two-sided":
-        return ratio.abs()
-    raise ValueError(f"unknown regularizer mode {mode!r}; use 'one-sided' or 'two-sided'")

@@ -1,15 +1,25 @@
-"""Settings of one search run (saved as ``pipeline.json`` in its run folder, reloaded on resume)."""
+"""Settings of one search run (saved as ``pipeline.json`` in its run folder, reloaded on resume).
+
+The training recipe (data, model, SGD schedule, β/γ/λ, arch lr, temperatures) is a
+``search_client.config.RunConfig`` built from ``preset`` + ``overrides``; this object adds what only
+the pipeline needs: phase budgets, the latency target, the farm to talk to, the measured resolution.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from search_client.config import RunConfig, build_config
+
 log = logging.getLogger(__name__)
+
+# Fields that may change between a run and its resume without changing what is computed.
+VOLATILE = frozenset({"server", "token", "cache_dir", "measure", "progress"})
 
 
 class PipelineSettings(BaseModel):
@@ -17,53 +27,41 @@ class PipelineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("search", description="run name: the folder runs/<name>/")
+    name: str = Field("search", min_length=1, description="run name: the folder <runs_dir>/<name>/")
     runs_dir: Path = Field(Path("runs"), description="parent of run folders")
-    # data and model
-    dataset: str = Field("synthetic", description="dataset kind understood by the data loaders")
-    data_root: Path = Field(Path("runs/data/synthetic"), description="dataset folder (Cityscapes layout)")
-    num_classes: int = Field(19, ge=2)
     preset: str = Field("synthetic-cpu", description="training preset of search_client.config")
-    height: int = Field(128, ge=16, description="training crop / evaluation height")
-    width: int = Field(256, ge=16)
-    batch_size: int = Field(4, ge=1)
-    lr: float = Field(0.05, gt=0)
-    seed: int = 0
-    # phase lengths (iterations)
-    pretrain_iters: int = Field(200, ge=0)
-    search_iters: int = Field(200, ge=1)
-    finetune_iters: int = Field(200, ge=0)
-    eval_images: int | None = Field(None, ge=1, description="evaluate on the first N val images (None: all)")
-    checkpoint_every: int = Field(50, ge=1)
-    # search objective L + beta*Lreg + gamma*Laux + lambda*Ld
-    beta: float = Field(0.01, ge=0)
-    gamma: float = Field(1.0, ge=0)
-    lam: float = Field(0.001, ge=0)
-    distill_temperature: float = Field(1.0, gt=0)
-    reg_mode: Literal["one-sided", "two-sided"] = "two-sided"
-    target_ms: float | None = Field(None, gt=0, description="latency target; None: target_fraction of the supernet")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="nested RunConfig overrides")
+    # phase budgets (iterations); None: the preset's train.iterations / search.iterations / finetune_iterations
+    pretrain_iters: int | None = Field(None, ge=0)
+    search_iters: int | None = Field(None, ge=1)
+    finetune_iters: int | None = Field(None, ge=0)
+    # latency target: target_ms, or target_fraction x the supernet's predicted latency
+    target_ms: float | None = Field(None, gt=0)
     target_fraction: float = Field(0.5, gt=0, le=1)
-    arch_lr: float = Field(3e-4, gt=0, description="Adam lr of the Gumbel logits")
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    gate_lr: float = Field(0.01, gt=0, description="Adam lr of the DWBC gate parameters")
-    tau_start: float = Field(5.0, gt=0)
-    tau_end: float = Field(0.5, gt=0)
-    # latency: resolution at which the network is predicted, exported and measured
-    latency_height: int = Field(256, ge=16)
-    latency_width: int = Field(512, ge=16)
+    target_tolerance: float = Field(0.1, ge=0, lt=1, description="derivation keeps predicted ms within this of target")
+    gate_lr: float = Field(0.01, gt=0, description="Adam lr of the DWBC gate weights")
+    gate_init: float = Field(0.6, gt=0, description="PaS gate initial value (threshold 0.5)")
+    # resolution at which latency is predicted, exported and measured (batch 1)
+    latency_height: int = Field(256, ge=32)
+    latency_width: int = Field(512, ge=32)
     # farm
-    device_class: str | None = Field(None, description="target device class; None: this host")
+    device_class: str | None = Field(None, description="target device class; None: this host's class")
     runtime: str = "onnxruntime"
     server: str = "http://127.0.0.1:8000"
     token: str | None = None
     cache_dir: Path | None = None
-    measure: bool = True
-    export_tflite: bool = False
+    measure: bool = Field(True, description="upload the final network for a real measurement")
     measure_supernet: bool = Field(False, description="also measure the supernet on the device")
+    export_tflite: bool = False
+    progress: bool | None = Field(None, description="progress bars (None: when on a terminal)")
 
     @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.name
+
+    def run_config(self) -> RunConfig:
+        overrides = {**self.overrides, "name": self.name}
+        return build_config(self.preset, overrides)
 
     def save(self) -> Path:
         path = self.run_dir / "pipeline.json"
@@ -78,14 +76,16 @@ class PipelineSettings(BaseModel):
             raise FileNotFoundError(f"{path} not found: not a run folder (start it with 'rtseg-search run')")
         return cls.model_validate(json.loads(path.read_text()))
 
+    def changed_fields(self, other: PipelineSettings) -> set[str]:
+        return {k for k in type(self).model_fields if k not in VOLATILE and getattr(other, k) != getattr(self, k)}
+
     def merged_with_saved(self) -> PipelineSettings:
         """Resume rule: a run folder keeps the settings it started with (only farm access may change)."""
         path = self.run_dir / "pipeline.json"
         if not path.exists():
             return self
         saved = PipelineSettings.load(self.run_dir)
-        volatile = {"server", "token", "cache_dir", "measure", "measure_supernet"}
-        changed = {k for k in self.model_fields if k not in volatile and getattr(saved, k) != getattr(self, k)}
+        changed = self.changed_fields(saved)
         if changed:
             log.warning("run %s resumes with its saved settings; ignoring changes to %s", self.name, ", ".join(sorted(changed)))
-        return saved.model_copy(update={k: getattr(self, k) for k in volatile})
+        return saved.model_copy(update={k: getattr(self, k) for k in VOLATILE})

@@ -1,0 +1,115 @@
+"""The last phases: evaluate (compact and supernet mIoU, sizes), export (ONNX, TFLite with the extra),
+measure (server prediction of the whole network, then a real measurement on the target device)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from search_client.count import inference_params
+from search_client.eval import evaluate
+from search_client.pipeline.context import PipelineContext
+from search_client.pipeline.derivation import gmacs
+from search_client.pipeline.state import write_json_atomic
+from search_client.search.latency import network_blocks
+from shared.export import export_module_onnx, export_module_tflite, sha256_bytes, tflite_available
+
+log = logging.getLogger(__name__)
+PAPER_SIZE = (512, 1024)
+
+
+def run_eval(ctx: PipelineContext) -> dict:
+    """Single-scale mIoU of the fine-tuned compact network and of the pretrained supernet."""
+    _, val_set = ctx.datasets()
+    names = ctx.class_names()
+    compact, supernet = ctx.compact("finetune"), ctx.pretrained_supernet()
+    res_c = evaluate(compact, DataLoader(val_set, batch_size=1), names)
+    res_s = evaluate(supernet, DataLoader(val_set, batch_size=1), names)
+    ctx.say(f"[eval] mIoU searched {100 * res_c.miou:.2f} | supernet {100 * res_s.miou:.2f}")
+    size = ctx.latency_size
+    return {
+        "miou": res_c.miou, "supernet_miou": res_s.miou,
+        "per_class": res_c.as_dict()["iou"], "supernet_per_class": res_s.as_dict()["iou"],
+        "gmacs": gmacs(compact, size), "supernet_gmacs": gmacs(supernet, size),
+        "gmacs_512x1024": gmacs(compact, PAPER_SIZE), "supernet_gmacs_512x1024": gmacs(supernet, PAPER_SIZE),
+        "params_m": inference_params(compact) / 1e6, "supernet_params_m": inference_params(supernet) / 1e6,
+    }
+
+
+def _onnx_matches(onnx_bytes: bytes, model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Max |onnxruntime - torch| on one input (the exported file computes what was trained)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    return float(np.abs(got - want).max())
+
+
+def run_export(ctx: PipelineContext) -> dict:
+    folder = ctx.state.phase_dir("export")
+    compact = ctx.compact("finetune")
+    x = torch.randn(1, 3, *ctx.latency_size, generator=torch.Generator().manual_seed(0))
+    onnx_bytes = export_module_onnx(compact, (x,))
+    path = folder / "model.onnx"
+    path.write_bytes(onnx_bytes)
+    out = {"onnx": str(path), "onnx_sha256": sha256_bytes(onnx_bytes), "onnx_bytes": len(onnx_bytes),
+           "onnx_max_abs_diff": _onnx_matches(onnx_bytes, compact, x)}
+    if ctx.settings.measure_supernet:
+        sup = export_module_onnx(ctx.pretrained_supernet(), (x,))
+        (folder / "supernet.onnx").write_bytes(sup)
+        out["supernet_onnx"] = str(folder / "supernet.onnx")
+    if ctx.settings.export_tflite or ctx.settings.runtime.startswith("tflite"):
+        out.update(_export_tflite(compact, x, folder))
+    return out
+
+
+def _export_tflite(compact: torch.nn.Module, x: torch.Tensor, folder: Path) -> dict:
+    if not tflite_available():
+        log.warning("TFLite export skipped: the optional 'tflite' extra is not installed")
+        return {"tflite": None}
+    data = export_module_tflite(compact, (x,))
+    (folder / "model.tflite").write_bytes(data)
+    return {"tflite": str(folder / "model.tflite"), "tflite_sha256": sha256_bytes(data)}
+
+
+def _measure_file(ctx: PipelineContext, path: Path, name: str, job_file: Path) -> dict:
+    """Upload (once: the job id is kept so a resumed run waits for the same job) and wait."""
+    client = ctx.require_client()
+    if job_file.exists():
+        import json
+
+        job = json.loads(job_file.read_text())
+        ctx.say(f"[measure] waiting for job {job['job_id']} submitted earlier")
+    else:
+        job = client.upload_network(path.read_bytes(), ctx.device_class, ctx.settings.runtime, name)
+        write_json_atomic(job_file, job)
+        ctx.say(f"[measure] {name}: job {job['job_id']} queued for {ctx.device_class}")
+    measurement = client.wait_job(int(job["job_id"]))
+    return {"job_id": job["job_id"], **measurement}
+
+
+def run_measure(ctx: PipelineContext) -> dict:
+    client, s = ctx.require_client(), ctx.settings
+    size = ctx.latency_size
+    compact, supernet = ctx.compact("finetune"), ctx.pretrained_supernet()
+    pred = client.predict(ctx.device_class, s.runtime, network_blocks(compact, *size))
+    sup_pred = client.predict(ctx.device_class, s.runtime, network_blocks(supernet, *size))
+    out = {"predicted_ms": pred["total_ms"], "block_ms": pred["block_ms"], "predictor": pred["predictor"],
+           "supernet_predicted_ms": sup_pred["total_ms"], "measured_ms": None, "supernet_measured_ms": None}
+    if not s.measure:
+        return out
+    folder = ctx.state.phase_dir("measure")
+    export = ctx.state.result("export")
+    m = _measure_file(ctx, Path(export["onnx"]), f"{s.name}-compact", folder / "job.json")
+    out.update(measured_ms=m["median_ms"], measurement=m)
+    ctx.say(f"[measure] measured {m['median_ms']:.2f} ms (predicted {pred['total_ms']:.2f} ms)")
+    if s.measure_supernet and export.get("supernet_onnx"):
+        ms = _measure_file(ctx, Path(export["supernet_onnx"]), f"{s.name}-supernet", folder / "supernet_job.json")
+        out.update(supernet_measured_ms=ms["median_ms"], supernet_measurement=ms)
+    return out

@@ -1,0 +1,133 @@
+"""The search phase: the training loop with the supernet as student, latency regularizer and boosters.
+
+One step computes ``L + β·Lreg + γ·Laux + λ·Ld`` (named terms ``task``, ``aux``, ``latency``,
+``distill``; ``loss`` is the weighted sum) and steps three optimizers: SGD on the weights, Adam on the
+Gumbel logits (lr ≈ 3e-4, betas 0.5/0.999) and Adam on the DWBC gate weights. The regularizer runs the
+predictor fetched before the loop through autograd, so no step sends an HTTP request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from search_client.pipeline.context import PipelineContext, load_weights
+from search_client.pipeline.training import TeacherDistill, train_phase
+from search_client.search.gumbel import temperature_at
+from search_client.search.latency import expected_latency, latency_loss, network_blocks, predict_blocks
+from search_client.train import StepInputs, TrainParts, seed_everything
+from shared.predictor import LatencyMLP
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyTerm:
+    """β·Lreg: expected whole-network latency from the local predictor, relative to the target."""
+
+    model: nn.Module
+    predictor: LatencyMLP
+    target_ms: float
+    size: tuple[int, int]
+    mode: str = "two-sided"
+    last_ms: float = 0.0
+    seconds: float = 0.0  # time spent here (forward; its backward is inside the step's backward)
+    calls: int = 0
+
+    def __call__(self, inputs: StepInputs) -> torch.Tensor:
+        tic = time.perf_counter()
+        expected = expected_latency(self.model, self.predictor, *self.size)
+        loss = latency_loss(expected, self.target_ms, self.mode)
+        self.last_ms = float(expected.detach())
+        self.seconds += time.perf_counter() - tic
+        self.calls += 1
+        return loss
+
+    def expected_ms(self, inputs: StepInputs) -> torch.Tensor:
+        """Logged with weight 0: the curve of the expected latency during the search."""
+        return torch.tensor(self.last_ms)
+
+
+@dataclass
+class TemperatureHook:
+    """Anneal the Gumbel temperature geometrically from ``start`` to ``end`` over the phase."""
+
+    model: nn.Module
+    start: float
+    end: float
+    name: str = "temperature"
+    history: list[float] = field(default_factory=list)
+
+    def before_step(self, trainer: object) -> None:
+        tau = temperature_at(trainer.iteration, trainer.total, self.start, self.end)
+        self.model.set_temperature(tau)
+        self.history.append(tau)
+
+    def after_step(self, trainer: object, terms: dict[str, float]) -> None:
+        terms["tau"] = self.history[-1] if self.history else self.start
+
+
+def supernet_predicted_ms(supernet: nn.Module, predictor: LatencyMLP, size: tuple[int, int]) -> float:
+    """Predicted latency of the supernet in its full mode (both paths of every mixed block)."""
+    return float(predict_blocks(predictor, network_blocks(supernet, *size)).sum())
+
+
+def search_student(ctx: PipelineContext, pretrained: dict[str, torch.Tensor]) -> nn.Module:
+    """The pretrained supernet with DWBC gates and hard Gumbel sampling switched on."""
+    student = ctx.build_supernet()
+    student.load_state_dict(pretrained)
+    student.install_gates(init=ctx.settings.gate_init)
+    student.set_search(ctx.cfg.search.tau_start)
+    return student
+
+
+def search_parts(ctx: PipelineContext, student: nn.Module, teacher: nn.Module, latency: LatencyTerm) -> TrainParts:
+    cfg, s = ctx.cfg, ctx.cfg.search
+    weights = torch.optim.SGD(list(student.weight_parameters()), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                              weight_decay=cfg.train.weight_decay)
+    arch = torch.optim.Adam(student.arch_parameters(), lr=s.arch_lr, betas=(0.5, 0.999))
+    gates = torch.optim.Adam(student.gate_parameters(), lr=ctx.settings.gate_lr, betas=(0.5, 0.999))
+    return TrainParts(
+        optimizers={"model": weights, "arch": arch, "gates": gates},
+        extra_terms={"distill": TeacherDistill(teacher), "latency": latency, "latency_ms": latency.expected_ms},
+        term_weights={"distill": s.distill_weight, "latency": s.latency_weight, "latency_ms": 0.0},
+        hooks=[TemperatureHook(student, s.tau_start, s.tau_end)],
+    )
+
+
+def resolve_target(ctx: PipelineContext, supernet_ms: float) -> float:
+    s = ctx.settings
+    return s.target_ms or ctx.cfg.search.target_ms or s.target_fraction * supernet_ms
+
+
+def run_search(ctx: PipelineContext) -> dict:
+    seed_everything(ctx.cfg.train.seed + 1, ctx.cfg.train.deterministic)
+    fetched = ctx.predictor()
+    teacher = ctx.pretrained_supernet()
+    supernet_ms = supernet_predicted_ms(teacher, fetched.model, ctx.latency_size)
+    target = resolve_target(ctx, supernet_ms)
+    ctx.say(f"[search] target {target:.2f} ms (supernet predicted {supernet_ms:.2f} ms on {ctx.device_class}, "
+            f"predictor v{fetched.version})")
+    student = search_student(ctx, load_weights(ctx.state.result("pretrain")["model"]))
+    latency = LatencyTerm(student, fetched.model, target, ctx.latency_size, ctx.cfg.search.reg_mode)
+    calls_before = ctx.require_client().calls
+    tic = time.perf_counter()
+    result = train_phase(ctx, "search", student, search_parts(ctx, student, teacher, latency))
+    elapsed = time.perf_counter() - tic
+    choice = student.eval().active_config()
+    return {
+        **result,
+        "target_ms": target,
+        "supernet_predicted_ms": supernet_ms,
+        "expected_ms": latency.last_ms,
+        "paths": choice["paths"],
+        "widths": choice["widths"],
+        "predictor": {"id": fetched.id, "version": fetched.version, "offline": fetched.offline},
+        "http_calls_during_search": ctx.require_client().calls - calls_before,
+        "latency_seconds": latency.seconds,
+        "latency_share": latency.seconds / elapsed if elapsed else None,
+    }

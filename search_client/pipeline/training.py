@@ -1,0 +1,85 @@
+"""Pretrain and fine-tune phases, and the shared wrapper around the training helper's Trainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from search_client.pipeline.context import PipelineContext
+from search_client.pipeline.losses import distill_loss
+from search_client.train import StepInputs, Trainer, TrainParts, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class PhaseInterrupted(RuntimeError):
+    """A training phase stopped before its budget (``max_steps``); rerun to resume it."""
+
+
+@dataclass
+class TeacherDistill:
+    """Ld term: the frozen teacher's main output constrains the student's main and aux outputs."""
+
+    teacher: nn.Module
+    temperature: float = 1.0
+
+    def __call__(self, inputs: StepInputs) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.teacher(inputs.images)  # eval mode: (B, K, H, W)
+        return distill_loss(inputs.outputs["out"], inputs.outputs["aux"], target, self.temperature)
+
+
+def train_phase(ctx: PipelineContext, phase: str, model: nn.Module, parts: TrainParts | None = None) -> dict:
+    """Train ``model`` for the phase's budget in ``<run>/<phase>/``, resuming from its checkpoints.
+
+    Returns ``{"model": model.pt path, "miou": float | None, "terms": {...}}``; raises
+    :class:`PhaseInterrupted` when ``ctx.max_steps`` stopped it early.
+    """
+    folder = ctx.state.phase_dir(phase)
+    total = ctx.iterations(phase)
+    if total == 0:
+        return _untrained(ctx, folder, model)
+    train_set, val_set = ctx.datasets()
+    trainer = Trainer(ctx.cfg, folder, model, train_set, val_set=val_set, class_names=ctx.class_names(),
+                      parts=parts, iterations=total, progress=ctx.settings.progress)
+    if trainer.resume():
+        ctx.say(f"[{phase}] resuming at iteration {trainer.iteration}/{total}")
+    result = trainer.fit(max_steps=ctx.max_steps)
+    if trainer.iteration < total:
+        raise PhaseInterrupted(f"{phase} stopped at iteration {trainer.iteration}/{total}; rerun to resume")
+    evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").exists() else {}
+    return {"model": str(folder / "model.pt"), "miou": evaluation.get("miou"), "terms": result["terms"],
+            "iterations": total}
+
+
+def _untrained(ctx: PipelineContext, folder: Path, model: nn.Module) -> dict:
+    """A zero budget: keep the weights as they are (still evaluated, so the report has a number)."""
+    from torch.utils.data import DataLoader
+
+    from search_client.eval import evaluate
+
+    torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
+    _, val_set = ctx.datasets()
+    res = evaluate(model, DataLoader(val_set, batch_size=1), ctx.class_names())
+    return {"model": str(folder / "model.pt"), "miou": res.miou, "terms": {}, "iterations": 0}
+
+
+def run_pretrain(ctx: PipelineContext) -> dict:
+    """Train the supernet in its full mode (every mixed block runs LIR and MHSA): the teacher."""
+    seed_everything(ctx.cfg.train.seed, ctx.cfg.train.deterministic)
+    return train_phase(ctx, "pretrain", ctx.build_supernet())
+
+
+def run_finetune(ctx: PipelineContext) -> dict:
+    """Fine-tune the derived compact network with the boosters: aux heads (γ) and self-distillation
+    (λ) from the pretrained supernet."""
+    seed_everything(ctx.cfg.train.seed + 2, ctx.cfg.train.deterministic)
+    compact = ctx.compact("derive").train()
+    teacher = ctx.pretrained_supernet()
+    parts = TrainParts(extra_terms={"distill": TeacherDistill(teacher)}, term_weights={"distill": ctx.cfg.search.distill_weight})
+    return train_phase(ctx, "finetune", compact, parts)
