@@ -21,9 +21,13 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import adbutils
+
+from android_harness.adb_io import adb_binary, adb_client
 from android_harness.emulator_shell import DeviceShell, EmulatedFS
 
 log = logging.getLogger(__name__)
@@ -208,6 +212,7 @@ class DeviceEmulator:
         self._make_sysfs(cpu_max_freqs_khz, temps_mc)
         self._requested_port = port
         self._listener: socket.socket | None = None
+        self._port: int | None = None
         self._transports: list[_Transport] = []
         self._lock = threading.Lock()
         self.sync_log: list[tuple[str, str]] = []  # (request, path) of every sync request
@@ -245,9 +250,9 @@ class DeviceEmulator:
 
     @property
     def port(self) -> int:
-        if self._listener is None:
+        if self._port is None:
             raise RuntimeError("emulator not started")
-        return self._listener.getsockname()[1]
+        return self._port
 
     @property
     def address(self) -> str:
@@ -259,6 +264,7 @@ class DeviceEmulator:
         listener.bind(("127.0.0.1", self._requested_port))  # loopback only
         listener.listen(4)
         self._listener = listener
+        self._port = listener.getsockname()[1]
         threading.Thread(target=self._accept_loop, args=(listener,), daemon=True, name="adb-emu-accept").start()
         return self
 
@@ -392,8 +398,6 @@ class AdbServer:
     """A real adb server (the adb binary) on its own port, for tests and benchmarks; killed on stop."""
 
     def __init__(self, port: int | None = None) -> None:
-        from android_harness.adb_io import adb_binary
-
         self.binary = adb_binary()
         self.port = port or _free_port()
 
@@ -407,8 +411,26 @@ class AdbServer:
         self._adb("start-server")
         return self
 
-    def connect(self, address: str) -> str:
-        return self._adb("connect", address)
+    def connect(self, address: str, wait_s: float = 10.0) -> str:
+        """``adb connect`` and wait (bounded) until the device is online; returns its serial."""
+        answer = self._adb("connect", address)
+        client = adb_client(self.port)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if any(i.serial == address and i.state == "device" for i in client.list()):
+                return address
+            time.sleep(0.05)
+        raise RuntimeError(f"adb connect {address} did not bring the device online: {answer.strip()}")
+
+    def disconnect(self, address: str) -> str:
+        return self._adb("disconnect", address)
+
+    def run_adb(self, *args: str, timeout: float = 60.0) -> str:
+        """Run the adb command line against this server (``adb -P PORT ARGS``); stdout + stderr."""
+        return self._adb(*args, timeout=timeout)
+
+    def client(self) -> adbutils.AdbClient:
+        return adb_client(self.port)
 
     def stop(self) -> None:
         try:
