@@ -29,7 +29,7 @@ def sample_hard_gumbel(
 ) -> tuple[torch.Tensor, int]:
     """Straight-through one-hot sample: forward value one-hot, gradient of softmax((logits+g)/tau)."""
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
-    g = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+    g = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))  # Gumbel(0, 1)
     soft = torch.softmax((logits + g) / tau, dim=-1)
     index = int(soft.argmax())
     hard = torch.zeros_like(soft)

@@ -191,33 +191,40 @@ def network_blocks(model: nn.Module, height: int, width: int) -> list[AnyBlock]:
     return out
 
 
-def _batched_features(kind: str, rows: list[dict[str, Width]]) -> torch.Tensor:
+def _batched_features(kind: str, rows: list[dict[str, Width]], device: torch.device) -> torch.Tensor:
     """(n, N_FEATURES) features of same-kind blocks in one vectorized encode."""
-    keys = rows[0].keys()
-    values = {k: _stack([r[k] for r in rows]) for k in keys}
+    values = {k: _stack([r[k] for r in rows], device) for k in rows[0]}
     feats = encode_values(kind, values)
     n = len(rows)
-    cols = [f.float() if isinstance(f, torch.Tensor) else torch.full((n,), float(f)) for f in feats]
+    cols = [
+        f.float() if isinstance(f, torch.Tensor) else torch.full((n,), float(f), device=device) for f in feats
+    ]
     return torch.stack([col.expand(n) for col in cols], dim=1)
 
 
-def _stack(items: list[Width]) -> torch.Tensor:
-    return torch.stack([i if isinstance(i, torch.Tensor) else torch.tensor(float(i)) for i in items]).float()
+def _stack(items: list[Width | float], device: torch.device) -> torch.Tensor:
+    return torch.stack(
+        [
+            i.to(device) if isinstance(i, torch.Tensor) else torch.tensor(float(i), device=device)
+            for i in items
+        ]
+    ).float()
 
 
 def soft_features(model: nn.Module, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, N_FEATURES) soft features of the whole network and (N,) path weights."""
+    """(N, N_FEATURES) soft features of the whole network and (N,) path weights (model's device)."""
+    device = next(model.parameters()).device
     by_kind: dict[str, list[tuple[int, dict[str, Width]]]] = {}
     weights: list[torch.Tensor | float] = []
     for i, part in enumerate(_walk(model, height, width, soft=True)):
         values: dict[str, Width] = {**block_fields(part.cfg), **part.widths}
         by_kind.setdefault(part.cfg.kind, []).append((i, values))
         weights.append(part.weight)
-    feats = torch.zeros(len(weights), N_FEATURES)
+    feats = torch.zeros(len(weights), N_FEATURES, device=device)
     for kind, rows in by_kind.items():
-        index = torch.tensor([i for i, _ in rows])
-        feats = feats.index_copy(0, index, _batched_features(kind, [v for _, v in rows]))
-    return feats, _stack(weights)
+        index = torch.tensor([i for i, _ in rows], device=device)
+        feats = feats.index_copy(0, index, _batched_features(kind, [v for _, v in rows], device))
+    return feats, _stack(weights, device)
 
 
 def expected_latency(model: nn.Module, predictor: LatencyMLP, height: int, width: int) -> torch.Tensor:
