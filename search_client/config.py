@@ -140,10 +140,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_dicts(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -151,7 +151,7 @@ def build_config(preset: str | None = None, overrides: dict[str, Any] | None = N
     """A preset (or the defaults) with nested overrides applied, validated."""
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(sorted(PRESETS))}")
-    raw = _merge(PRESETS[preset] if preset else {}, overrides or {})
+    raw = merge_dicts(PRESETS[preset] if preset else {}, overrides or {})
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:

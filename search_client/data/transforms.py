@@ -48,12 +48,15 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple
 
 def random_crop(
     image: np.ndarray, label: np.ndarray, size: tuple[int, int], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Crop of ``size`` (padding first when smaller) and the (rows, cols) of real image in the crop's top-left."""
+    h0, w0 = label.shape
     image, label = pad_to(image, label, size)
     h, w = label.shape
     top = int(rng.integers(0, h - size[0] + 1))
     left = int(rng.integers(0, w - size[1] + 1))
-    return image[top : top + size[0], left : left + size[1]], label[top : top + size[0], left : left + size[1]]
+    real = (min(size[0], h0 - top), min(size[1], w0 - left))
+    return image[top : top + size[0], left : left + size[1]], label[top : top + size[0], left : left + size[1]], real
 
 
 def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -89,10 +92,12 @@ def train_transform(
     if base_size is not None:
         image, label = resize_pair(image, label, base_size)
     image, label = random_scale(image, label, scales, scale_mode, rng)
-    image, label = random_crop(image, label, crop, rng)
+    image, label, (rows, cols) = random_crop(image, label, crop, rng)
+    image = image.copy()
+    # Jitter the real pixels only: padding stays black, as at the image border of any other sample.
+    image[:rows, :cols] = color_jitter(image[:rows, :cols], jitter, rng)
     if flip and rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
-    image = color_jitter(image, jitter, rng)
     return to_tensors(image, label)
 
 
