@@ -100,8 +100,9 @@ class RTSegSupernet(TwoBranchNet):
             b.tau = tau
 
     def set_active(self, config: dict | list[str] | None) -> None:
-        """Fix each mixed block's path: ``{"paths": [...]}`` or a list of ``skip|lir|mhsa``;
-        ``None`` or ``"full"`` entries select the full (both paths) mode."""
+        """Fix each mixed block's path: ``{"paths": [...], "widths": {...}}`` or a list of
+        ``skip|lir|mhsa``; ``None`` or ``"full"`` entries select the full (both paths) mode.
+        ``widths`` (gate name -> kept count, needs installed gates) keeps the first k channels."""
         paths = config.get("paths") if isinstance(config, dict) else config
         blocks = self.mixed_blocks()
         if paths is None:
@@ -112,15 +113,35 @@ class RTSegSupernet(TwoBranchNet):
             if p not in (*PATHS, "full"):
                 raise ValueError(f"unknown path {p!r}; use one of {', '.join(PATHS)} or 'full'")
             b.mode = p
+        if isinstance(config, dict) and config.get("widths"):
+            self._set_widths(config["widths"])
+
+    def _named_gates(self) -> dict[str, ChannelGate]:
+        return {name: m for name, m in self.named_modules() if isinstance(m, ChannelGate)}
+
+    @torch.no_grad()
+    def _set_widths(self, widths: dict[str, int]) -> None:
+        gates = self._named_gates()
+        for name, k in widths.items():
+            if name not in gates:
+                raise ValueError(f"no gate named {name!r} (install_gates first); gates: {', '.join(gates)}")
+            gate = gates[name]
+            if not gate.floor <= k <= gate.channels:
+                raise ValueError(f"width {k} of {name} outside [{gate.floor}, {gate.channels}]")
+            gate.weight.fill_(0.0)
+            gate.weight[:k] = 1.0
 
     def active_config(self) -> dict:
         """Current choice: paths (argmax under search) and kept widths per gate name."""
-        widths = {name: m.kept_count() for name, m in self.named_modules() if isinstance(m, ChannelGate)}
+        widths = {name: g.kept_count() for name, g in self._named_gates().items()}
         return {"paths": [b.chosen() for b in self.mixed_blocks()], "widths": widths}
 
-    def sample_active(self, rng: random.Random) -> dict:
-        """Random single-path choice (uniform over skip | lir | mhsa); sets and returns it."""
-        config = {"paths": [rng.choice(PATHS) for _ in self.mixed_blocks()]}
+    def sample_active(self, rng: random.Random, widths: bool = False) -> dict:
+        """Random single-path choice (uniform over skip | lir | mhsa) and, with ``widths`` and
+        installed gates, a uniform kept width per gate; sets and returns it."""
+        config: dict = {"paths": [rng.choice(PATHS) for _ in self.mixed_blocks()]}
+        if widths:
+            config["widths"] = {n: rng.randint(g.floor, g.channels) for n, g in self._named_gates().items()}
         self.set_active(config)
         return config
 

@@ -7,12 +7,13 @@ and aux HeadBlocks on the stem and on every stage output (training mode only). A
 profiled ``shared.blocks`` modules.
 
 A :class:`SubnetSpec` (JSON-able) describes a plain network of this shape; :func:`build_subnet`
-builds it with fresh weights. Inputs must be divisible by 32 (and by 16 x patch where an attention
-block sits at H/16 or 8 x patch at H/8).
+builds it with fresh weights. Inputs are zero-padded (bottom/right) to a multiple of
+:meth:`TwoBranchNet.size_divisor` (32 with the default patches) and the logits cropped back.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import torch
@@ -158,8 +159,20 @@ class TwoBranchNet(nn.Module):
         self.head = head
         self.aux_heads = nn.ModuleList(aux_heads)
 
+    def size_divisor(self) -> int:
+        """Input sides must be multiples of this: 32 for the branches, more where an attention
+        block's patch must tile its stage's map."""
+        divisor = 32
+        for i, stage in enumerate(self.stages):
+            for b in stage.blocks:
+                attn = b.mhsa if isinstance(b, MixedBlock) else b
+                if isinstance(attn, MHSABlock):
+                    divisor = math.lcm(divisor, 8 * 2**i * attn.patch)
+        return divisor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, object]:
         size = x.shape[2:]
+        x = pad_to_multiple(x, self.size_divisor())
         detail = self.detail(x)  # (B, C, H/8, W/8)
         feats = [self.stem(x)]  # (B, C0, H/4, W/4)
         for stage in self.stages:
@@ -171,11 +184,19 @@ class TwoBranchNet(nn.Module):
         return {"out": out, "aux": aux}
 
 
+def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Zero-pad bottom/right so both sides divide ``divisor`` (e.g. VOC's 513x513 crops); the
+    logits are cropped back. Sizes that already divide (Cityscapes, ADE20K) pass untouched."""
+    h, w = x.shape[2:]
+    ph, pw = -h % divisor, -w % divisor
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph))
+
+
 def to_size(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Heads upsample by their stride; inputs not divisible by 32 need a final resize."""
-    if logits.shape[2:] == size:
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    """Crop logits of a padded input back to the input size."""
+    return logits[:, :, : size[0], : size[1]]
 
 
 def _plain_block(spec: LIRSpec | MHSASpec, channels: int) -> nn.Module:

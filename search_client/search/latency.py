@@ -78,6 +78,8 @@ def _walk(model: TwoBranchNet, height: int, width: int, soft: bool) -> Iterator[
             "grouped gather-and-expand convs) have no profiled block kind"
         )
     ws = _Widths(soft)
+    divisor = model.size_divisor()  # the network pads its input to this multiple
+    height, width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
     yield from _walk_detail(model, height, width, ws)
     h, w = ceil_div(ceil_div(height, 2), 2), ceil_div(ceil_div(width, 2), 2)
     stem_c = model.stem.fuse[0].out_channels

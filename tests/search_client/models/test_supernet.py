@@ -42,6 +42,18 @@ def test_contract_in_train_and_eval_mode() -> None:
         assert model(torch.randn(1, 3, 64, 128)).shape == (1, 4, 64, 128)
 
 
+def test_odd_input_sizes_are_padded_and_cropped_back() -> None:
+    model = tiny().eval()
+    x = torch.randn(1, 3, 72, 100)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(x)
+    assert out.shape == (1, 4, 72, 100)
+    padded = torch.nn.functional.pad(x, (0, 28, 0, 24))
+    with torch.no_grad():
+        assert torch.equal(out, model(padded)[:, :, :72, :100])
+    assert sum(block_macs(b) for b in network_blocks(model, 72, 100)) == counter.get_total_flops() // 2
+
+
 def test_full_size_block_list_gives_the_paper_size() -> None:
     """Analytic counts over the whole-network block list (equal to the torch counter, see below)."""
     with torch.device("meta"):

@@ -83,6 +83,28 @@ def test_block_list_of_derived_net_equals_that_of_gated_supernet_and_its_counter
     assert sum(block_params(b) for b in blocks) == inference_params(net)
 
 
+def test_sampled_paths_and_widths_derive_exactly(supernet) -> None:
+    import random
+
+    config = supernet.sample_active(random.Random(7), widths=True)
+    assert supernet.active_config() == {
+        "paths": supernet.active_config()["paths"],
+        "widths": config["widths"],
+    }
+    supernet.eval()
+    net = derive(supernet).eval()
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.allclose(net(x), supernet(x), atol=1e-4)
+
+
+def test_bad_widths_are_named(supernet) -> None:
+    with pytest.raises(ValueError, match="no gate named 'head.nope'"):
+        supernet.set_active({"paths": ["lir"] * 7, "widths": {"head.nope": 3}})
+    with pytest.raises(ValueError, match=r"width 999 of head.gate_mid outside \[\d+, 32\]"):
+        supernet.set_active({"paths": ["lir"] * 7, "widths": {"head.gate_mid": 999}})
+
+
 def test_full_mode_cannot_be_derived(supernet) -> None:
     with pytest.raises(ValueError, match="full mode"):
         derive(supernet)
