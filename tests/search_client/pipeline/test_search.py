@@ -1,0 +1,80 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from search_client.pipeline.context import PipelineContext, load_weights
+from search_client.pipeline.runner import run_phases
+from search_client.pipeline.search import LatencyTerm, search_parts, search_student
+from search_client.pipeline.training import PhaseInterrupted
+from search_client.remote import FetchedPredictor, ProfilerClient
+from search_client.train import Trainer
+from tests.search_client.pipeline.tiny import LATENCY_SIZE, tiny_settings
+
+
+def _context(tmp_path: Path, data: Path, predictor, **kw) -> PipelineContext:
+    # An unreachable server: the search must not need it once the predictor is in hand.
+    ctx = PipelineContext(tiny_settings(tmp_path, data, **kw), client=ProfilerClient("http://127.0.0.1:9"))
+    ctx._predictor = FetchedPredictor(predictor, {}, 1, 1, "host/test-cpu", "onnxruntime", tmp_path / "p")
+    return ctx
+
+
+def _pretrained(ctx: PipelineContext) -> dict:
+    run_phases(ctx, "pretrain")
+    return load_weights(ctx.state.result("pretrain")["model"])
+
+
+def test_search_step_returns_named_terms_weighted_as_the_paper(tmp_path, tiny_data, proxy_predictor):
+    ctx = _context(tmp_path, tiny_data, proxy_predictor, pretrain_iters=0)
+    student = search_student(ctx, _pretrained(ctx))
+    teacher = ctx.pretrained_supernet()
+    latency = LatencyTerm(student, proxy_predictor, target_ms=0.5, size=LATENCY_SIZE, mode="two-sided")
+    train_set, _ = ctx.datasets()
+    trainer = Trainer(ctx.cfg, tmp_path / "step", student, train_set,
+                      parts=search_parts(ctx, student, teacher, latency), iterations=1, progress=False)
+    images, labels = next(iter(trainer.loader()))
+    terms = trainer.train_step(images, labels)
+    assert {"loss", "task", "aux", "distill", "latency"} <= set(terms)
+    s = ctx.cfg.search
+    expected = terms["task"] + s.aux_weight * terms["aux"] + s.distill_weight * terms["distill"] \
+        + s.latency_weight * terms["latency"]
+    assert terms["loss"] == pytest.approx(expected, rel=1e-5)
+    assert all(math.isfinite(v) for v in terms.values())
+    assert terms["latency"] == pytest.approx(abs(latency.last_ms / 0.5 - 1), rel=1e-5)
+
+
+def test_latency_term_gradient_reaches_gumbel_logits_and_gates(tmp_path, tiny_data, proxy_predictor):
+    ctx = _context(tmp_path, tiny_data, proxy_predictor, pretrain_iters=0)
+    student = search_student(ctx, _pretrained(ctx))
+    term = LatencyTerm(student, proxy_predictor, target_ms=0.01, size=LATENCY_SIZE, mode="one-sided")
+    term(None).backward()
+    logits = torch.stack([p.grad for p in student.arch_parameters()])  # (blocks, 3): skip, lir, mhsa
+    # Over the target: choosing skip lowers latency, so its logit's gradient is negative (descent raises it).
+    assert (logits[:, 0] < 0).all() and (logits[:, 1:] > 0).any()
+    gate_grads = [p.grad for p in student.gate_parameters()]
+    assert all(g is not None and (g > 0).any() for g in gate_grads)  # fewer channels -> lower latency
+
+
+def _final_search_state(ctx: PipelineContext) -> dict[str, torch.Tensor]:
+    state = load_weights(ctx.state.result("search")["model"])
+    return {k: v for k, v in state.items() if "arch_logits" in k or "gate" in k or k.endswith("head.cls.weight")}
+
+
+def test_search_resumed_after_a_kill_ends_where_an_uninterrupted_one_does(tmp_path, tiny_data, proxy_predictor):
+    straight = _context(tmp_path / "a", tiny_data, proxy_predictor)
+    run_phases(straight, "search")
+    killed = _context(tmp_path / "b", tiny_data, proxy_predictor)
+    killed.max_steps = 3  # search runs 4 steps with a checkpoint every 2: killed after step 3
+    with pytest.raises(PhaseInterrupted):
+        run_phases(killed, "search")
+    assert killed.state.done("pretrain") and not killed.state.done("search")
+    resumed = _context(tmp_path / "b", tiny_data, proxy_predictor)
+    run_phases(resumed, "search")
+    a, b = _final_search_state(straight), _final_search_state(resumed)
+    assert a.keys() == b.keys() and len(a) > 5
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    ra, rb = straight.state.result("search"), resumed.state.result("search")
+    assert ra["terms"] == pytest.approx(rb["terms"], rel=1e-6)
+    assert rb["http_calls_during_search"] == 0
