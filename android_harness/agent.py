@@ -1,0 +1,268 @@
+"""The phone-agent: registers this machine's devices with the server, heartbeats, and runs one
+worker thread per device that leases a job, downloads its artifact (sha256 verified, cached),
+measures it and reports the result or the failure.
+
+Survives: a server restart (requests retry with capped exponential backoff); a phone unplugged
+mid-job (the job is reported failed with ``retry=True`` so another phone takes it); SIGTERM (workers
+finish the job in hand within a grace period, then any lease still held is released).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from android_harness.adb import AdbRunner, AdbSettings, discover
+from android_harness.adb_io import adb_client
+from android_harness.artifacts import ArtifactCache
+from android_harness.errors import DeviceOffline, HarnessError, UnsupportedModel
+from android_harness.host import HOST_SERIAL, HostRunner
+from android_harness.runner import RUNTIME_OF_FORMAT, MeasureOptions, Runner
+from android_harness.server_client import ServerClient, ServerRejected, ServerUnavailable
+from shared.schemas import JobFailure, JobLease, JobResult
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR = 2000
+_MAX_OUTPUT = 200_000
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    token: str
+    name: str = field(default_factory=socket.gethostname)
+    host_device: bool = False
+    use_adb: bool = True
+    adb_port: int | None = None
+    binaries: dict[str, Path] = field(default_factory=dict)  # tool name -> local benchmark binary
+    cache_dir: Path = Path("var/agent-cache")
+    poll_s: float = 2.0  # idle wait when the queue is empty
+    rediscover_s: float = 30.0  # how often attached phones are listed again
+    shutdown_grace_s: float = 60.0  # how long SIGTERM waits for jobs in hand
+    max_jobs: int | None = None  # stop after this many jobs (tests, one-shot runs)
+    request_timeout_s: float = 30.0
+    backoff_cap_s: float = 30.0
+    max_outage_s: float = 3600.0
+    max_measure_s: float = 120.0  # per-run cap handed to runners (max_seconds)
+
+
+def lease_options(lease: JobLease, max_seconds: float) -> MeasureOptions:
+    """MeasureOptions for a leased job; a runtime that does not match the artifact is unsupported."""
+    if RUNTIME_OF_FORMAT[lease.format] != lease.settings.runtime:
+        raise UnsupportedModel(f"job {lease.job_id}: a .{lease.format} artifact cannot run on {lease.settings.runtime}")
+    return MeasureOptions(threads=lease.settings.threads, delegate=lease.settings.delegate, warmup=lease.warmup,
+                          runs=lease.runs, min_seconds=lease.min_seconds,
+                          max_seconds=max(max_seconds, lease.min_seconds * 2))
+
+
+class JobCounter:
+    """Shared budget of jobs (``max_jobs``); unlimited when None."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit, self.taken = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self.taken >= self.limit:
+                return False
+            self.taken += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.taken -= 1
+
+    @property
+    def exhausted(self) -> bool:
+        with self._lock:
+            return self.limit is not None and self.taken >= self.limit
+
+
+class DeviceWorker(threading.Thread):
+    """Leases and measures jobs for one device until stopped or the device goes away."""
+
+    def __init__(self, agent: Agent, serial: str, runner: Runner) -> None:
+        super().__init__(name=f"worker-{serial}", daemon=True)
+        self.agent, self.serial, self.runner = agent, serial, runner
+        self.current: JobLease | None = None
+        self.device_gone = False
+        self.jobs_done = 0
+
+    def run(self) -> None:
+        stop = self.agent.stop_event
+        while not stop.is_set() and not self.device_gone:
+            if not self.agent.jobs.take():
+                return
+            try:
+                lease = self.agent.client.lease(self.agent.agent_id, self.serial)
+            except (ServerUnavailable, ServerRejected) as exc:
+                self.agent.jobs.give_back()
+                log.warning("%s: lease failed: %s", self.serial, exc)
+                stop.wait(self.agent.config.poll_s)
+                continue
+            if lease is None:
+                self.agent.jobs.give_back()
+                stop.wait(self.agent.config.poll_s)
+                continue
+            self.current = lease
+            try:
+                self.run_job(lease)
+            finally:
+                self.current = None
+                self.jobs_done += 1
+
+    def run_job(self, lease: JobLease) -> None:
+        try:
+            options = lease_options(lease, self.agent.config.max_measure_s)
+            path = self.agent.cache.get(lease.artifact_sha256, lease.format,
+                                        lambda: self.agent.client.download(lease.artifact_url))
+            stats = self.runner.measure(path, options)
+        except DeviceOffline as exc:
+            self.device_gone = True
+            self._fail(lease, exc, retry=True)
+        except UnsupportedModel as exc:
+            self._fail(lease, exc, retry=False)
+        except (HarnessError, ServerRejected, ServerUnavailable) as exc:
+            self._fail(lease, exc, retry=True)
+        else:
+            accepted = self._report(lambda: self.agent.client.report_result(
+                lease.job_id, JobResult(lease_id=lease.lease_id, serial=self.serial, stats=stats)))
+            log.info("%s: job %d median %.3f ms (%s)", self.serial, lease.job_id, stats.median_ms,
+                     "accepted" if accepted else "refused")
+
+    def _fail(self, lease: JobLease, exc: Exception, retry: bool) -> None:
+        log.warning("%s: job %d failed: %s", self.serial, lease.job_id, exc)
+        failure = JobFailure(lease_id=lease.lease_id, serial=self.serial, error=str(exc)[:_MAX_ERROR],
+                             output=getattr(exc, "output", "")[-_MAX_OUTPUT:], retry=retry)
+        self._report(lambda: self.agent.client.report_failure(lease.job_id, failure))
+
+    def _report(self, send):  # noqa: ANN001, ANN202 - a zero-argument callable, its result
+        try:
+            return send()
+        except (ServerUnavailable, ServerRejected) as exc:
+            # the lease will expire on the server and the job goes back to the queue: not lost
+            log.error("%s: could not report job outcome: %s", self.serial, exc)
+            return None
+
+
+class Agent:
+    """Runs the farm side for this machine. ``run()`` blocks until stopped (or ``max_jobs`` done)."""
+
+    def __init__(self, config: AgentConfig, runners: dict[str, Runner] | None = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.client = ServerClient(config.server, config.token, timeout_s=config.request_timeout_s,
+                                   backoff_cap_s=config.backoff_cap_s, max_outage_s=config.max_outage_s,
+                                   stop=self.stop_event)
+        self.cache = ArtifactCache(config.cache_dir)
+        self.jobs = JobCounter(config.max_jobs)
+        self._fixed_runners = runners
+        self.runners: dict[str, Runner] = {}
+        self.workers: dict[str, DeviceWorker] = {}
+        self.agent_id = ""
+        self.heartbeat_s = 10.0
+
+    # --- devices -----------------------------------------------------------------------------
+
+    def discover_runners(self) -> dict[str, Runner]:
+        if self._fixed_runners is not None:
+            return dict(self._fixed_runners)
+        runners: dict[str, Runner] = {}
+        if self.config.host_device:
+            runners[HOST_SERIAL] = HostRunner()
+        if self.config.use_adb:
+            try:
+                client = adb_client(self.config.adb_port)
+                for serial in discover(client):
+                    old = self.runners.get(serial)
+                    runners[serial] = old or AdbRunner(serial, client, self.config.binaries, AdbSettings())
+            except HarnessError as exc:
+                log.warning("no adb devices (adb server unreachable?): %s", exc)
+        return runners
+
+    def _refresh_devices(self) -> None:
+        """(Re-)register when the set of live devices changed and start workers for new ones."""
+        found = self.discover_runners()
+        live = {s for s, w in self.workers.items() if w.is_alive() and not w.device_gone}
+        if set(found) == live and self.agent_id:
+            return
+        infos = []
+        for serial, runner in found.items():
+            try:
+                infos.append(runner.device_info())
+            except HarnessError as exc:
+                log.warning("skipping %s: %s", serial, exc)
+        registered = self.client.register(self.config.name, infos)
+        self.agent_id, self.heartbeat_s = registered.agent_id, registered.heartbeat_s
+        self.runners = {i.serial: found[i.serial] for i in infos}
+        for serial, runner in self.runners.items():
+            if serial not in live:
+                self.workers[serial] = DeviceWorker(self, serial, runner)
+                self.workers[serial].start()
+        log.info("agent %s serving %s", self.agent_id, sorted(self.runners) or "no devices")
+
+    def live_serials(self) -> list[str]:
+        return sorted(s for s, w in self.workers.items() if w.is_alive() and not w.device_gone)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: self.stop())
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        try:
+            self._refresh_devices()
+            next_discovery = time.monotonic() + self.config.rediscover_s
+            while not self.stop_event.is_set():
+                if self.jobs.exhausted and not any(w.current for w in self.workers.values()):
+                    break
+                self._heartbeat()
+                if time.monotonic() >= next_discovery:
+                    self._refresh_devices()
+                    next_discovery = time.monotonic() + self.config.rediscover_s
+                self.stop_event.wait(min(self.heartbeat_s, self.config.poll_s, 1.0) if self.jobs.exhausted
+                                     else self.heartbeat_s)
+        except ServerUnavailable as exc:
+            log.error("giving up: %s", exc)
+        finally:
+            self.stop_event.set()
+            self._shutdown()
+
+    def _heartbeat(self) -> None:
+        try:
+            self.client.heartbeat(self.agent_id, self.live_serials())
+        except ServerRejected as exc:
+            if exc.status in (401, 403):
+                raise ServerUnavailable(f"the server refuses this agent's token: {exc.detail}") from exc
+            log.warning("heartbeat refused (%s); registering again", exc.detail)
+            self.agent_id = ""
+            self._refresh_devices()
+        except ServerUnavailable as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+    def _shutdown(self) -> None:
+        """Give jobs in hand a grace period, then hand back any lease still held."""
+        deadline = time.monotonic() + self.config.shutdown_grace_s
+        for worker in self.workers.values():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        client = ServerClient(self.config.server, self.config.token, timeout_s=5.0)  # stop flag is set on ours
+        try:
+            for worker in self.workers.values():
+                lease = worker.current
+                if worker.is_alive() and lease is not None:
+                    log.warning("releasing job %d still running on %s", lease.job_id, worker.serial)
+                    client.release(lease.job_id, lease.lease_id)
+        finally:
+            client.close()
+            self.client.close()

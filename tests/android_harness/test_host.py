@@ -1,0 +1,54 @@
+"""The host runner measures real ONNX models on this CPU with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from android_harness.errors import UnsupportedModel
+from android_harness.host import HostRunner, cpu_model_name, host_device_class, host_device_info, slugify_cpu
+from android_harness.runner import MeasureOptions
+
+OPTIONS = MeasureOptions(warmup=10, runs=50, min_seconds=0.1)
+
+
+def test_device_class_is_host_slash_cpu_slug():
+    assert slugify_cpu("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz") == "intel-xeon-platinum-8375c"
+    assert slugify_cpu("AMD EPYC 7R13 Processor") == "amd-epyc-7r13"
+    assert cpu_model_name("processor\t: 0\nmodel name\t: Apple M2\n") == "Apple M2"
+    assert host_device_class() == f"host/{slugify_cpu(cpu_model_name())}"
+    info = host_device_info()
+    assert (info.serial, info.kind, info.device_class) == ("host", "host", host_device_class())
+
+
+def test_measure_keeps_every_sample_and_meets_the_protocol(conv_onnx):
+    stats = HostRunner().measure(conv_onnx, OPTIONS)
+    assert stats.runs == len(stats.samples_ms) >= 50
+    assert sum(stats.samples_ms) / 1000 >= 0.1 * 0.9  # ran for at least min_seconds (timer overhead aside)
+    assert stats.median_ms == pytest.approx(float(np.median(stats.samples_ms)))
+    assert stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert stats.warmup == 10 and stats.tool == "onnxruntime" and stats.tool_version
+    assert "threads=1" in stats.flags
+
+
+def test_bigger_block_measures_slower(conv_onnx, lir_onnx, tmp_path):
+    from shared.config import ConvConfig
+    from shared.export import export_block_onnx
+
+    big = tmp_path / "big.onnx"
+    big.write_bytes(export_block_onnx(ConvConfig(cin=64, cout=64, h=56, w=56)))  # ~29x the MACs of conv_onnx
+    small = HostRunner().measure(conv_onnx, OPTIONS)
+    large = HostRunner().measure(big, OPTIONS)
+    assert large.median_ms > 5 * small.median_ms
+
+
+def test_unsupported_inputs_are_typed_errors(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(UnsupportedModel, match="cannot load"):
+        HostRunner().measure(bad, OPTIONS)
+    with pytest.raises(UnsupportedModel, match=r"\.onnx and \.tflite"):
+        (tmp_path / "m.pb").write_bytes(b"x")
+        HostRunner().measure(tmp_path / "m.pb", OPTIONS)
+    with pytest.raises(UnsupportedModel, match="cpu delegate"):
+        HostRunner().measure(bad, MeasureOptions(delegate="gpu"))
