@@ -241,7 +241,8 @@ def _count_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", required=True)
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=1024)
-    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--num-classes", "--classes", dest="num_classes", type=int, default=19)
+    p.add_argument("--spec", help="subnet spec JSON file (for --arch subnet)")
     p.add_argument("--json", action="store_true", help='print {"params_m": float, "gmacs": float}')
 
 
@@ -250,9 +251,9 @@ def run_count(args: argparse.Namespace) -> int:
 
     if args.height < 32 or args.width < 32:
         raise UsageError(f"--height/--width must be at least 32, got {args.height}x{args.width}")
-    counted = count_model(args.arch, args.height, args.width, args.num_classes)
-    get = counted.get if isinstance(counted, dict) else lambda k: getattr(counted, k)
-    figures = {"params_m": float(get("params_m")), "gmacs": float(get("gmacs"))}
+    kw = {"spec": args.spec} if args.spec else {}
+    counted = count_model(args.arch, args.height, args.width, args.num_classes, **kw)
+    figures = {"params_m": float(counted["params_m"]), "gmacs": float(counted["gmacs"])}
     if args.json:
         print(json.dumps(figures))
     else:
@@ -290,7 +291,10 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in commands.items():
-        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+        sp = sub.add_parser(name, help=command.help, description=command.help)
+        # also after the subcommand; SUPPRESS keeps the top-level value when it is not repeated here
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
+        command.add_arguments(sp)
     return parser
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from tiny_model import TinySeg
 
 from search_client.config import build_config
 from search_client.data import build_dataset, class_names
+from search_client.models import build_model
 from search_client.train import Trainer, TrainParts, seed_everything
 from search_client.train.checkpoint import list_checkpoints, load_checkpoint
 from search_client.train.metrics import read_metrics
@@ -17,7 +19,7 @@ from search_client.train.metrics import read_metrics
 def _cfg(root: Path, workers: int = 0):
     return build_config("synthetic-cpu", {
         "arch": "tiny",
-        "data": {"root": str(root), "crop": (32, 64), "eval_size": None, "num_workers": workers},
+        "data": {"root": str(root), "crop": (64, 64), "eval_size": None, "num_workers": workers},
         # 8 images / batch 2 = 4 batches per epoch: 7 iterations cross an epoch boundary
         "train": {"iterations": 7, "batch_size": 2, "checkpoint_every": 3, "log_every": 1, "warmup_iters": 2,
                   "deterministic": True, "keep_checkpoints": 5},
@@ -42,9 +44,9 @@ class CountingHook:
         self.calls = state["calls"]
 
 
-def _trainer(cfg, run_dir: Path, seed: int, hook: CountingHook) -> Trainer:
+def _trainer(cfg, run_dir: Path, seed: int, hook: CountingHook, arch: str = "tiny") -> Trainer:
     seed_everything(seed, True)
-    model = TinySeg(cfg.num_classes)
+    model = TinySeg(cfg.num_classes) if arch == "tiny" else build_model(arch, cfg.num_classes)
     # An extra term that draws from the global torch RNG, as Gumbel sampling does in the search.
     noise = {"noise": lambda inputs: torch.rand(()) * 0.01}
     parts = TrainParts(extra_terms=noise, term_weights={"noise": 1.0}, hooks=[hook])
@@ -57,18 +59,19 @@ def _losses(run_dir: Path) -> list[tuple[int, float, float, float]]:
     return [(r["iter"], r["loss"], r["task"], r["noise"]) for r in read_metrics(run_dir)]
 
 
-def test_resume_gives_identical_losses(synthetic_root: Path, tmp_path: Path) -> None:
-    straight = _trainer(_cfg(synthetic_root), tmp_path / "a", seed=0, hook=CountingHook())
+@pytest.mark.parametrize("arch", ["tiny", pytest.param("supernet", marks=pytest.mark.slow)])
+def test_resume_gives_identical_losses(arch: str, synthetic_root: Path, tmp_path: Path) -> None:
+    straight = _trainer(_cfg(synthetic_root), tmp_path / "a", seed=0, hook=CountingHook(), arch=arch)
     straight.fit()
 
     # "killed" after 5 iterations: the last checkpoint is at 3, iterations 4-5 are lost
-    first = _trainer(_cfg(synthetic_root, workers=2), tmp_path / "b", seed=0, hook=CountingHook())
+    first = _trainer(_cfg(synthetic_root, workers=2), tmp_path / "b", seed=0, hook=CountingHook(), arch=arch)
     first.fit(max_steps=5)
     assert [i for i, _ in list_checkpoints(tmp_path / "b")] == [3]
 
     # a fresh process: other initial weights, other RNG; everything must come from the run folder
     hook = CountingHook()
-    resumed = _trainer(_cfg(synthetic_root, workers=2), tmp_path / "b", seed=99, hook=hook)
+    resumed = _trainer(_cfg(synthetic_root, workers=2), tmp_path / "b", seed=99, hook=hook, arch=arch)
     assert resumed.resume() and resumed.iteration == 3 and hook.calls == 3
     resumed.fit()
 
