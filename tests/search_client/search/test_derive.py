@@ -115,3 +115,18 @@ def test_derived_net_keeps_the_training_contract(supernet) -> None:
     net = derive(supernet).train()
     out = net(torch.randn(2, 3, 64, 64))
     assert out["out"].shape == (2, 5, 64, 64) and len(out["aux"]) == 4
+
+
+def test_derived_net_exports_to_onnx_with_the_same_output(supernet) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from shared.export import export_module_onnx
+
+    supernet.set_active({"paths": CHOICES[0]})
+    net = derive(supernet).eval()
+    x = torch.randn(1, 3, 64, 96)
+    session = ort.InferenceSession(export_module_onnx(net, [x]), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(session.run(None, {"input": x.numpy()})[0] - ref).max() < 1e-4
