@@ -14,7 +14,7 @@ in one batched forward, so gradients reach gate weights and architecture logits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,7 +39,7 @@ from shared.config import (
     StemConfig,
 )
 from shared.costs import block_fields, ceil_div
-from shared.encoding import N_FEATURES, encode_values
+from shared.encoding import N_FEATURES, encode_blocks, encode_values
 from shared.predictor import LatencyMLP
 
 Width = int | torch.Tensor
@@ -71,7 +71,9 @@ def _conv_out(module: nn.Module) -> int:
     return module.conv[0].out_channels
 
 
-def _walk(model: TwoBranchNet, height: int, width: int, soft: bool) -> Iterator[_Part]:
+def _walk(model: nn.Module, height: int, width: int, soft: bool) -> Iterator[_Part]:
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     if isinstance(model, BiSeNetV2) or not isinstance(model, TwoBranchNet):
         raise TypeError(
             f"{type(model).__name__} is not a dual-branch RTSeg network; its layers (e.g. BiSeNetV2's "
@@ -130,7 +132,7 @@ def _runs_mhsa(b: MixedBlock) -> bool:
     return b.chosen() in ("mhsa", "full")
 
 
-def _walk_stage(stage: nn.Module, h: int, w: int, cin: Width, ws: _Widths):  # generator returning the width
+def _walk_stage(stage: nn.Module, h: int, w: int, cin: Width, ws: _Widths) -> Generator[_Part, None, Width]:
     down = stage.down
     full_out = down.project[0].out_channels
     gate = stage.stream_gate()
@@ -249,7 +251,5 @@ def latency_loss(expected_ms: torch.Tensor, target_ms: float, mode: RegMode = "o
 
 def predict_blocks(predictor: LatencyMLP, blocks: list[AnyBlock]) -> torch.Tensor:
     """(N,) predicted ms of plain block configs (one batched forward)."""
-    from shared.encoding import encode_blocks
-
     with torch.no_grad():
         return predictor(encode_blocks(blocks))
