@@ -30,6 +30,7 @@ class MeasurementFilter(BaseModel):
     kind: str | None = Field(None, max_length=32)
     limit: int = Field(100_000, ge=1, le=1_000_000)
     offset: int = Field(0, ge=0, le=2**62)
+    samples: bool = Field(True, description="include every per-run sample")
 
 
 def runtime_key(text: str) -> str:
@@ -70,8 +71,9 @@ def row_dict(m: Measurement, samples: bool = True) -> dict[str, Any]:
     return row
 
 
-def list_measurements(session: Session, f: MeasurementFilter, samples: bool = True) -> list[dict[str, Any]]:
-    return [row_dict(m, samples) for m in session.scalars(build_query(session, f))]
+def list_measurements(session: Session, f: MeasurementFilter, samples: bool | None = None) -> list[dict[str, Any]]:
+    keep = f.samples if samples is None else samples
+    return [row_dict(m, keep) for m in session.scalars(build_query(session, f))]
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

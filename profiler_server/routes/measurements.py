@@ -15,17 +15,17 @@ Filter = Annotated[MeasurementFilter, Query()]
 
 
 @router.get("/measurements")
-def list_measurements(session: SessionDep, f: Filter, samples: bool = True) -> list[dict[str, Any]]:
-    return measurements.list_measurements(session, f, samples)
+def list_measurements(session: SessionDep, f: Filter) -> list[dict[str, Any]]:
+    return measurements.list_measurements(session, f)
 
 
 @router.get("/measurements.csv", response_class=Response)
 def measurements_csv(session: SessionDep, f: Filter) -> Response:
-    body = measurements.to_csv(measurements.list_measurements(session, f))
+    body = measurements.to_csv(measurements.list_measurements(session, f, samples=True))
     return Response(body, media_type="text/csv")
 
 
 @router.get("/measurements.parquet", response_class=Response)
 def measurements_parquet(session: SessionDep, f: Filter) -> Response:
-    body = measurements.to_parquet(measurements.list_measurements(session, f))
+    body = measurements.to_parquet(measurements.list_measurements(session, f, samples=True))
     return Response(body, media_type="application/vnd.apache.parquet")

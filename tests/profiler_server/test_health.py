@@ -1,0 +1,28 @@
+"""Liveness, readiness and Prometheus metrics reflect the farm's state."""
+
+from __future__ import annotations
+
+from conftest import Farm, small_configs
+from sqlalchemy import create_engine
+
+
+def test_livez_readyz(client):
+    assert client.get("/livez").json() == {"ok": True}
+    assert client.get("/readyz").json() == {"ok": True}
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(client):
+    client.app.state.db.engine = create_engine("sqlite:////nonexistent-dir/sub/x.db")
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "database unreachable" in r.json()["detail"]
+
+
+def test_metrics_count_jobs_queue_devices_and_latency(farm: Farm):
+    farm.campaign(small_configs(3))
+    farm.report(farm.lease())
+    text = farm.client.get("/metrics").text
+    assert 'rtseg_jobs{state="queued"} 2.0' in text
+    assert 'rtseg_jobs{state="done"} 1.0' in text
+    assert 'rtseg_queue_depth{device_class="host/test-cpu"} 2.0' in text
+    assert "rtseg_devices_online 2.0" in text
+    assert 'rtseg_request_seconds_count{method="POST",route="/v1/jobs/lease",status="200"} 1.0' in text

@@ -1,0 +1,158 @@
+"""The queue: lease order, expiry, bounded retries, once-per-lease results, release, heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from conftest import ADMIN, Farm, bearer, make_settings, register_agent, small_configs
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from profiler_server.app import create_app
+from profiler_server.db import Job, Measurement, utcnow
+from profiler_server.devices import reap
+
+
+def _count(client, model) -> int:
+    with client.app.state.db.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def _expire(client, job_id: int) -> None:
+    """Move a lease's expiry into the past (what waiting lease_s seconds would do)."""
+    with client.app.state.db.session() as s:
+        s.execute(
+            update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def test_lease_order_priority_then_fair_across_teams_then_age(farm: Farm):
+    c = farm.client
+    audio = bearer(c.post("/v1/teams", json={"name": "audio"}, headers=bearer(ADMIN)).json()["token"])
+    v = farm.campaign(small_configs(3))  # vision: 3 old jobs
+    a = farm.campaign(small_configs(2, offset=10), headers=audio)  # audio: 2 newer jobs
+    urgent = farm.campaign(small_configs(1, offset=20), headers=audio, priority=5)
+    order = []
+    while (job := farm.lease()) is not None:
+        order.append(c.get(f"/v1/jobs/{job['job_id']}", headers=farm.agent).json()["campaign_id"])
+        assert farm.report(job).status_code == 200
+    # priority first; then teams alternate (audio just leased, so vision goes next); age within a team
+    assert order == [urgent["id"], v["id"], a["id"], v["id"], a["id"], v["id"]]
+
+
+def test_lease_matches_device_class_and_returns_the_contract(farm: Farm):
+    c = farm.client
+    farm.campaign(small_configs(1))
+    other_id = register_agent(c, farm.agent, ["phone-9"], device_class="SM-X/other")
+    assert farm.lease(serial="phone-9", agent_id=other_id) is None
+    job = farm.lease()
+    assert job["artifact_url"] == f"/v1/artifacts/{job['artifact_sha256']}"
+    assert job["format"] == "onnx" and job["settings"] == {
+        "runtime": "onnxruntime",
+        "threads": 1,
+        "delegate": "cpu",
+    }
+    assert (job["warmup"], job["runs"]) == (10, 50)
+
+
+def test_expired_lease_requeues_and_late_result_is_409_without_a_row(farm: Farm):
+    c = farm.client
+    farm.campaign(small_configs(1))
+    first = farm.lease()
+    _expire(c, first["job_id"])
+    second = farm.lease(serial="dev-2")  # the lease expired: the same job goes to another device
+    assert second["job_id"] == first["job_id"] and second["lease_id"] != first["lease_id"]
+    late = farm.report(first)
+    assert late.status_code == 409 and "not leased under lease" in late.json()["detail"]
+    assert farm.report(second, serial="dev-2").status_code == 200
+    assert farm.report(second, serial="dev-2").status_code == 409  # a result is accepted once
+    assert _count(c, Measurement) == 1
+    view = c.get(f"/v1/jobs/{first['job_id']}", headers=farm.team).json()
+    assert view["state"] == "done" and view["attempts"] == 2 and view["measurement"]["serial"] == "dev-2"
+
+
+def test_result_from_the_wrong_device_or_after_expiry_is_409(farm: Farm):
+    farm.campaign(small_configs(1))
+    job = farm.lease()
+    r = farm.report(job, serial="dev-2")
+    assert r.status_code == 409 and "dev-1" in r.json()["detail"]
+    _expire(farm.client, job["job_id"])
+    r = farm.report(job)
+    assert r.status_code == 409 and "expired" in r.json()["detail"]
+
+
+def test_bounded_retries_then_failed_with_the_reason(farm: Farm):
+    c = farm.client
+    campaign = farm.campaign(small_configs(1), max_attempts=2)
+    for attempt in (1, 2):
+        job = farm.lease()
+        body = {
+            "lease_id": job["lease_id"],
+            "serial": "dev-1",
+            "error": f"crash {attempt}",
+            "output": "segfault",
+        }
+        r = c.post(f"/v1/jobs/{job['job_id']}/failure", json=body, headers=farm.agent)
+        assert r.status_code == 200
+    assert (
+        r.json()["state"] == "failed"
+        and "crash 2" in r.json()["error"]
+        and "gave up after 2" in r.json()["error"]
+    )
+    assert farm.lease() is None
+    view = c.get(f"/v1/campaigns/{campaign['id']}", headers=farm.team).json()
+    assert view["failed"] == 1 and view["state"] == "done"
+
+
+def test_non_retryable_failure_fails_at_once(farm: Farm):
+    farm.campaign(small_configs(1))
+    job = farm.lease()
+    body = {"lease_id": job["lease_id"], "serial": "dev-1", "error": "unsupported op", "retry": False}
+    r = farm.client.post(f"/v1/jobs/{job['job_id']}/failure", json=body, headers=farm.agent)
+    assert r.json()["state"] == "failed"
+
+
+def test_lease_expiring_too_often_fails_the_job(farm: Farm):
+    farm.campaign(small_configs(1), max_attempts=2)
+    for _ in range(2):
+        job = farm.lease()
+        _expire(farm.client, job["job_id"])
+    assert farm.lease() is None
+    view = farm.client.get(f"/v1/jobs/{job['job_id']}", headers=farm.team).json()
+    assert view["state"] == "failed" and "lease expired" in view["error"]
+
+
+def test_release_requeues_without_spending_an_attempt(farm: Farm):
+    c = farm.client
+    farm.campaign(small_configs(1))
+    job = farm.lease()
+    r = c.post(f"/v1/jobs/{job['job_id']}/release", json={"lease_id": job["lease_id"]}, headers=farm.agent)
+    assert r.json() == {"state": "queued"}
+    again = farm.lease()
+    assert again["job_id"] == job["job_id"]
+    assert c.get(f"/v1/jobs/{job['job_id']}", headers=farm.team).json()["attempts"] == 1
+
+
+def test_heartbeat_extends_leases_and_reaper_requeues_silent_devices(tmp_path):
+    settings = make_settings(tmp_path, lease_s=30, offline_after_s=0.5)
+    with TestClient(create_app(settings)) as c:
+        team = bearer(c.post("/v1/teams", json={"name": "t"}, headers=bearer(ADMIN)).json()["token"])
+        agent = bearer(c.post("/v1/tokens", json={"role": "agent"}, headers=bearer(ADMIN)).json()["token"])
+        farm = Farm(c, bearer(ADMIN), team, agent, register_agent(c, agent, ["dev-1"]))
+        farm.campaign(small_configs(1))
+        job = farm.lease()
+        before = job["lease_expires_at"]
+        r = c.post(f"/v1/agents/{farm.agent_id}/heartbeat", json={"agent_id": farm.agent_id, "serials": ["dev-1"]},
+                   headers=agent)  # fmt: skip
+        assert r.json() == {"ok": True}
+        with c.app.state.db.sessions() as s:
+            assert s.get(Job, job["job_id"]).lease_expires_at > datetime.fromisoformat(before)
+        with c.app.state.db.session() as s:  # the device falls silent
+            from profiler_server.db import Device
+
+            s.execute(update(Device).values(last_seen=utcnow() - timedelta(seconds=5)))
+        reap(c.app.state.db, settings)
+        assert c.get(f"/v1/jobs/{job['job_id']}", headers=team).json()["state"] == "queued"
+        devices = c.get("/v1/devices", headers=team).json()
+        assert devices[0]["online"] is False
+        assert farm.report(job).status_code == 409
