@@ -1,0 +1,52 @@
+"""The whole product on loopback, tiny settings: a real profiler-server with its host agent measures a
+campaign of the tiny supernet's blocks, fits the predictor, and the pipeline pretrains, searches,
+derives, fine-tunes, evaluates, exports and gets a real measurement of the compact network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from android_harness.host import host_device_class
+from search_client.data.synthetic import SyntheticSpec, make_synthetic
+from search_client.models import build_model
+from search_client.pipeline.localfarm import LocalFarm
+from search_client.pipeline.runner import run_pipeline
+from search_client.pipeline.space import supernet_space
+from search_client.remote import ProfilerClient
+from tests.search_client.pipeline.tiny import LATENCY_SIZE, TINY_SUPERNET, tiny_settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
+    tiny_data = make_synthetic(tmp_path / "data", SyntheticSpec(train=4, val=2, height=64, width=128))
+    farm = LocalFarm(tmp_path / "farm" / "profiler.db", tmp_path / "farm" / "server.log")
+    with farm:
+        client = ProfilerClient(farm.url, farm.token, cache_dir=tmp_path / "cache")
+        device_class = host_device_class()
+        space = supernet_space(build_model("supernet", 19, config=TINY_SUPERNET), [LATENCY_SIZE])
+        camp = client.create_campaign(device_class=device_class, runtime="onnxruntime", space=space.model_dump(),
+                                      n=80, warmup=10, runs=50, min_seconds=0.05, wait_s=30)
+        done = client.wait_campaign(camp["id"], timeout=240, poll=0.5)
+        assert done["done"] >= 60 and done["failed"] == 0
+        client.fit_predictor(device_class, "onnxruntime")
+        info = client.wait_predictor(device_class, "onnxruntime", timeout=240, poll=0.5)
+        settings = tiny_settings(tmp_path / "runs", tiny_data, device_class=device_class, server=farm.url,
+                                 token=farm.token, cache_dir=tmp_path / "cache", target_fraction=0.6)
+        report = run_pipeline(settings, client=client)
+
+    saved = json.loads((settings.run_dir / "report.json").read_text())
+    assert saved["measured_ms"] == report["measured_ms"] > 0  # a real job measured on the host agent
+    assert saved["measurement"]["runs"] >= 50 and saved["measurement"]["tool"] == "onnxruntime"
+    assert saved["device_class"] == device_class and saved["predictor_version"] == info["version"]
+    for key in ("target_ms", "predicted_ms", "gmacs", "params_m", "miou", "supernet_gmacs", "supernet_miou"):
+        assert isinstance(saved[key], float), key
+    assert saved["gmacs"] < saved["supernet_gmacs"]
+    assert saved["http_calls_during_search"] == 0
+    assert saved["derive_equivalence_max_abs_diff"] < 1e-4
+    # The server's prediction of the final network agrees with the local predictor it was fetched as.
+    assert saved["predicted_ms"] == pytest.approx(saved["predicted_ms_local"], rel=1e-4)
+    assert (settings.run_dir / "report.md").read_text().count("|") > 10
+    assert all((settings.run_dir / name).exists() for name in ("supernet_vs_searched.png", "training_curves.png"))
