@@ -61,13 +61,6 @@ class MixedBlock(nn.Module):
         self.generator: torch.Generator | None = None
         self._sample: tuple[torch.Tensor, int] | None = None
 
-    def get_extra_state(self) -> dict:
-        """Mode and temperature travel with the state dict, so a resumed search samples alike."""
-        return {"mode": self.mode, "tau": self.tau}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.mode, self.tau = state["mode"], float(state["tau"])
-
     def path_probs(self) -> torch.Tensor:
         """(3,) softmax of the logits: skip, lir, mhsa."""
         return torch.softmax(self.arch_logits, dim=-1)
