@@ -3,7 +3,10 @@ measure (server prediction of the whole network, then a real measurement on the 
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,22 @@ def _onnx_matches(onnx_bytes: bytes, model: torch.nn.Module, x: torch.Tensor) ->
     return float(np.abs(got - want).max())
 
 
+def exportable(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose modules carry no non-tensor ``_extra_state`` (the supernet's mixed blocks keep
+    their mode there), which the TorchScript-based ONNX exporter cannot handle."""
+    clone = copy.deepcopy(model).eval()
+    for module in clone.modules():
+        cls = type(module)
+        if cls.get_extra_state is not torch.nn.Module.get_extra_state:
+            module.__class__ = _without_extra_state(cls)
+    return clone
+
+
+@functools.cache
+def _without_extra_state(cls: type) -> type:
+    return type(f"{cls.__name__}ForExport", (cls,), {"get_extra_state": torch.nn.Module.get_extra_state})
+
+
 def run_export(ctx: PipelineContext) -> dict:
     folder = ctx.state.phase_dir("export")
     compact = ctx.compact("finetune")
@@ -61,7 +80,7 @@ def run_export(ctx: PipelineContext) -> dict:
     out = {"onnx": str(path), "onnx_sha256": sha256_bytes(onnx_bytes), "onnx_bytes": len(onnx_bytes),
            "onnx_max_abs_diff": _onnx_matches(onnx_bytes, compact, x)}
     if ctx.settings.measure_supernet:
-        sup = export_module_onnx(ctx.pretrained_supernet(), (x,))
+        sup = export_module_onnx(exportable(ctx.pretrained_supernet()), (x,))
         (folder / "supernet.onnx").write_bytes(sup)
         out["supernet_onnx"] = str(folder / "supernet.onnx")
     if ctx.settings.export_tflite or ctx.settings.runtime.startswith("tflite"):
@@ -107,7 +126,8 @@ def run_measure(ctx: PipelineContext) -> dict:
     folder = ctx.state.phase_dir("measure")
     export = ctx.state.result("export")
     m = _measure_file(ctx, Path(export["onnx"]), f"{s.name}-compact", folder / "job.json")
-    out.update(measured_ms=m["median_ms"], measurement=m)
+    # Host devices share their cores with everything else running: keep the load next to the number.
+    out.update(measured_ms=m["median_ms"], measurement=m, host_load_avg=os.getloadavg())
     ctx.say(f"[measure] measured {m['median_ms']:.2f} ms (predicted {pred['total_ms']:.2f} ms)")
     if s.measure_supernet and export.get("supernet_onnx"):
         ms = _measure_file(ctx, Path(export["supernet_onnx"]), f"{s.name}-supernet", folder / "supernet_job.json")

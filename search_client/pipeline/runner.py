@@ -95,6 +95,7 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         "iterations": {"pretrain": pretrain.get("iterations"), "search": search.get("iterations"),
                        "finetune": finetune.get("iterations")},
         "measurement": {k: v for k, v in (meas.get("measurement") or {}).items() if k != "samples_ms"},
+        "host_load_avg": meas.get("host_load_avg"),
         "notes": notes,
     }
 
