@@ -157,7 +157,8 @@ class ProfilerClient:
         etag = json.loads(meta_path.read_text()).get("etag") if meta_path.exists() and path.exists() else None
         headers = {"If-None-Match": etag} if etag else {}
         resp = self._request("GET", f"/v1/predictors/{info['id']}/weights", headers=headers)
-        from_cache = resp.status_code == 304
+        # 304, or a server that ignores If-None-Match but sends the same ETag: the cached file is current.
+        from_cache = resp.status_code == 304 or (etag is not None and resp.headers.get("ETag") == etag)
         if not from_cache:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")

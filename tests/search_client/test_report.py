@@ -1,0 +1,43 @@
+import json
+
+import pytest
+from PIL import Image
+
+from search_client.report import (
+    plot_predicted_vs_measured,
+    plot_supernet_vs_searched,
+    plot_training_curves,
+    write_report,
+)
+
+REPORT = {
+    "name": "r", "target_ms": 10.0, "predicted_ms": 9.0, "measured_ms": 12.0, "device_class": "host/x",
+    "runtime": "onnxruntime", "gmacs": 0.5, "params_m": 0.1, "miou": 0.4, "supernet_gmacs": 2.0,
+    "supernet_miou": 0.5, "supernet_predicted_ms": 20.0, "paths": ["lir", "skip"], "widths": {"detail.0": 12},
+}
+
+
+def test_report_adds_ratios_and_writes_json_and_markdown(tmp_path):
+    full = write_report(tmp_path, REPORT)
+    assert full["measured_vs_target"] == pytest.approx(0.2)
+    assert full["predicted_vs_measured"] == pytest.approx(-0.25)
+    assert json.loads((tmp_path / "report.json").read_text()) == full
+    md = (tmp_path / "report.md").read_text()
+    assert "+20.0 %" in md and "`lir`" in md and "| detail.0 | 12 |" in md
+
+
+def test_report_without_a_required_field_names_it(tmp_path):
+    with pytest.raises(ValueError, match="supernet_miou"):
+        write_report(tmp_path, {k: v for k, v in REPORT.items() if k != "supernet_miou"})
+
+
+def test_plots_are_png_files(tmp_path):
+    a = plot_predicted_vs_measured([1.0, 2.1, 3.9], [1.1, 2.0, 4.0], tmp_path / "a.png", "t")
+    b = plot_supernet_vs_searched(REPORT, tmp_path / "b.png")
+    rows = [{"iter": i, "loss": 1.0 / (i + 1), "task": 0.5} for i in range(5)]
+    c = plot_training_curves({"pretrain": rows, "search": rows}, tmp_path / "c.png")
+    for path in (a, b, c):
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size[0] > 300
+    with pytest.raises(ValueError, match="no training metrics"):
+        plot_training_curves({"pretrain": []}, tmp_path / "d.png")
