@@ -126,15 +126,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "search": {"iterations": 40_000, "finetune_iterations": 40_000, "aux_weight": 1.0,
                    "latency_weight": 0.01, "distill_weight": 0.001},
     },
-    # Minutes on 2 CPU cores: synthetic street scenes (make-synthetic, 256x512), small crops.
+    # Minutes on 2 CPU cores: synthetic street scenes (make-synthetic, 256x512) seen at half resolution
+    # (base_size), 64x128 crops; evaluation at 128x256 with the logits resized to the 256x512 labels.
     "synthetic-cpu": {
         "name": "synthetic-cpu",
         "arch": "supernet",
-        "data": {"kind": "cityscapes", "root": "data/synthetic", "crop": (128, 256),
-                 "scales": (0.5, 0.75, 1.0, 1.5), "eval_size": (256, 512), "num_workers": 0,
-                 "color_jitter": 0.2},
-        "train": {"iterations": 120, "batch_size": 4, "lr": 0.05, "warmup_iters": 10,
-                  "checkpoint_every": 40, "log_every": 10, "eval_every": 0},
+        "data": {"kind": "cityscapes", "root": "data/synthetic", "base_size": (128, 256), "crop": (64, 128),
+                 "scales": (0.75, 1.0, 1.25, 1.5), "scale_mode": "range", "eval_size": (128, 256),
+                 "num_workers": 0, "color_jitter": 0.2},
+        "train": {"iterations": 150, "batch_size": 4, "lr": 0.05, "warmup_iters": 10,
+                  "checkpoint_every": 50, "log_every": 10, "eval_every": 0},
         "search": {"iterations": 60, "finetune_iterations": 60},
     },
 }

@@ -21,7 +21,7 @@ def test_paper_preset() -> None:
 
 def test_synthetic_preset_is_small() -> None:
     cfg = build_config("synthetic-cpu")
-    assert cfg.data.crop == (128, 256) and cfg.train.batch_size == 4 and cfg.train.iterations <= 500
+    assert cfg.data.crop == (64, 128) and cfg.train.batch_size == 4 and cfg.train.iterations <= 500
 
 
 def test_json_and_yaml_files_override_a_preset(tmp_path: Path) -> None:
