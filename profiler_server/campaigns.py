@@ -26,7 +26,9 @@ from profiler_server.artifacts import export_block_artifact
 from profiler_server.auth import Principal, admin_team
 from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
 from profiler_server.errors import BadRequest, NotFound
+from profiler_server.settings import Settings
 from shared.config import AnyBlock, BlockConfig, parse_blocks
+from shared.costs import block_macs, block_params
 from shared.export import tflite_available
 from shared.schemas import RuntimeSettings
 from shared.space import SAMPLERS, SearchSpace, default_space
@@ -78,12 +80,34 @@ def choose_configs(body: CampaignCreate) -> tuple[list[AnyBlock], str]:
     return SAMPLERS[body.sampling](body.space or default_space(), body.n, body.seed), body.sampling
 
 
-def create_campaign(session: Session, principal: Principal, body: CampaignCreate) -> Campaign:
+def check_limits(configs: list[AnyBlock], limits: Settings) -> None:
+    """400 for configs too big to export safely (export traces the block on real tensors)."""
+    if len(configs) > limits.max_campaign_configs:
+        raise BadRequest(
+            f"{len(configs)} configs exceed this server's limit of {limits.max_campaign_configs}"
+        )
+    too_big = [
+        c for c in configs
+        if block_macs(c) > limits.max_block_gmacs * 1e9 or block_params(c) > limits.max_block_mparams * 1e6
+    ]  # fmt: skip
+    if too_big:
+        raise BadRequest(
+            f"{len(too_big)} configs exceed {limits.max_block_gmacs} GMACs or {limits.max_block_mparams} M params, "
+            f"e.g. {too_big[0].model_dump()}"
+        )
+
+
+def create_campaign(
+    session: Session, principal: Principal, body: CampaignCreate, limits: Settings
+) -> Campaign:
     """Insert the campaign (state ``exporting``) with its configs; the caller starts the export."""
     runtime = body.runtime_settings()
     if runtime.runtime == "tflite" and not tflite_available():
         raise BadRequest("runtime tflite needs the optional 'tflite' extra on the server (see README)")
+    if body.configs is None and body.n > limits.max_campaign_configs:
+        raise BadRequest(f"n={body.n} exceeds this server's limit of {limits.max_campaign_configs} configs")
     configs, sampling = choose_configs(body)
+    check_limits(configs, limits)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
     settings = jobs.job_settings(runtime, body.warmup, body.runs, body.min_seconds)
     settings.update(

@@ -71,7 +71,9 @@ def row_dict(m: Measurement, samples: bool = True) -> dict[str, Any]:
     return row
 
 
-def list_measurements(session: Session, f: MeasurementFilter, samples: bool | None = None) -> list[dict[str, Any]]:
+def list_measurements(
+    session: Session, f: MeasurementFilter, samples: bool | None = None
+) -> list[dict[str, Any]]:
     keep = f.samples if samples is None else samples
     return [row_dict(m, keep) for m in session.scalars(build_query(session, f))]
 

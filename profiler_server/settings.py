@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(5.0, gt=0, description="how often expired leases are requeued")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest network upload accepted")
     max_json_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest JSON request body accepted")
+    max_campaign_configs: int = Field(50_000, ge=1, description="most configs one campaign may ask for")
+    max_block_gmacs: float = Field(
+        100.0, gt=0, description="refuse configs costlier than this (export runs them)"
+    )
+    max_block_mparams: float = Field(200.0, gt=0, description="refuse configs with more weights than this")
     export_workers: int = Field(1, ge=1, le=32, description="threads exporting campaign artifacts")
 
     @property

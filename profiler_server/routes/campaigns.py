@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request
 
 from profiler_server import campaigns
 from profiler_server.db import Campaign
-from profiler_server.deps import PrincipalDep, SessionDep, TeamDep
+from profiler_server.deps import PrincipalDep, SessionDep, SettingsDep, TeamDep
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 CampaignId = Path(ge=1, le=2**62)
@@ -16,9 +16,13 @@ CampaignId = Path(ge=1, le=2**62)
 
 @router.post("", status_code=201)
 def create_campaign(
-    body: campaigns.CampaignCreate, request: Request, session: SessionDep, principal: TeamDep
+    body: campaigns.CampaignCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: TeamDep,
 ) -> dict:
-    campaign = campaigns.create_campaign(session, principal, body)
+    campaign = campaigns.create_campaign(session, principal, body, settings)
     session.commit()
     future = request.app.state.exporter.submit(campaign.id)
     try:  # small campaigns answer with final counts; big ones are followed with GET

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from profiler_server import auth
 from profiler_server.deps import AdminDep, SessionDep
-from profiler_server.errors import NotFound
+from profiler_server.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/v1", tags=["teams"])
 
@@ -47,6 +47,8 @@ def create_team(body: TeamCreate, session: SessionDep, _: AdminDep) -> TeamCreat
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
 def create_token(body: TokenCreate, session: SessionDep, _: AdminDep) -> TokenCreated:
+    if body.role != "team" and body.team_id is not None:
+        raise BadRequest(f"team_id applies to role 'team' only, not {body.role!r}")
     if body.role == "team" and (body.team_id is None or session.get(auth.Team, body.team_id) is None):
         raise NotFound(f"a team token needs an existing team_id (got {body.team_id})")
     token = auth.issue_token(session, body.role, name=body.name, team_id=body.team_id)

@@ -89,6 +89,9 @@ def test_bad_campaigns_are_4xx_with_a_message(farm: Farm):
         tfl = post({"device_class": DEVICE_CLASS, "configs": small_configs(1), "runtime": "tflite"})
         assert tfl.status_code == 400 and "tflite" in tfl.json()["detail"]
     assert farm.client.get("/v1/campaigns/999", headers=farm.team).status_code == 404
+    huge = {"kind": "mhsa", "cin": 4096, "heads": 8, "patch": 1, "cmid": 4096, "h": 2048, "w": 2048}
+    r = post({"device_class": DEVICE_CLASS, "configs": [huge]})
+    assert r.status_code == 400 and "GMACs" in r.json()["detail"]
 
 
 def test_slow_export_answers_at_once_and_finishes_in_the_background(farm: Farm):

@@ -26,14 +26,20 @@ def test_fresh_database_upgrades_to_head_and_matches_the_models(tmp_path):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], f"models and migrations disagree; add a migration: {diff}"
-    assert {"jobs", "measurements", "predictor_versions", "campaign_items"} <= set(inspect(db.engine).get_table_names())
+    assert {"jobs", "measurements", "predictor_versions", "campaign_items"} <= set(
+        inspect(db.engine).get_table_names()
+    )
 
 
 def test_existing_database_keeps_its_data_across_restarts(tmp_path):
     settings = make_settings(tmp_path)
     with TestClient(create_app(settings)) as c:
         team = c.post("/v1/teams", json={"name": "keep"}, headers=bearer(ADMIN)).json()["token"]
-        c.post("/v1/campaigns", json={"device_class": "host/x", "configs": small_configs(2)}, headers=bearer(team))
+        c.post(
+            "/v1/campaigns",
+            json={"device_class": "host/x", "configs": small_configs(2)},
+            headers=bearer(team),
+        )
     with TestClient(create_app(settings)) as c:  # second start: upgrade is a no-op, data intact
         view = c.get("/v1/campaigns/1", headers=bearer(team)).json()
         assert view["jobs"] == 2

@@ -89,7 +89,9 @@ def test_agent_killed_mid_job_is_measured_by_another_exactly_once(tmp_path: Path
         http = httpx.Client(base_url=server.url, timeout=30)
         token = http.post("/v1/tokens", json={"role": "agent"}, headers=bearer(ADMIN)).json()["token"]
         devices = [{"serial": "doomed", "device_class": DEVICE_CLASS, "kind": "host"}]
-        agent_id = http.post("/v1/agents", json={"name": "doomed", "devices": devices}, headers=bearer(token)).json()
+        agent_id = http.post(
+            "/v1/agents", json={"name": "doomed", "devices": devices}, headers=bearer(token)
+        ).json()
         proc = subprocess.Popen([sys.executable, "-c", KILLED_AGENT, server.url, token, agent_id["agent_id"]],
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
         job_id, lease_id = proc.stdout.readline().split()
