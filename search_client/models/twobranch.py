@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from search_client.search.gates import ChannelGate
-from search_client.search.gumbel import MixedBlock
+from search_client.search.gumbel import MixedBlock, resample_all
 from shared.blocks import (
     BGABlock,
     ContextBlock,
@@ -124,9 +124,7 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mixed = self.mixed_blocks()
         if self.training:
-            for b in mixed:
-                if b.mode == "gumbel":
-                    b.resample()
+            resample_all([b for b in mixed if b.mode == "gumbel" and not b.pending()])
         gate = self.stream_gate()
         if gate is not None:
             gate.enabled = not any(b.runs_mhsa() for b in mixed)
@@ -172,6 +170,8 @@ class TwoBranchNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, object]:
         size = x.shape[2:]
+        if self.training:  # every sampled path of this forward in one draw
+            resample_all([b for st in self.stages for b in st.mixed_blocks() if b.mode == "gumbel"])
         x = pad_to_multiple(x, self.size_divisor())
         detail = self.detail(x)  # (B, C, H/8, W/8)
         feats = [self.stem(x)]  # (B, C0, H/4, W/4)

@@ -37,13 +37,13 @@ class ChannelGate(nn.Module):
         return self.weight.numel()
 
     def kept(self) -> torch.Tensor:
-        """(C,) bool mask of kept channels: above the threshold, topped up to the floor by value."""
+        """(C,) bool mask of kept channels: above the threshold, or the top-``floor`` by value when
+        fewer pass. Computed without reading the count back, so a GPU forward never syncs here."""
         w = self.weight.detach()
-        mask = w > THRESHOLD
-        if int(mask.sum()) < self.floor:
-            mask = torch.zeros_like(mask)
-            mask[torch.topk(w, self.floor).indices] = True
-        return mask
+        above = w > THRESHOLD
+        top = torch.zeros_like(above)
+        top[torch.topk(w, self.floor).indices] = True
+        return torch.where(above.sum() < self.floor, top, above)
 
     def ste_mask(self) -> torch.Tensor:
         """(C,) float mask: forward value 0/1, gradient 1 with respect to ``weight``."""

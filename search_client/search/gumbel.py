@@ -16,6 +16,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shared.blocks import LIRBlock, MHSABlock
@@ -24,17 +25,37 @@ PATHS: tuple[str, ...] = ("skip", "lir", "mhsa")
 Mode = Literal["full", "gumbel", "skip", "lir", "mhsa"]
 
 
-def sample_hard_gumbel(
-    logits: torch.Tensor, tau: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, int]:
-    """Straight-through one-hot sample: forward value one-hot, gradient of softmax((logits+g)/tau)."""
+def _hard_gumbel_rows(
+    logits: torch.Tensor, tau: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, list[int]]:
+    """(n, 3) logits -> straight-through one-hots (value one-hot, gradient of the tempered softmax)
+    and the chosen indices (one device-to-host read for all rows)."""
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
     g = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))  # Gumbel(0, 1)
     soft = torch.softmax((logits + g) / tau, dim=-1)
-    index = int(soft.argmax())
-    hard = torch.zeros_like(soft)
-    hard[index] = 1.0
-    return hard - soft.detach() + soft, index
+    indices = soft.argmax(dim=-1).tolist()
+    hard = F.one_hot(torch.tensor(indices, device=logits.device), logits.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft, indices
+
+
+def sample_hard_gumbel(
+    logits: torch.Tensor, tau: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, int]:
+    """Straight-through one-hot sample of one (3,) logit vector and its index."""
+    onehot, indices = _hard_gumbel_rows(logits[None], torch.tensor(tau, dtype=logits.dtype), generator)
+    return onehot[0], indices[0]
+
+
+def resample_all(blocks: list[MixedBlock]) -> None:
+    """Draw the paths of many blocks in one batched sample: a single device-to-host read of the
+    chosen indices per forward instead of one per block."""
+    if not blocks:
+        return
+    logits = torch.stack([b.arch_logits for b in blocks])  # (n, 3)
+    tau = torch.tensor([b.tau for b in blocks], dtype=logits.dtype, device=logits.device)[:, None]
+    onehot, indices = _hard_gumbel_rows(logits, tau, blocks[0].generator)
+    for i, (b, index) in enumerate(zip(blocks, indices, strict=True)):
+        b.set_sample(onehot[i], index)
 
 
 def temperature_at(step: int, total: int, start: float = 10.0, end: float = 0.1, kind: str = "exp") -> float:
@@ -75,6 +96,13 @@ class MixedBlock(nn.Module):
         """Draw the path for the next training forward (``gumbel`` mode); returns its name."""
         self._sample = sample_hard_gumbel(self.arch_logits, self.tau, self.generator)
         return PATHS[self._sample[1]]
+
+    def pending(self) -> bool:
+        """Whether a drawn path waits for the next forward."""
+        return self._sample is not None
+
+    def set_sample(self, onehot: torch.Tensor, index: int) -> None:
+        self._sample = (onehot, index)
 
     def runs_mhsa(self) -> bool:
         """Whether the next forward runs the attention path (decides whether a stream gate applies)."""

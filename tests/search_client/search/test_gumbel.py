@@ -88,3 +88,18 @@ def test_supernet_search_mode_samples_per_forward_and_keeps_the_contract(superne
     assert len(seen) > 1
     out["out"].sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in supernet.arch_parameters())
+
+
+def test_batched_resample_gives_each_block_its_own_one_hot_and_gradient() -> None:
+    from search_client.search.gumbel import resample_all
+
+    blocks = [block().train() for _ in range(3)]
+    for b, logits in zip(blocks, ([9.0, 0, 0], [0, 9.0, 0], [0, 0, 9.0]), strict=True):
+        b.mode, b.tau = "gumbel", 0.5
+        b.arch_logits.data = torch.tensor(logits)
+    resample_all(blocks)
+    assert [b._sample[1] for b in blocks] == [0, 1, 2]
+    x = torch.randn(2, 8, 8, 8)
+    sum(b(x).sum() for b in blocks).backward()
+    assert all(b.arch_logits.grad is not None for b in blocks)
+    assert not any(b.pending() for b in blocks)
