@@ -161,7 +161,8 @@ def _fold_pruned_shortcut(dst: nn.Module, src: nn.Module, in_idx: Index, out_idx
     bn = src.short_dw[1]
     const = bn.bias - bn.weight * bn.running_mean / torch.sqrt(bn.running_var + bn.eps)  # (cin,)
     w = src.short_pw[0].weight[:, :, 0, 0]  # (cout, cin)
-    offset = (w[:, pruned] @ const[pruned])[out_idx]  # (kept cout,)
+    pruned = pruned.to(w.device)
+    offset = (w[:, pruned] @ const[pruned])[out_idx.to(w.device)]  # (kept cout,)
     dst.short_pw[1].running_mean.sub_(offset)
 
 
@@ -225,7 +226,7 @@ def derive(supernet: RTSegSupernet) -> TwoBranchNet:
     """The compact network: chosen paths only, kept channels only, weights copied and sliced."""
     plan = _Plan(supernet)
     spec = _spec_from_plan(supernet, plan)
-    net = build_subnet(spec)
+    net = build_subnet(spec).to(next(supernet.parameters()).device)
     _copy_weights(net, supernet, plan)
     net.train(supernet.training)
     log.info("derived subnet: %s", spec.model_dump_json())
