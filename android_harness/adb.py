@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,10 +127,11 @@ class AdbRunner:
         client: adbutils.AdbClient | None = None,
         binaries: dict[str, Path] | None = None,
         settings: AdbSettings | None = None,
+        abort: threading.Event | None = None,
     ) -> None:
         self.serial = serial
         self.settings = settings or AdbSettings()
-        self.io = DeviceIO(client or adb_client(), serial, self.settings.call_timeout_s)
+        self.io = DeviceIO(client or adb_client(), serial, self.settings.call_timeout_s, abort)
         self.binaries = {tool: Path(p) for tool, p in (binaries or {}).items()}
         self._info: DeviceInfo | None = None
         self._present: set[str] = set()  # remote paths known to hold the right bytes

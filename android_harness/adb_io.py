@@ -12,6 +12,7 @@ import shlex
 import socket
 import stat
 import struct
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,13 @@ from pathlib import Path
 import adbutils
 from adbutils.errors import AdbError, AdbTimeout
 
-from android_harness.errors import BenchmarkFailed, DeviceOffline, HarnessError, HarnessTimeout
+from android_harness.errors import (
+    BenchmarkFailed,
+    DeviceOffline,
+    HarnessError,
+    HarnessTimeout,
+    MeasurementAborted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,9 @@ def convert_errors(what: str, serial: str = "") -> Iterator[None]:
 class DeviceIO:
     """Shell and file transfer on one device, every call bounded by a timeout."""
 
-    def __init__(self, client: adbutils.AdbClient, serial: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, client: adbutils.AdbClient, serial: str, timeout_s: float = 30.0,
+                 abort: threading.Event | None = None) -> None:
+        self.abort = abort or threading.Event()  # set: a running shell command is abandoned (and killed)
         self.client = client
         self.serial = serial
         self.timeout_s = timeout_s
@@ -111,7 +120,10 @@ class DeviceIO:
             if remaining <= 0:
                 raise HarnessTimeout(f"`{cmd[:120]}` on {self.serial} ran past its time limit",
                                      b"".join(chunks).decode("utf-8", errors="replace"))
-            sock.settimeout(remaining)
+            if self.abort.is_set():
+                raise MeasurementAborted(f"`{cmd[:120]}` on {self.serial} aborted",
+                                         b"".join(chunks).decode("utf-8", errors="replace"))
+            sock.settimeout(min(remaining, 0.25))
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:

@@ -20,7 +20,7 @@ from pathlib import Path
 from android_harness.adb import AdbRunner, AdbSettings, discover
 from android_harness.adb_io import adb_client
 from android_harness.artifacts import ArtifactCache
-from android_harness.errors import DeviceOffline, HarnessError, UnsupportedModel
+from android_harness.errors import DeviceOffline, HarnessError, MeasurementAborted, UnsupportedModel
 from android_harness.host import HOST_SERIAL, HostRunner
 from android_harness.runner import RUNTIME_OF_FORMAT, MeasureOptions, Runner
 from android_harness.server_client import ServerClient, ServerRejected, ServerUnavailable
@@ -124,6 +124,8 @@ class DeviceWorker(threading.Thread):
             path = self.agent.cache.get(lease.artifact_sha256, lease.format,
                                         lambda: self.agent.client.download(lease.artifact_url))
             stats = self.runner.measure(path, options)
+        except MeasurementAborted:
+            log.warning("%s: job %d aborted at shutdown; its lease is released", self.serial, lease.job_id)
         except DeviceOffline as exc:
             self.device_gone = True
             self._fail(lease, exc, retry=True)
@@ -158,6 +160,7 @@ class Agent:
     def __init__(self, config: AgentConfig, runners: dict[str, Runner] | None = None) -> None:
         self.config = config
         self.stop_event = threading.Event()
+        self.abort_event = threading.Event()  # set after the shutdown grace: measurements in progress stop
         self.client = ServerClient(config.server, config.token, timeout_s=config.request_timeout_s,
                                    backoff_cap_s=config.backoff_cap_s, max_outage_s=config.max_outage_s,
                                    stop=self.stop_event)
@@ -176,13 +179,13 @@ class Agent:
             return dict(self._fixed_runners)
         runners: dict[str, Runner] = {}
         if self.config.host_device:
-            runners[HOST_SERIAL] = HostRunner()
+            runners[HOST_SERIAL] = self.runners.get(HOST_SERIAL) or HostRunner(self.abort_event)
         if self.config.use_adb:
             try:
                 client = adb_client(self.config.adb_port)
                 for serial in discover(client):
                     old = self.runners.get(serial)
-                    runners[serial] = old or AdbRunner(serial, client, self.config.binaries, AdbSettings())
+                    runners[serial] = old or AdbRunner(serial, client, self.config.binaries, AdbSettings(), self.abort_event)
             except HarnessError as exc:
                 log.warning("no adb devices (adb server unreachable?): %s", exc)
         return runners
@@ -256,13 +259,15 @@ class Agent:
         deadline = time.monotonic() + self.config.shutdown_grace_s
         for worker in self.workers.values():
             worker.join(max(0.0, deadline - time.monotonic()))
+        held = [(w.serial, w.current) for w in self.workers.values() if w.is_alive() and w.current is not None]
+        self.abort_event.set()  # read the leases first: an aborted worker forgets its lease at once
         client = ServerClient(self.config.server, self.config.token, timeout_s=5.0)  # stop flag is set on ours
         try:
+            for serial, lease in held:
+                log.warning("releasing job %d still running on %s", lease.job_id, serial)
+                client.release(lease.job_id, lease.lease_id)
             for worker in self.workers.values():
-                lease = worker.current
-                if worker.is_alive() and lease is not None:
-                    log.warning("releasing job %d still running on %s", lease.job_id, worker.serial)
-                    client.release(lease.job_id, lease.lease_id)
+                worker.join(5.0)  # aborted measurements stop within a fraction of a second
         finally:
             client.close()
             self.client.close()

@@ -29,3 +29,7 @@ class HarnessTimeout(HarnessError):
 
 class UnsupportedModel(HarnessError):
     """The model/runtime combination cannot be measured on this device (retrying elsewhere won't help)."""
+
+
+class MeasurementAborted(HarnessError):
+    """The agent is shutting down and stopped a measurement that ran past the grace period."""

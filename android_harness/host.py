@@ -11,13 +11,14 @@ import glob
 import logging
 import platform
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from android_harness.errors import BenchmarkFailed, UnsupportedModel
+from android_harness.errors import BenchmarkFailed, MeasurementAborted, UnsupportedModel
 from android_harness.runner import MeasureOptions, model_format
 from android_harness.stats import measure_until_stable, summarize_samples
 from shared.schemas import DeviceInfo, MeasurementStats
@@ -144,8 +145,9 @@ def _tflite_session(path: Path, threads: int) -> tuple[Callable[[], object], str
     return interp.invoke, f"litert {version}".strip()
 
 
-def time_runs(run: Callable[[], object], options: MeasureOptions) -> list[float]:
+def time_runs(run: Callable[[], object], options: MeasureOptions, abort: threading.Event | None = None) -> list[float]:
     """Warm up, then time runs (ms) until ``runs`` and ``min_seconds`` are both reached."""
+    abort = abort or threading.Event()
     for _ in range(options.warmup):
         run()
     samples: list[float] = []
@@ -157,6 +159,8 @@ def time_runs(run: Callable[[], object], options: MeasureOptions) -> list[float]
         elapsed = time.perf_counter() - start
         if len(samples) >= options.runs and elapsed >= options.min_seconds:
             break
+        if abort.is_set():
+            raise MeasurementAborted(f"measurement aborted after {len(samples)} runs")
         if elapsed >= options.max_seconds:
             log.warning("stopped after %d runs: max_seconds=%.1f reached", len(samples), options.max_seconds)
             break
@@ -164,7 +168,10 @@ def time_runs(run: Callable[[], object], options: MeasureOptions) -> list[float]
 
 
 class HostRunner:
-    """Measures models on this machine's CPU."""
+    """Measures models on this machine's CPU. Setting ``abort`` stops a measurement in progress."""
+
+    def __init__(self, abort: threading.Event | None = None) -> None:
+        self.abort = abort or threading.Event()
 
     def device_info(self) -> DeviceInfo:
         return host_device_info()
@@ -182,7 +189,9 @@ class HostRunner:
         def once() -> MeasurementStats:
             temp_before = host_temperature_c()
             try:
-                samples = time_runs(run, options)
+                samples = time_runs(run, options, self.abort)
+            except MeasurementAborted:
+                raise
             except Exception as exc:  # the runtime's own error types: keep the message
                 raise BenchmarkFailed(f"{name} failed while running {model_path.name}: {exc}", str(exc)) from exc
             return summarize_samples(samples, warmup=options.warmup, tool=name, tool_version=version,
