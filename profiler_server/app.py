@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from profiler_server import auth
+from profiler_server.cache import TTLCache
 from profiler_server.campaigns import Exporter, resume_exports
 from profiler_server.db import Database, upgrade_database
 from profiler_server.db.engine import set_current_database
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.generated_admin_token = generated
     app.state.metrics = Metrics(db)
+    app.state.token_cache = TTLCache(ttl_s=30)  # tokens are never edited, only created
+    app.state.device_cache = TTLCache(ttl_s=5)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from profiler_server.cache import TTLCache
 from profiler_server.db import Team, Token
 from profiler_server.errors import Conflict, ServerError
 
@@ -57,13 +58,19 @@ def issue_token(session: Session, role: str, name: str = "", team_id: int | None
     return token
 
 
-def authenticate(session: Session, token: str | None) -> Principal:
+def authenticate(session: Session, token: str | None, cache: TTLCache | None = None) -> Principal:
+    """The principal of a bearer token; ``cache`` saves the lookup on hot paths (lease, report)."""
     if not token:
         raise AuthError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
-    row = session.scalar(select(Token).where(Token.token_hash == hash_token(token)))
-    if row is None or row.revoked:
-        raise AuthError(401, "unknown or revoked token")
-    return Principal(row.id, row.role, row.team_id, row.name)
+    digest = hash_token(token)
+
+    def load() -> Principal:
+        row = session.scalar(select(Token).where(Token.token_hash == digest))
+        if row is None or row.revoked:
+            raise AuthError(401, "unknown or revoked token")
+        return Principal(row.id, row.role, row.team_id, row.name)
+
+    return cache.get_or_load(digest, load) if cache is not None else load()
 
 
 def require_role(principal: Principal, *roles: str) -> Principal:

@@ -28,11 +28,11 @@ from profiler_server.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="token from POST /v1/teams, /v1/tokens or the admin")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
@@ -49,8 +49,8 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def get_principal(session: SessionDep, creds: Credentials) -> Principal:
-    return authenticate(session, creds.credentials if creds else None)
+def get_principal(request: Request, session: SessionDep, creds: Credentials) -> Principal:
+    return authenticate(session, creds.credentials if creds else None, request.app.state.token_cache)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from profiler_server.auth import Principal
+from profiler_server.cache import TTLCache
 from profiler_server.db import Agent, Database, Device, utcnow
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.settings import Settings
@@ -64,16 +65,22 @@ def heartbeat(session: Session, principal: Principal, agent_id: str, serials: li
         )
 
 
-def agent_device(session: Session, principal: Principal, agent_id: str, serial: str) -> Device:
-    """The device ``serial`` held by this agent; leasing also counts as a sign of life."""
-    agent = owned_agent(session, principal, agent_id)
-    device = session.scalar(select(Device).where(Device.serial == serial))
-    if device is None or device.agent_id != agent.id:
-        raise NotFound(f"device {serial!r} is not registered by agent {agent_id!r}")
-    now = utcnow()
-    device.last_seen = now
-    device.online = True
-    return device
+def agent_device(
+    session: Session, principal: Principal, agent_id: str, serial: str, cache: TTLCache | None = None
+) -> str:
+    """The device class of ``serial``, which this agent (registered with this token) must hold.
+
+    Cached briefly: leasing is the hottest path, and registrations change rarely."""
+
+    def load() -> str:
+        agent = owned_agent(session, principal, agent_id)
+        device = session.scalar(select(Device).where(Device.serial == serial))
+        if device is None or device.agent_id != agent.id:
+            raise NotFound(f"device {serial!r} is not registered by agent {agent_id!r}")
+        return device.device_class
+
+    key = (principal.token_id, agent_id, serial)
+    return cache.get_or_load(key, load) if cache is not None else load()
 
 
 def mark_offline(session: Session, offline_after_s: float) -> list[str]:

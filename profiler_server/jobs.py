@@ -8,16 +8,29 @@ agents can never hold the same job, on SQLite or on a server database.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Executable,
+    ScalarSelect,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from profiler_server.db import Artifact, Campaign, CampaignItem, Device, Job, Measurement, Team, utcnow
+from profiler_server.db import Artifact, Campaign, CampaignItem, Job, Measurement, Team, utcnow
+from profiler_server.db.models import UTCDateTime
 from profiler_server.errors import Conflict, NotFound
 from shared.schemas import JobFailure, JobLease, JobRelease, JobResult, RuntimeSettings
 
@@ -55,65 +68,94 @@ def new_job(
     )
 
 
-def _next_queued(session: Session, device_class: str) -> int | None:
-    """Id of the job to lease next for ``device_class`` (see module docstring for the order)."""
-    top = session.scalar(
-        select(func.max(Job.priority)).where(Job.state == "queued", Job.device_class == device_class)
+def _pick_queued(device_class: str | BindParameter) -> ScalarSelect:
+    """Scalar subquery: the id of the job to lease next for ``device_class`` (order in the module
+    docstring). Every step is an index lookup on ``ix_jobs_queue``; ids grow with age."""
+    j_top, j_team, j_pick = aliased(Job), aliased(Job), aliased(Job)
+    top = (
+        select(func.max(j_top.priority))
+        .where(j_top.state == "queued", j_top.device_class == device_class)
+        .correlate(None)
+        .scalar_subquery()
     )
-    if top is None:
-        return None
-    teams = (
-        select(Job.team_id)
-        .where(Job.state == "queued", Job.device_class == device_class, Job.priority == top)
-        .distinct()
-        .subquery()
+    has_work = (
+        select(j_team.id)
+        .where(j_team.state == "queued", j_team.device_class == device_class, j_team.priority == top)
+        .where(j_team.team_id == Team.id)
+        .correlate(Team)
+        .exists()
     )
-    team_id = session.scalar(
+    team = (
         select(Team.id)
-        .join(teams, teams.c.team_id == Team.id)
+        .where(has_work)
         .order_by(Team.last_lease_at.is_not(None), Team.last_lease_at, Team.id)
         .limit(1)
+        .correlate(None)
+        .scalar_subquery()
     )
-    return session.scalar(
-        select(Job.id)
-        .where(
-            Job.state == "queued",
-            Job.device_class == device_class,
-            Job.priority == top,
-            Job.team_id == team_id,
+    return (
+        select(func.min(j_pick.id))
+        .where(j_pick.state == "queued", j_pick.device_class == device_class)
+        .where(j_pick.priority == top, j_pick.team_id == team)
+        .correlate(None)
+        .scalar_subquery()
+    )
+
+
+_ANY_EXPIRED = text(
+    "SELECT 1 FROM jobs WHERE state = 'running' AND lease_expires_at < :now LIMIT 1"
+).bindparams(bindparam("now", type_=UTCDateTime))
+_TOUCH_TEAM = text("UPDATE teams SET last_lease_at = :now WHERE id = :team_id").bindparams(
+    bindparam("now", type_=UTCDateTime)
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _lease_statement() -> Executable:
+    """``UPDATE ... WHERE id = (next queued) AND state = 'queued' RETURNING``, built once: the
+    lease is the hottest statement, and building it costs more than running it."""
+    stmt = (
+        update(Job)
+        .where(Job.id == _pick_queued(bindparam("b_class")), Job.state == "queued")
+        .values(
+            state="running",
+            lease_id=bindparam("b_lease"),
+            lease_expires_at=bindparam("b_expires", type_=UTCDateTime),
+            leased_by_device=bindparam("b_serial"),
+            attempts=Job.attempts + 1,
         )
-        .order_by(Job.created_at, Job.id)
-        .limit(1)
+        .returning(Job.id, Job.team_id, Job.artifact_sha256, Job.settings, Job.lease_id, Job.lease_expires_at)
     )
+    return stmt.execution_options(synchronize_session=False)
 
 
-def lease_job(session: Session, device: Device, lease_s: float) -> Job | None:
-    """Lease the next job for ``device`` (None when its class has nothing queued)."""
-    expire_leases(session, device_class=device.device_class)
+def lease_job(session: Session, serial: str, device_class: str, lease_s: float) -> JobLease | None:
+    """Lease the next job for device ``serial`` of ``device_class`` (None when nothing is queued).
+
+    The conditional UPDATE is atomic even without SQLite's write lock: a row that another server
+    process took no longer matches ``state = 'queued'``.
+    """
     now = utcnow()
+    if session.execute(_ANY_EXPIRED, {"now": now}).first() is not None:
+        expire_leases(session, now=now)
+    params = {"b_class": device_class, "b_serial": serial, "b_expires": now + timedelta(seconds=lease_s)}
     for _ in range(8):  # only loops when another server process won the same row
-        job_id = _next_queued(session, device.device_class)
-        if job_id is None:
-            return None
-        won = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == "queued")
-            .values(
-                state="running",
-                lease_id=uuid.uuid4().hex,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                leased_by_device=device.serial,
-                attempts=Job.attempts + 1,
+        row = session.execute(_lease_statement(), {**params, "b_lease": uuid.uuid4().hex}).first()
+        if row is not None:
+            session.execute(_TOUCH_TEAM, {"now": now, "team_id": row.team_id})
+            return lease_view(row)
+        if (
+            session.scalar(
+                select(Job.id).where(Job.state == "queued", Job.device_class == device_class).limit(1)
             )
-        ).rowcount
-        if won:
-            job = session.get(Job, job_id, populate_existing=True)
-            session.execute(update(Team).where(Team.id == job.team_id).values(last_lease_at=now))
-            return job
+            is None
+        ):
+            return None
     return None
 
 
-def lease_view(job: Job) -> JobLease:
+def lease_view(job: Any) -> JobLease:
+    """The lease handed to the agent, from a Job or a row with the same column names."""
     artifact_format = "tflite" if job.settings["runtime"]["runtime"] == "tflite" else "onnx"
     return JobLease(
         job_id=job.id,

@@ -1,0 +1,183 @@
+"""Benchmark: lease + report round trips per second, 8 concurrent agents, SQLite, real uvicorn.
+
+Starts ``profiler-server`` as its own process on loopback with a fresh file database, queues
+``--jobs`` measurement jobs, then runs 8 agents (asyncio + httpx, each its own token and device)
+that lease a job and report synthetic stats as fast as the server allows, for ``--seconds``.
+Every job must end with exactly one measurement. Prints the figure and writes
+``runs/bench/server.json``. Target: >= 200 round trips/s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from profiler_server.db import Artifact, Database, Job, Measurement, Team, upgrade_database
+from shared.schemas import RuntimeSettings
+
+ADMIN = "bench-admin-token"
+DEVICE_CLASS = "host/bench"
+STATS = {"median_ms": 1.0, "mean_ms": 1.0, "p10_ms": 0.9, "p90_ms": 1.1, "std_ms": 0.05, "runs": 50,
+         "samples_ms": [1.0] * 50, "tool": "bench"}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed_jobs(url: str, n: int) -> None:
+    """Queue n jobs directly in the database (exporting n blocks is not what is measured here)."""
+    db = Database(url)
+    upgrade_database(db.engine)
+    runtime = RuntimeSettings()
+    settings = {"runtime": runtime.model_dump(), "warmup": 10, "runs": 50, "min_seconds": 1.0}
+    with db.session() as s:
+        team = Team(name="bench")
+        s.add_all([team, Artifact(sha256="0" * 64, format="onnx", size=0, kind="conv")])
+        s.flush()
+        s.add_all(
+            Job(
+                team_id=team.id,
+                artifact_sha256="0" * 64,
+                kind="conv",
+                device_class=DEVICE_CLASS,
+                runtime=runtime.key(),
+                settings=settings,
+            )  # fmt: skip
+            for _ in range(n)
+        )
+    db.dispose()
+
+
+def start_server(data: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN}
+    cmd = [
+        sys.executable,
+        "-m",
+        "profiler_server.cli",
+        "--data",
+        str(data),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(cmd, env=env)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("bench_server: the server did not become ready in 60 s")
+
+
+async def agent(url: str, index: int, stop_at: float, latencies: list[float]) -> int:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        token = (
+            await http.post(
+                "/v1/tokens", json={"role": "agent"}, headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+        ).json()
+        http.headers["Authorization"] = f"Bearer {token['token']}"
+        serial = f"bench-{index}"
+        body = {"name": serial, "devices": [{"serial": serial, "device_class": DEVICE_CLASS, "kind": "host"}]}
+        agent_id = (await http.post("/v1/agents", json=body)).json()["agent_id"]
+        done = 0
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            job = (await http.post("/v1/jobs/lease", json={"agent_id": agent_id, "serial": serial})).json()[
+                "job"
+            ]
+            if job is None:
+                break
+            result = {"lease_id": job["lease_id"], "serial": serial, "stats": STATS}
+            r = await http.post(f"/v1/jobs/{job['job_id']}/result", json=result)
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+            done += 1
+        return done
+
+
+async def run_agents(url: str, n_agents: int, seconds: float) -> tuple[int, float, list[float]]:
+    latencies: list[float] = []
+    start = time.monotonic()
+    counts = await asyncio.gather(*(agent(url, i, start + seconds, latencies) for i in range(n_agents)))
+    return sum(counts), time.monotonic() - start, latencies
+
+
+def check_exactly_once(db_url: str) -> dict:
+    db = Database(db_url)
+    with db.sessions() as s:
+        done = s.scalar(select(func.count()).where(Job.state == "done"))
+        rows = s.scalar(select(func.count()).select_from(Measurement))
+        distinct = s.scalar(select(func.count(func.distinct(Measurement.job_id))))
+    db.dispose()
+    return {"jobs_done": done, "measurement_rows": rows, "distinct_jobs_measured": distinct}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--agents", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--jobs", type=int, default=20_000)
+    p.add_argument("--out", type=Path, default=Path("runs/bench/server.json"))
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        data, port = Path(tmp), free_port()
+        db_url = f"sqlite:///{data}/profiler.db"
+        seed_jobs(db_url, args.jobs)
+        proc = start_server(data, port)
+        try:
+            total, elapsed, lat = asyncio.run(
+                run_agents(f"http://127.0.0.1:{port}", args.agents, args.seconds)
+            )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        integrity = check_exactly_once(db_url)
+    lat.sort()
+    result = {
+        "round_trips_per_s": round(total / elapsed, 1),
+        "round_trips": total,
+        "seconds": round(elapsed, 2),
+        "agents": args.agents,
+        "latency_ms_p50": round(1000 * lat[len(lat) // 2], 2) if lat else None,
+        "latency_ms_p95": round(1000 * lat[int(len(lat) * 0.95)], 2) if lat else None,
+        "database": "sqlite (WAL, file)",
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "target_round_trips_per_s": 200,
+        **integrity,
+    }
+    ok = (
+        integrity["measurement_rows"]
+        == integrity["distinct_jobs_measured"]
+        == integrity["jobs_done"]
+        == total
+    )
+    result["exactly_once"] = ok
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    if not ok:
+        raise SystemExit("bench_server: some job was measured more or less than once")
+
+
+if __name__ == "__main__":
+    main()
