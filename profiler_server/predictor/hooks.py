@@ -1,0 +1,22 @@
+"""Called by the server when a campaign completes: refit that (device class, runtime)."""
+
+from __future__ import annotations
+
+import logging
+
+from profiler_server.db import current_database
+from profiler_server.errors import Conflict
+from profiler_server.predictor.service import service_for
+
+log = logging.getLogger(__name__)
+
+
+def on_campaign_complete(campaign_id: int, device_class: str, runtime: str) -> int | None:
+    """Queue a fit in the predictor worker; returns the new predictor id (None: too little data)."""
+    try:
+        row = service_for(current_database()).start_fit(device_class, runtime)
+    except Conflict as exc:
+        log.info("campaign %d complete, no fit: %s", campaign_id, exc.message)
+        return None
+    log.info("campaign %d complete: fitting predictor %d", campaign_id, row.id)
+    return row.id

@@ -1,0 +1,85 @@
+"""HTTP endpoints of the predictor: predict, list/fit versions, download weights."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from profiler_server.db import PredictorVersion
+from profiler_server.deps import DatabaseDep, SessionDep, TeamDep
+from profiler_server.errors import BadRequest, NotFound
+from profiler_server.predictor import store
+from profiler_server.predictor.service import service_for
+from shared.schemas import PredictRequest, PredictResponse
+
+router = APIRouter(prefix="/v1", tags=["predictors"])
+
+
+class FitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_class: str = Field(min_length=1, max_length=200)
+    runtime: str = Field("onnxruntime", max_length=100)
+
+
+def _runtime_or_400(text: str) -> str:
+    try:
+        return store.runtime_key(text)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def _version_or_404(session: SessionDep, predictor_id: int) -> PredictorVersion:
+    row = session.get(PredictorVersion, predictor_id)
+    if row is None:
+        raise NotFound(f"no predictor with id {predictor_id}; GET /v1/predictors lists them")
+    return row
+
+
+@router.post("/predict", response_model=PredictResponse)
+def predict(body: PredictRequest, db: DatabaseDep) -> PredictResponse:
+    """Per-block and total latency of ``blocks`` on ``device_class`` with ``runtime``."""
+    return service_for(db).predict(body)
+
+
+@router.get("/predictors")
+def list_predictors(
+    session: SessionDep,
+    device_class: Annotated[str | None, Query(max_length=200)] = None,
+    runtime: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[dict[str, Any]]:
+    key = _runtime_or_400(runtime) if runtime is not None else None
+    return [store.version_view(r) for r in store.list_versions(session, device_class, key)]
+
+
+@router.post("/predictors", status_code=202)
+def start_fit(body: FitRequest, db: DatabaseDep, session: SessionDep, _team: TeamDep) -> dict[str, Any]:
+    """Fit a new version in a worker; poll ``GET /v1/predictors/{id}`` until ``state`` is ready."""
+    row = service_for(db).start_fit(body.device_class, _runtime_or_400(body.runtime), session)
+    return {"id": row.id, "task_id": row.id, "state": row.state, "version": row.version,
+            "device_class": row.device_class, "runtime": row.runtime}
+
+
+@router.get("/predictors/{predictor_id}")
+def get_predictor(predictor_id: int, session: SessionDep) -> dict[str, Any]:
+    row = _version_or_404(session, predictor_id)
+    return {**store.version_view(row), "feature_ranges": row.feature_ranges or {}}
+
+
+@router.get("/predictors/{predictor_id}/weights", response_class=Response)
+def get_weights(
+    predictor_id: int,
+    session: SessionDep,
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
+) -> Response:
+    """Bytes of ``shared.predictor.dump_predictor``: weights, feature spec, version and meta."""
+    row = _version_or_404(session, predictor_id)
+    if row.state != "ready" or row.blob is None:
+        raise NotFound(f"predictor {predictor_id} is {row.state}, it has no weights")
+    etag = f'"{row.blob_sha256}"'
+    headers = {"ETag": etag, "X-Predictor-Version": str(row.version), "X-Predictor-Id": str(row.id),
+               "Cache-Control": "public, max-age=31536000, immutable"}  # a version never changes
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
+        return Response(status_code=304, headers=headers)
+    return Response(row.blob, media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,224 @@
+"""Training and serving of predictors for one database.
+
+Fits run in a single worker thread (never on the event loop); predictions use the latest ready
+version of a (device class, runtime), kept in memory and replaced when a newer version is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from sqlalchemy.orm import Session
+
+from profiler_server.db import Database, PredictorVersion
+from profiler_server.errors import Conflict, NotFound
+from profiler_server.predictor import store
+from profiler_server.predictor.fit import NotEnoughData, TrainSettings, fit_predictor
+from shared.config import KINDS, AnyBlock
+from shared.encoding import N_FEATURES, encode_block
+from shared.export import sha256_bytes
+from shared.predictor import LatencyMLP, dump_predictor, load_predictor
+from shared.schemas import PredictorRef, PredictRequest, PredictResponse
+
+log = logging.getLogger(__name__)
+MIN_CONFIGS = 20
+LATEST_TTL_S = 5.0  # how long "the latest version is N" is trusted before asking the database again
+RANGE_SLACK = 1e-4  # features are log2(1 + x) floats; equal values must not count as outside
+
+
+@lru_cache(maxsize=200_000)
+def _features(cfg: AnyBlock) -> tuple[float, ...]:
+    """Encoding of one (frozen, hashable) config; cached because search clients repeat blocks."""
+    return tuple(encode_block(cfg))
+
+
+def encode_many(cfgs: list[AnyBlock]) -> torch.Tensor:
+    return torch.tensor([_features(c) for c in cfgs], dtype=torch.float32).reshape(-1, N_FEATURES)
+
+
+@dataclass
+class Loaded:
+    """One predictor version ready to answer: the module and its per-kind feature bounds."""
+
+    id: int
+    version: int
+    model: LatencyMLP
+    lo: torch.Tensor  # (len(KINDS), F); +inf rows for kinds never trained on
+    hi: torch.Tensor
+
+    @classmethod
+    def from_row(cls, row: PredictorVersion) -> Loaded:
+        model = load_predictor(row.blob).model
+        lo = torch.full((len(KINDS), N_FEATURES), float("inf"))
+        hi = torch.full((len(KINDS), N_FEATURES), float("-inf"))
+        for kind, r in (row.feature_ranges or {}).items():
+            lo[KINDS.index(kind)] = torch.tensor(r["min"]) - RANGE_SLACK
+            hi[KINDS.index(kind)] = torch.tensor(r["max"]) + RANGE_SLACK
+        return cls(id=row.id, version=row.version, model=model, lo=lo, hi=hi)
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> tuple[list[float], list[bool]]:
+        """(N, F) features -> per-block ms and whether each lies outside the trained ranges."""
+        ms = self.model(x)
+        kind = x[:, : len(KINDS)].argmax(1)
+        outside = ((x < self.lo[kind]) | (x > self.hi[kind])).any(1)
+        return ms.double().tolist(), outside.tolist()
+
+
+class PredictorService:
+    def __init__(self, db: Database, settings: TrainSettings = TrainSettings()) -> None:
+        self.db = db
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, str], tuple[float, Loaded]] = {}
+        self._by_id: dict[int, Loaded] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predictor-fit")
+        self.futures: dict[int, Future] = {}
+
+    # --- training ------------------------------------------------------------------------
+
+    def start_fit(self, device_class: str, runtime: str, session: Session | None = None) -> PredictorVersion:
+        """Queue a fit of a new version; Conflict (409) when there are too few measured configs.
+
+        Pass the request's ``session`` from a route: SQLite runs on one pooled connection, so a
+        second session opened here would wait for the request's own to close.
+        """
+        runtime = store.runtime_key(runtime)
+        if session is None:
+            with self.db.session() as own:
+                return self.start_fit(device_class, runtime, own)
+        n = store.count_distinct_configs(session, device_class, runtime)
+        if n < MIN_CONFIGS:
+            raise Conflict(
+                f"{n} distinct block configs measured on {device_class!r} with {runtime!r}; "
+                f"a predictor needs at least {MIN_CONFIGS}: run a campaign first"
+            )
+        row = store.new_version(session, device_class, runtime)
+        session.commit()  # the worker reads the row from its own session
+        self.futures[row.id] = self._pool.submit(self._run_fit, row.id)
+        log.info("queued fit of predictor %d (%s, %s v%d)", row.id, device_class, runtime, row.version)
+        return row
+
+    def _run_fit(self, predictor_id: int) -> None:
+        with self.db.session() as session:
+            row = session.get(PredictorVersion, predictor_id)
+            device_class, runtime, version = row.device_class, row.runtime, row.version
+            configs, latencies = store.training_rows(session, device_class, runtime)
+        try:
+            result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS)
+        except (NotEnoughData, ValueError) as exc:
+            self._mark_failed(predictor_id, str(exc))
+            return
+        except Exception:  # a crashed fit is recorded on its row, the server stays up
+            log.exception("fit of predictor %d failed", predictor_id)
+            self._mark_failed(predictor_id, traceback.format_exc(limit=3))
+            return
+        meta = {"device_class": device_class, "runtime": runtime, "version": version, "id": predictor_id,
+                "feature_ranges": result.feature_ranges, "metrics": result.metrics}
+        blob = dump_predictor(result.model, meta)
+        with self.db.session() as session:
+            row = session.get(PredictorVersion, predictor_id)
+            row.blob, row.blob_sha256 = blob, sha256_bytes(blob)
+            row.metrics, row.feature_ranges = result.metrics, result.feature_ranges
+            row.n_train, row.n_test = result.metrics["n_train"], result.metrics["n_test"]
+            row.state = "ready"
+        self.invalidate(device_class, runtime)
+        log.info("predictor %d ready: MAPE %.2f %%", predictor_id, result.metrics["mape"])
+
+    def _mark_failed(self, predictor_id: int, error: str) -> None:
+        with self.db.session() as session:
+            row = session.get(PredictorVersion, predictor_id)
+            row.state, row.error = "failed", error[:4000]
+
+    def wait(self, predictor_id: int, timeout: float | None = None) -> None:
+        future = self.futures.get(predictor_id)
+        if future is not None:
+            future.result(timeout)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- serving -------------------------------------------------------------------------
+
+    def invalidate(self, device_class: str, runtime: str) -> None:
+        with self._lock:
+            self._latest.pop((device_class, runtime), None)
+
+    def resolve(self, device_class: str, runtime: str, version: int | None = None) -> Loaded:
+        """The predictor to answer with: pinned ``version`` or the latest ready one (cached)."""
+        try:
+            runtime = store.runtime_key(runtime)
+        except ValueError as exc:
+            raise NotFound(f"{exc}; {self._known_text()}") from exc
+        key = (device_class, runtime)
+        if version is None:
+            with self._lock:
+                hit = self._latest.get(key)
+            if hit is not None and time.monotonic() - hit[0] < LATEST_TTL_S:
+                return hit[1]
+        row_id = self._find(device_class, runtime, version)
+        loaded = self._load(row_id)
+        if version is None:
+            with self._lock:
+                self._latest[key] = (time.monotonic(), loaded)
+        return loaded
+
+    def _find(self, device_class: str, runtime: str, version: int | None) -> int:
+        with self.db.session() as session:
+            row = (store.latest_ready(session, device_class, runtime) if version is None
+                   else store.pinned(session, device_class, runtime, version))
+            if row is not None and row.state == "ready":
+                return row.id
+            known = store.served_pairs(session)
+        if device_class not in known:
+            raise NotFound(f"no predictor for device class {device_class!r}; {self._known_text(known)}")
+        if runtime not in known[device_class]:
+            raise NotFound(f"no predictor for runtime {runtime!r} on {device_class!r}; "
+                           f"runtimes with predictors there: {', '.join(known[device_class])}")
+        raise NotFound(f"no ready predictor version {version} for ({device_class!r}, {runtime!r})")
+
+    def _known_text(self, known: dict | None = None) -> str:
+        if known is None:
+            with self.db.session() as session:
+                known = store.served_pairs(session)
+        classes = ", ".join(sorted(known)) or "none yet (fit one with POST /v1/predictors)"
+        return f"device classes with predictors: {classes}"
+
+    def _load(self, predictor_id: int) -> Loaded:
+        with self._lock:
+            hit = self._by_id.get(predictor_id)
+        if hit is not None:
+            return hit
+        with self.db.session() as session:
+            loaded = Loaded.from_row(session.get(PredictorVersion, predictor_id))
+        with self._lock:
+            if len(self._by_id) > 64:  # pinned old versions: bounded memory
+                self._by_id.clear()
+            self._by_id[predictor_id] = loaded
+        return loaded
+
+    def predict(self, request: PredictRequest) -> PredictResponse:
+        loaded = self.resolve(request.device_class, request.runtime, request.predictor_version)
+        block_ms, outside = loaded.predict(encode_many(request.blocks))
+        return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
+                               block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
+
+
+_services: dict[int, PredictorService] = {}
+_services_lock = threading.Lock()
+
+
+def service_for(db: Database) -> PredictorService:
+    """One service per database object (the app's, or ``current_database()`` in hooks)."""
+    with _services_lock:
+        svc = _services.get(id(db))
+        if svc is None or svc.db is not db:
+            svc = _services[id(db)] = PredictorService(db)
+        return svc

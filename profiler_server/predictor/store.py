@@ -1,0 +1,109 @@
+"""Database access for predictors: training data from measurements, every fitted version kept."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from profiler_server.db import Measurement, PredictorVersion
+from shared.schemas import RuntimeSettings
+
+
+def runtime_key(text: str) -> str:
+    """``onnxruntime`` or ``onnxruntime/t1/cpu`` -> the stored key; ValueError with a message."""
+    try:
+        return RuntimeSettings.parse(text).key()
+    except ValueError as exc:
+        raise ValueError(f"bad runtime {text!r}: {exc}") from exc
+
+
+def training_rows(session: Session, device_class: str, runtime: str) -> tuple[list[dict], list[float]]:
+    """Block configs and median latencies of every stored block measurement (repeats included)."""
+    rows = session.execute(
+        select(Measurement.config, Measurement.median_ms)
+        .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
+        .where(Measurement.config.is_not(None), Measurement.unstable.is_(False))
+        .order_by(Measurement.id)
+    ).all()
+    return [r[0] for r in rows], [float(r[1]) for r in rows]
+
+
+def count_distinct_configs(session: Session, device_class: str, runtime: str) -> int:
+    configs, _ = training_rows(session, device_class, runtime)
+    return len({json.dumps(c, sort_keys=True) for c in configs})
+
+
+def new_version(session: Session, device_class: str, runtime: str) -> PredictorVersion:
+    """Insert a ``fitting`` row with the next version number of this (device class, runtime)."""
+    last = session.scalar(
+        select(func.max(PredictorVersion.version)).where(
+            PredictorVersion.device_class == device_class, PredictorVersion.runtime == runtime
+        )
+    )
+    row = PredictorVersion(device_class=device_class, runtime=runtime, version=(last or 0) + 1, state="fitting")
+    session.add(row)
+    session.flush()
+    return row
+
+
+def latest_ready(session: Session, device_class: str, runtime: str) -> PredictorVersion | None:
+    return session.scalars(
+        select(PredictorVersion)
+        .where(PredictorVersion.device_class == device_class, PredictorVersion.runtime == runtime)
+        .where(PredictorVersion.state == "ready")
+        .order_by(PredictorVersion.version.desc())
+        .limit(1)
+    ).first()
+
+
+def pinned(session: Session, device_class: str, runtime: str, version: int) -> PredictorVersion | None:
+    return session.scalars(
+        select(PredictorVersion).where(
+            PredictorVersion.device_class == device_class,
+            PredictorVersion.runtime == runtime,
+            PredictorVersion.version == version,
+        )
+    ).first()
+
+
+def served_pairs(session: Session) -> dict[str, list[str]]:
+    """``{device_class: [runtime, ...]}`` that have at least one ready predictor."""
+    rows = session.execute(
+        select(PredictorVersion.device_class, PredictorVersion.runtime)
+        .where(PredictorVersion.state == "ready")
+        .distinct()
+    ).all()
+    out: dict[str, list[str]] = {}
+    for device_class, runtime in sorted(rows):
+        out.setdefault(device_class, []).append(runtime)
+    return out
+
+
+def list_versions(session: Session, device_class: str | None = None, runtime: str | None = None) -> list:
+    query = select(PredictorVersion).order_by(PredictorVersion.device_class, PredictorVersion.runtime,
+                                              PredictorVersion.version)
+    if device_class is not None:
+        query = query.where(PredictorVersion.device_class == device_class)
+    if runtime is not None:
+        query = query.where(PredictorVersion.runtime == runtime)
+    return list(session.scalars(query))
+
+
+def version_view(row: PredictorVersion) -> dict[str, Any]:
+    """The JSON of one predictor version (no weights)."""
+    return {
+        "id": row.id,
+        "device_class": row.device_class,
+        "runtime": row.runtime,
+        "version": row.version,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "state": row.state,
+        "error": row.error,
+        "n_train": row.n_train,
+        "n_test": row.n_test,
+        "blob_sha256": row.blob_sha256,
+        "metrics": row.metrics or {},
+    }

@@ -1,0 +1,97 @@
+"""The predictor over HTTP: fit, list, predict, weights round trip, clear 4xx answers."""
+
+from __future__ import annotations
+
+import torch
+from predictor_data import ADMIN, DEVICE_CLASS, RUNTIME, store_measurements, synthetic_blocks
+
+from profiler_server.predictor.service import service_for
+from shared.encoding import encode_blocks
+from shared.predictor import load_predictor
+
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+IN_RANGE = {"kind": "conv", "cin": 16, "cout": 32, "kernel": 3, "stride": 1, "h": 16, "w": 16}
+WIDE = {"kind": "conv", "cin": 512, "cout": 512, "kernel": 3, "stride": 1, "h": 128, "w": 128}
+MHSA = {"kind": "mhsa", "cin": 32, "heads": 2, "patch": 2, "cmid": 64, "h": 16, "w": 16}
+
+
+def test_listing_shows_metrics_and_peers(app_client, fitted):
+    rows = app_client.get("/v1/predictors", params={"device_class": DEVICE_CLASS, "runtime": "onnxruntime"}).json()
+    assert [r["id"] for r in rows] == [fitted["id"]]
+    m = rows[0]["metrics"]
+    assert rows[0]["runtime"] == RUNTIME and rows[0]["version"] == 1
+    assert {"mape", "within_10", "within_5", "n_train", "n_test", "rmspe", "spearman", "p95_error"} <= m.keys()
+    assert m["n_test"] > 0 and m["n_train"] > m["n_test"]
+    assert set(m["peers"]) == {"linear_macs", "random_forest", "lookup_table"}
+    assert m["mape"] < 15  # smooth synthetic latency: the MLP must have learned it
+
+
+def test_weights_round_trip_gives_identical_numbers(app_client, fitted):
+    r = app_client.get(f"/v1/predictors/{fitted['id']}/weights")
+    assert r.status_code == 200
+    assert r.headers["X-Predictor-Version"] == "1"
+    local = load_predictor(r.content)
+    assert local.meta["device_class"] == DEVICE_CLASS and local.meta["version"] == 1
+    blocks = [IN_RANGE, WIDE] + [c.model_dump() for c in synthetic_blocks(20, seed=5)]
+    answer = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "runtime": RUNTIME,
+                                                  "blocks": blocks}).json()
+    with torch.no_grad():
+        mine = local.model(encode_blocks(blocks)).double().tolist()
+    assert answer["block_ms"] == mine  # bit-identical, not approximately equal
+    assert answer["total_ms"] == sum(mine)
+    assert answer["predictor"] == {"id": fitted["id"], "version": 1}
+
+
+def test_weights_etag_answers_304(app_client, fitted):
+    first = app_client.get(f"/v1/predictors/{fitted['id']}/weights")
+    again = app_client.get(f"/v1/predictors/{fitted['id']}/weights", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""
+    other = app_client.get(f"/v1/predictors/{fitted['id']}/weights", headers={"If-None-Match": '"abc"'})
+    assert other.status_code == 200 and other.content == first.content
+
+
+def test_extrapolated_flags_blocks_outside_the_trained_ranges(app_client, fitted):
+    r = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE, WIDE, MHSA]})
+    assert r.status_code == 200, r.text
+    assert r.json()["extrapolated"] == [False, True, True]  # too wide; a kind never measured
+
+
+def test_unknown_device_class_or_runtime_is_404_naming_what_exists(app_client, fitted):
+    r = app_client.post("/v1/predict", json={"device_class": "Pixel-9/tensor", "blocks": [IN_RANGE]})
+    assert r.status_code == 404
+    assert DEVICE_CLASS in r.json()["detail"]
+    r = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "runtime": "tflite", "blocks": [IN_RANGE]})
+    assert r.status_code == 404
+    assert RUNTIME in r.json()["detail"]
+    r = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE], "predictor_version": 9})
+    assert r.status_code == 404 and "version 9" in r.json()["detail"]
+
+
+def test_bad_blocks_are_422(app_client, fitted):
+    for blocks in ([{"kind": "warp", "h": 8, "w": 8}], [{**IN_RANGE, "kernel": 4}], [{**IN_RANGE, "cin": -3}], []):
+        r = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": blocks})
+        assert r.status_code == 422, (blocks, r.text)
+
+
+def test_new_version_is_served_and_old_one_can_be_pinned(app_client, fitted):
+    db = app_client.app.state.db
+    before = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}).json()
+    store_measurements(db, DEVICE_CLASS, RUNTIME, synthetic_blocks(40, seed=9), seed=9)
+    r = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS, "runtime": RUNTIME}, headers=AUTH)
+    service_for(db).wait(r.json()["id"], timeout=120)
+    latest = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}).json()
+    assert latest["predictor"]["version"] == 2
+    pinned = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE],
+                                                  "predictor_version": 1}).json()
+    assert pinned == before
+    assert [row["version"] for row in app_client.get("/v1/predictors").json()] == [1, 2]
+
+
+def test_fit_needs_a_token_and_enough_measurements(app_client):
+    body = {"device_class": DEVICE_CLASS, "runtime": "onnxruntime"}
+    assert app_client.post("/v1/predictors", json=body).status_code == 401
+    r = app_client.post("/v1/predictors", json=body, headers=AUTH)
+    assert r.status_code == 409 and "at least" in r.json()["detail"]
+    r = app_client.post("/v1/predictors", json={**body, "runtime": "caffe"}, headers=AUTH)
+    assert r.status_code in (400, 422)
+    assert app_client.get("/v1/predictors/77/weights").status_code == 404
