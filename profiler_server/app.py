@@ -44,6 +44,11 @@ def open_database(settings: Settings) -> tuple[Database, str | None]:
     upgrade_database(db.engine)
     with db.session() as session:
         generated = auth.ensure_admin_token(session, settings.admin_token, settings.data_dir)
+        for token in (settings.admin_token, settings.agent_token):
+            if token and token.startswith("change-me"):
+                log.warning("a default change-me token is in use: set RTSEG_ADMIN_TOKEN / RTSEG_AGENT_TOKEN")
+        if settings.agent_token:
+            auth.ensure_preshared_token(session, settings.agent_token, "agent", "agent (env)")
     return db, generated
 
 

@@ -106,15 +106,20 @@ def ensure_admin_token(session: Session, configured: str | None, data_dir: Path)
     ``<data_dir>/admin_token`` (mode 0600) so that local tools and the demo can read it.
     """
     if configured:
-        digest = hash_token(configured)
-        if session.scalar(select(Token).where(Token.token_hash == digest)) is None:
-            session.add(Token(token_hash=digest, role="admin", name="admin (env)"))
+        ensure_preshared_token(session, configured, "admin", "admin (env)")
         return None
     if session.scalar(select(Token).where(Token.role == "admin", Token.revoked.is_(False))) is not None:
         return None
     token = issue_token(session, "admin", name="admin (generated)")
     write_secret(data_dir / "admin_token", token)
     return token
+
+
+def ensure_preshared_token(session: Session, token: str, role: str, name: str) -> None:
+    """Register a token handed over by the environment (e.g. the agent token of docker-compose)."""
+    digest = hash_token(token)
+    if session.scalar(select(Token).where(Token.token_hash == digest)) is None:
+        session.add(Token(token_hash=digest, role=role, name=name))
 
 
 def write_secret(path: Path, secret: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -75,6 +76,10 @@ def stop_agent(proc: subprocess.Popen | None) -> None:
         proc.wait()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -98,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"profiler-server: {exc}", file=sys.stderr)
             return 2
         threading.Thread(target=start_agent_when_ready, args=(server, command, holder), daemon=True).start()
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turning them into SystemExit
+    # here lets the finally block stop the agent instead of the process dying on the spot.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
     try:
         server.run()
+    except SystemExit:
+        pass
     finally:
         stop_agent(holder.get("proc"))
     return 0 if server.started else 1

@@ -309,27 +309,32 @@ def campaign_live_jobs(session: Session, campaign: Campaign) -> int:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _campaigns_waiting_on() -> Executable:
+    """Running campaigns that a finished job may have been the last of (prebuilt: hot path)."""
+    waiting = select(CampaignItem.campaign_id).where(CampaignItem.artifact_sha256 == bindparam("b_sha"))
+    return select(Campaign).where(
+        Campaign.state == "running",
+        or_(
+            Campaign.id == bindparam("b_campaign"),
+            and_(
+                Campaign.id.in_(waiting),
+                Campaign.device_class == bindparam("b_class"),
+                Campaign.runtime == bindparam("b_runtime"),
+            ),
+        ),
+    )
+
+
 def _complete_campaigns(session: Session, job: Job) -> list[Campaign]:
     """Mark done every running campaign that this finished job was the last live job of."""
     if job.state in LIVE:
         return []
     session.flush()
-    waiting = select(CampaignItem.campaign_id).where(CampaignItem.artifact_sha256 == job.artifact_sha256)
-    candidates = session.scalars(
-        select(Campaign).where(
-            Campaign.state == "running",
-            or_(
-                Campaign.id == job.campaign_id,
-                and_(
-                    Campaign.id.in_(waiting),
-                    Campaign.device_class == job.device_class,
-                    Campaign.runtime == job.runtime,
-                ),
-            ),
-        )
-    )
+    params = {"b_sha": job.artifact_sha256, "b_campaign": job.campaign_id, "b_class": job.device_class,
+              "b_runtime": job.runtime}  # fmt: skip
     completed = []
-    for campaign in candidates:
+    for campaign in session.scalars(_campaigns_waiting_on(), params):
         if campaign_live_jobs(session, campaign) == 0:
             campaign.state, campaign.completed_at = "done", utcnow()
             completed.append(campaign)

@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/profiler"), description="artifacts, admin_token file, default DB")
     db_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/profiler.db")
     admin_token: str | None = Field(None, description="admin bearer token; generated at first start if unset")
+    agent_token: str | None = Field(None, description="pre-shared agent token (docker-compose); optional")
     lease_s: float = Field(300.0, gt=0, description="a leased job returns to the queue after this long")
     max_attempts: int = Field(3, ge=1, le=100, description="leases (or failures) before a job fails")
     heartbeat_s: float = Field(10.0, gt=0, description="agents send a heartbeat this often")
