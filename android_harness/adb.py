@@ -83,6 +83,17 @@ def parse_temperatures(text: str) -> dict[str, float]:
     return temps
 
 
+def grep_command(pattern: str) -> str:
+    """``path:value`` for every file matching a fixed glob (expanded by the device shell, so the
+    pattern is one of this module's constants, never user input)."""
+    return f"grep -H . {pattern} 2>/dev/null"
+
+
+def hottest(grep_output: str) -> float | None:
+    temps = parse_temperatures(grep_output)
+    return max(temps.values()) if temps else None
+
+
 def big_core_mask(freqs: list[int], threads: int) -> int | None:
     """Cores faster than the slowest cluster (at least ``threads`` of them, fastest first); None
     when nothing is known or every core is alike (no pinning needed)."""
@@ -135,6 +146,8 @@ class AdbRunner:
         self.binaries = {tool: Path(p) for tool, p in (binaries or {}).items()}
         self._info: DeviceInfo | None = None
         self._present: set[str] = set()  # remote paths known to hold the right bytes
+        self._listings: dict[str, dict[str, RemoteFile]] = {}
+        self._free_kb_estimate: int | None = None
 
     # --- device info ---------------------------------------------------------------------------
 
@@ -154,13 +167,11 @@ class AdbRunner:
         return self._info
 
     def _grep_files(self, pattern: str) -> str:
-        # the glob is expanded by the device shell; quoting it would stop that, so it is a fixed constant
-        _, out = self.io.shell(f"grep -H . {pattern} 2>/dev/null")
+        _, out = self.io.shell(grep_command(pattern))
         return out
 
     def temperature_c(self) -> float | None:
-        temps = parse_temperatures(self._grep_files(THERMAL_GLOB))
-        return max(temps.values()) if temps else None
+        return hottest(self._grep_files(THERMAL_GLOB))
 
     def wait_until_cool(self) -> float | None:
         """Poll the hottest zone until it is under the threshold (bounded); returns the last reading."""
@@ -181,13 +192,22 @@ class AdbRunner:
         """Push ``local`` to ``remote`` unless it is already there with the same size."""
         if remote in self._present:
             return remote
-        existing = self.io.stat(remote)
-        if existing is None or existing.size != local.stat().st_size:
-            self.make_room(local.stat().st_size)
+        folder, _, name = remote.rpartition("/")
+        size = local.stat().st_size
+        existing = self._listing(folder).get(name)
+        if existing is None or existing.size != size:
+            self.make_room(size)
             self.io.push(local, remote, mode)
+            self._free_kb_estimate = None if self._free_kb_estimate is None else self._free_kb_estimate - size // 1024
             log.info("pushed %s to %s:%s", local.name, self.serial, remote)
         self._present.add(remote)
         return remote
+
+    def _listing(self, folder: str) -> dict[str, RemoteFile]:
+        """What a folder held the first time we looked (one LIST per folder instead of a STAT per file)."""
+        if folder not in self._listings:
+            self._listings[folder] = {f.name: f for f in self.io.listdir(folder)}
+        return self._listings[folder]
 
     def push_model(self, model: Path) -> str:
         sha = sha256_file(model)
@@ -207,9 +227,12 @@ class AdbRunner:
         return parse_df_available_kb(out) if rc == 0 else None
 
     def make_room(self, needed_bytes: int) -> None:
-        """Delete the oldest pushed models until ``needed_bytes`` plus the reserve fit."""
-        free = self.free_kb()
+        """Delete the oldest pushed models until ``needed_bytes`` plus the reserve fit. Free space is
+        read with ``df`` only when our running estimate gets near the reserve."""
         want = self.settings.min_free_kb + math.ceil(needed_bytes / 1024)
+        if self._free_kb_estimate is not None and self._free_kb_estimate >= 2 * want:
+            return
+        free = self._free_kb_estimate = self.free_kb()
         if free is None or free >= want:
             return
         models_dir = f"{self.settings.work_dir}/models"
@@ -218,12 +241,16 @@ class AdbRunner:
             self._remove(f"{models_dir}/{victim.name}", victim)
             free += victim.size // 1024
             if free >= want:
-                return
-        log.warning("%s: only %d KiB free after eviction (wanted %d)", self.serial, free, want)
+                break
+        else:
+            log.warning("%s: only %d KiB free after eviction (wanted %d)", self.serial, free, want)
+        self._free_kb_estimate = free
 
     def _remove(self, path: str, entry: RemoteFile) -> None:
         self.io.check_output(["rm", "-f", path])
         self._present.discard(path)
+        folder, _, name = path.rpartition("/")
+        self._listings.get(folder, {}).pop(name, None)
         log.info("evicted %s (%d bytes) from %s", entry.name, entry.size, self.serial)
 
     # --- measuring ----------------------------------------------------------------------------
@@ -239,36 +266,40 @@ class AdbRunner:
 
         def once() -> MeasurementStats:
             temp_before = self.wait_until_cool()
-            summary, flags = self._run_tool(tool, binary, remote_model, options, mask)
+            summary, flags, temp_after = self._run_tool(tool, binary, remote_model, options, mask)
             return summary_stats(
                 summary, warmup=options.warmup, flags=flags, temp_before_c=temp_before,
-                temp_after_c=self.temperature_c(), tool_version=summary.version or f"sha256:{binary_sha[:12]}",
+                temp_after_c=temp_after, tool_version=summary.version or f"sha256:{binary_sha[:12]}",
             )
 
         return measure_until_stable(once, options.max_spread, options.max_attempts)
 
     def _run_tool(self, tool: str, binary: str, model: str, options: MeasureOptions,
-                  mask: int | None) -> tuple[BenchmarkSummary, list[str]]:
+                  mask: int | None) -> tuple[BenchmarkSummary, list[str], float | None]:
+        """Run the tool (perf_test: warm-up pass, then the timed pass); the temperature right after
+        the timed pass is read in the same adb round trip."""
         prefix = ["taskset", f"{mask:x}"] if mask else []
         flags = options.flags() + ([f"taskset={mask:x}"] if mask else [])
         if tool == "benchmark_model":
             argv = prefix + [binary, *tflite_flags(model, options)]
-            return self._run_and_parse(tool, argv, options), flags
-        if options.warmup > 0:
-            # perf_test has no warm-up flag: a first pass of `warmup` runs warms up and sizes the timed pass
-            warm = self._run_and_parse(tool, prefix + [binary, *perf_test_flags(model, options, options.warmup)], options)
-            runs = timed_run_count(options, warm.avg_ms)
         else:
             runs = options.runs
-        timed = self._run_and_parse(tool, prefix + [binary, *perf_test_flags(model, options, runs)], options)
-        return timed, flags
+            if options.warmup > 0:
+                # perf_test has no warm-up flag: a first pass of `warmup` runs warms up and sizes the timed pass
+                warm_argv = prefix + [binary, *perf_test_flags(model, options, options.warmup)]
+                runs = timed_run_count(options, self._run_and_parse(tool, warm_argv, options)[0].avg_ms)
+            argv = prefix + [binary, *perf_test_flags(model, options, runs)]
+        summary, temp_after = self._run_and_parse(tool, argv, options, read_temperature=True)
+        return summary, flags, temp_after
 
-    def _run_and_parse(self, tool: str, argv: list[str], options: MeasureOptions) -> BenchmarkSummary:
-        rc, out = self.io.shell(argv, timeout_s=2 * options.max_seconds + self.settings.call_timeout_s)
+    def _run_and_parse(self, tool: str, argv: list[str], options: MeasureOptions,
+                       read_temperature: bool = False) -> tuple[BenchmarkSummary, float | None]:
+        epilogue = grep_command(THERMAL_GLOB) if read_temperature else ""
+        rc, out, after = self.io.shell_then(argv, epilogue, timeout_s=2 * options.max_seconds + self.settings.call_timeout_s)
         if rc != 0:
             last = out.strip().splitlines()[-1] if out.strip() else "(no output)"
             raise BenchmarkFailed(f"{tool} exited with status {rc} on {self.serial}: {last}", out)
-        return parse_output(tool, out)
+        return parse_output(tool, out), hottest(after) if read_temperature else None
 
 
 def tflite_flags(model: str, options: MeasureOptions) -> list[str]:

@@ -87,19 +87,50 @@ class DeviceIO:
         self.client = client
         self.serial = serial
         self.timeout_s = timeout_s
-        self._device = client.device(serial)
+        self._tport: bool | None = None
+
+    # --- transport -------------------------------------------------------------------------
+
+    def _open_transport(self, timeout: float) -> adbutils.AdbConnection:
+        """A connection switched to this device. adbutils asks the server's version on every call;
+        it is asked once here (one round trip less per adb call)."""
+        if self._tport is None:
+            self._tport = self.client.server_version() >= 41
+        conn = self.client.make_connection(timeout=timeout)
+        # small request/reply exchanges (sync headers, DONE): without NODELAY, Nagle + delayed ACK add ~40 ms
+        conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if self._tport:
+                conn.send_command(f"host:tport:serial:{self.serial}")
+                conn.check_okay()
+                conn.read_exact(8)  # transport id
+            else:
+                conn.send_command(f"host:transport:{self.serial}")
+                conn.check_okay()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     # --- shell -------------------------------------------------------------------------------
 
     def shell(self, args: Sequence[str] | str, timeout_s: float | None = None) -> tuple[int, str]:
         """Run a command (argument list, quoted here; a str is passed as is) -> (exit status, output)."""
+        rc, out, _ = self.shell_then(args, "", timeout_s)
+        return rc, out
+
+    def shell_then(self, args: Sequence[str] | str, epilogue: str, timeout_s: float | None = None
+                   ) -> tuple[int, str, str]:
+        """Like :meth:`shell`, then run the fixed ``epilogue`` command in the same round trip (e.g.
+        reading temperatures right after a benchmark) -> (status, output, epilogue output)."""
         cmd = args if isinstance(args, str) else shlex.join(args)
         timeout = timeout_s or self.timeout_s
         deadline = time.monotonic() + timeout
+        tail = f"; {epilogue}" if epilogue else ""
         with convert_errors(f"shell {cmd[:80]!r}", self.serial):
-            conn = self._device.open_transport(timeout=timeout)
+            conn = self._open_transport(timeout)
             try:
-                conn.send_command(f"shell:{cmd}; echo {EXIT_MARK}$?")
+                conn.send_command(f"shell:{cmd}; echo {EXIT_MARK}$?{tail}")
                 conn.check_okay()
                 raw = self._read_until_close(conn.conn, deadline, cmd)
             finally:
@@ -135,7 +166,7 @@ class DeviceIO:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _split_exit(self, cmd: str, out: str) -> tuple[int, str]:
+    def _split_exit(self, cmd: str, out: str) -> tuple[int, str, str]:
         idx = out.rfind(EXIT_MARK)
         if idx < 0:
             # the stream ended without our exit marker: the transport died under the command
@@ -143,8 +174,9 @@ class DeviceIO:
             if state != "device":
                 raise DeviceOffline(f"device {self.serial} went {state} while running `{cmd[:120]}`", out)
             raise BenchmarkFailed(f"`{cmd[:120]}` on {self.serial} ended without an exit status", out)
-        status = out[idx + len(EXIT_MARK):].strip()
-        return (int(status) if status.isdigit() else 255), out[:idx]
+        status, _, epilogue = out[idx + len(EXIT_MARK):].partition("\n")
+        status = status.strip()
+        return (int(status) if status.isdigit() else 255), out[:idx], epilogue
 
     def state(self) -> str:
         """``device``, ``offline``, ... or ``absent`` when the adb server no longer lists it."""
@@ -162,7 +194,7 @@ class DeviceIO:
     @contextlib.contextmanager
     def _sync(self, what: str) -> Iterator[socket.socket]:
         with convert_errors(what, self.serial):
-            conn = self._device.open_transport(timeout=self.timeout_s)
+            conn = self._open_transport(self.timeout_s)
             try:
                 conn.send_command("sync:")
                 conn.check_okay()

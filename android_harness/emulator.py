@@ -346,8 +346,8 @@ class DeviceEmulator:
 
     def _sync_list(self, stream: _Stream, path: str) -> None:
         host = self.fs.host_path(path)
-        names = sorted(os.listdir(host)) if host.is_dir() else []
-        for name in [".", ".."] + names:
+        names = [".", ".."] + sorted(os.listdir(host)) if host.is_dir() else []  # missing folder: just DONE
+        for name in names:
             st = (host / name).stat()
             encoded = name.encode()
             stream.write(b"DENT" + struct.pack("<IIII", st.st_mode, st.st_size & 0xFFFFFFFF,
