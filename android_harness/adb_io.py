@@ -52,9 +52,10 @@ def adb_binary() -> str:
     return adbutils.adb_path()
 
 
-def adb_client(port: int | None = None, host: str = "127.0.0.1") -> adbutils.AdbClient:
-    """Client of the adb server (``ANDROID_ADB_SERVER_PORT`` or 5037 unless ``port`` is given)."""
-    return adbutils.AdbClient(host=host, port=port)
+def adb_client(port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 30.0) -> adbutils.AdbClient:
+    """Client of the adb server (``ANDROID_ADB_SERVER_PORT`` or 5037 unless ``port`` is given); every
+    request to the server itself (device list, version) is bounded by ``timeout_s``."""
+    return adbutils.AdbClient(host=host, port=port, socket_timeout=timeout_s)
 
 
 def list_serials(client: adbutils.AdbClient) -> list[str]:

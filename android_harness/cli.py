@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--min-seconds", type=float, help=f"default {HOST_MIN_SECONDS} on the host, {PHONE_MIN_SECONDS} on phones")
     m.add_argument("--max-seconds", type=float, default=60.0)
     m.add_argument("--delegate", default="cpu", choices=["cpu", "xnnpack", "gpu", "nnapi", "qnn"])
+    m.add_argument("--cpu-mask", type=lambda t: int(t, 16), help="taskset mask in hex (default: the big cores)")
     m.add_argument("--json", action="store_true")
     _add_adb_options(m, argparse.SUPPRESS)
     return p
@@ -122,7 +123,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         if args.serial not in discover(client):
             raise UsageError(f"--serial {args.serial}: no such online adb device (see `phone-agent devices`)")
         binaries = {TOOL_OF_FORMAT[fmt]: args.benchmark_binary} if args.benchmark_binary else {}
-        runner = AdbRunner(args.serial, client, binaries, AdbSettings())
+        runner = AdbRunner(args.serial, client, binaries, AdbSettings(cpu_mask=args.cpu_mask))
         info = runner.device_info()
     stats = runner.measure(args.model, options)
     if args.json:

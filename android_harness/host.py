@@ -96,7 +96,7 @@ def host_device_info() -> DeviceInfo:
 
 
 def _random_input(shape: list, dtype: type, rng: np.random.Generator) -> np.ndarray:
-    dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]  # symbolic dims -> 1
+    dims = [int(d) if isinstance(d, int | np.integer) and d > 0 else 1 for d in shape]  # symbolic dims -> 1
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(dims).astype(dtype)
     return np.zeros(dims, dtype=dtype)
