@@ -80,6 +80,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _overflow_error(_: Request, exc: OverflowError) -> JSONResponse:
+    # A path or query integer beyond the database's 64-bit range reached a query.
+    return JSONResponse({"detail": f"number out of range: {exc}"}, status_code=422)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db, generated = open_database(settings)
@@ -93,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.device_cache = TTLCache(ttl_s=5)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OverflowError, _overflow_error)
     for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):
         app.include_router(module.router)
     predictor = _predictor_router()

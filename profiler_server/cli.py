@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if app.state.generated_admin_token:
         print(f"admin token (shown once; also in {settings.data_dir / 'admin_token'}):", flush=True)
         print(app.state.generated_admin_token, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
     holder: dict = {}
     if args.host_device:
         try:

@@ -13,16 +13,13 @@ import pytest
 from conftest import ADMIN, bearer, free_port, small_configs
 
 from android_harness.host import host_device_class
+from profiler_server.cli import main
 
 
-def test_bad_database_url_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "profiler_server.cli", "--db", "nosuchdialect://x", "--data", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("profiler-server:")]
-    assert len(lines) == 1 and "cannot open the database" in lines[0]
+def test_bad_database_url_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["--db", "nosuchdialect://x", "--data", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("profiler-server: cannot open the database")
 
 
 def _children(pid: int) -> list[int]:
