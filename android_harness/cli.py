@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--min-seconds", type=float, help=f"default {HOST_MIN_SECONDS} on the host, {PHONE_MIN_SECONDS} on phones")
     m.add_argument("--max-seconds", type=float, default=60.0)
     m.add_argument("--delegate", default="cpu", choices=["cpu", "xnnpack", "gpu", "nnapi", "qnn"])
+    m.add_argument("--clock", default="auto", choices=["auto", "wall", "thread-cpu"],
+                   help="host sample clock; auto = the thread's CPU time with 1 thread (robust to other tenants)")
     m.add_argument("--cpu-mask", type=lambda t: int(t, 16), help="taskset mask in hex (default: the big cores)")
     m.add_argument("--json", action="store_true")
     _add_adb_options(m, argparse.SUPPRESS)
@@ -115,7 +117,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     host = args.serial == HOST_SERIAL
     min_seconds = args.min_seconds if args.min_seconds is not None else (HOST_MIN_SECONDS if host else PHONE_MIN_SECONDS)
     options = MeasureOptions(threads=args.threads, warmup=args.warmup, runs=args.runs, min_seconds=min_seconds,
-                             max_seconds=args.max_seconds, delegate=args.delegate)
+                             max_seconds=args.max_seconds, delegate=args.delegate, clock=args.clock)
     if host:
         runner, info = HostRunner(), host_device_info()
     else:

@@ -145,17 +145,28 @@ def _tflite_session(path: Path, threads: int) -> tuple[Callable[[], object], str
     return interp.invoke, f"litert {version}".strip()
 
 
+def sample_clock(options: MeasureOptions) -> tuple[str, Callable[[], int]]:
+    """The clock per-run samples are read from. ``auto``: with one thread the inference runs in the
+    calling thread, so its CPU time is its latency without the time other processes took the core
+    from it (a shared host's main noise); with more threads only wall time sees the whole run."""
+    clock = options.clock
+    if clock == "auto":
+        clock = "thread-cpu" if options.threads == 1 else "wall"
+    return clock, (time.thread_time_ns if clock == "thread-cpu" else time.perf_counter_ns)
+
+
 def time_runs(run: Callable[[], object], options: MeasureOptions, abort: threading.Event | None = None) -> list[float]:
-    """Warm up, then time runs (ms) until ``runs`` and ``min_seconds`` are both reached."""
+    """Warm up, then time runs (ms) until ``runs`` and ``min_seconds`` (wall) are both reached."""
     abort = abort or threading.Event()
     for _ in range(options.warmup):
         run()
     samples: list[float] = []
+    _, now_ns = sample_clock(options)
     start = time.perf_counter()
     while len(samples) < MAX_SAMPLES:
-        t0 = time.perf_counter_ns()
+        t0 = now_ns()
         run()
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        samples.append((now_ns() - t0) / 1e6)
         elapsed = time.perf_counter() - start
         if len(samples) >= options.runs and elapsed >= options.min_seconds:
             break
@@ -195,7 +206,8 @@ class HostRunner:
             except Exception as exc:  # the runtime's own error types: keep the message
                 raise BenchmarkFailed(f"{name} failed while running {model_path.name}: {exc}", str(exc)) from exc
             return summarize_samples(samples, warmup=options.warmup, tool=name, tool_version=version,
-                                     flags=options.flags(), temp_before_c=temp_before,
+                                     flags=options.flags() + [f"clock={sample_clock(options)[0]}"],
+                                     temp_before_c=temp_before,
                                      temp_after_c=host_temperature_c())
 
         return measure_until_stable(once, options.max_spread, options.max_attempts)
