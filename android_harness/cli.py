@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ort-perf-test", type=Path, help="onnxruntime_perf_test binary for the phones")
     p.add_argument("--cache-dir", type=Path, default=Path("var/agent-cache"), help="artifact cache folder")
     p.add_argument("--max-jobs", type=_positive_int, help="exit after this many jobs")
+    p.add_argument("--shutdown-grace", type=float, default=60.0,
+                   help="on SIGTERM, seconds to let jobs in hand finish before their leases are released")
     p.add_argument("--log-level", default="INFO")
     sub = p.add_subparsers(dest="command")
     d = sub.add_parser("devices", help="list the devices this agent would serve")
@@ -144,7 +146,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
                                               ("onnxruntime_perf_test", args.ort_perf_test)) if path}
     config = AgentConfig(server=args.server, token=args.token, name=args.name or socket.gethostname(),
                          host_device=args.host_device, use_adb=not args.no_adb, adb_port=args.adb_port,
-                         binaries=binaries, cache_dir=args.cache_dir, max_jobs=args.max_jobs)
+                         binaries=binaries, cache_dir=args.cache_dir, max_jobs=args.max_jobs,
+                         shutdown_grace_s=args.shutdown_grace)
     agent = Agent(config)
     agent.install_signal_handlers()
     agent.run()

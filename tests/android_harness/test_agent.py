@@ -4,7 +4,11 @@ the host CPU and an emulated phone (real adb server) as devices; plus its pieces
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -204,6 +208,26 @@ def test_sigterm_releases_a_lease_that_outlives_the_grace_period(server, tmp_pat
     agent.stop()  # what the SIGTERM handler does
     thread.join(20)
     assert not thread.is_alive() and time.monotonic() - started < 10
+    assert server.get(f"/v1/jobs/{job_id}")["state"] == "queued"
+
+
+@pytest.mark.slow
+def test_phone_agent_process_releases_its_lease_on_sigterm(server, tmp_path, lir_onnx):
+    team, token = server.tokens()
+    job_id = server.network(team, host_device_class(), lir_onnx, min_seconds=60)
+    cmd = [sys.executable, "-m", "android_harness.cli", "--server", server.url, "--token", token, "--host-device",
+           "--no-adb", "--cache-dir", str(tmp_path / "cache"), "--shutdown-grace", "0.5", "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for(lambda: server.get(f"/v1/jobs/{job_id}")["state"] == "running", 40, "the job to start")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "releasing job" in output
     assert server.get(f"/v1/jobs/{job_id}")["state"] == "queued"
 
 
