@@ -9,7 +9,10 @@ Pieces
     its own augmentation seed; data order and crops are identical after a resume.
   * ``checkpoint``: atomic ``<run>/checkpoints/iter_*.pt`` with model, optimizers, schedulers, scaler,
     RNG of every rank, data position, hook states and the run config.
-  * ``ddp``: torchrun environment -> process group (nccl on GPU, gloo on CPU).
+  * ``ddp``: torchrun environment -> process group (nccl on GPU, gloo on CPU). The model is wrapped with
+    ``find_unused_parameters=True``: the supernet's architecture logits (and any path a sampled step
+    skips) get no gradient. Keep the per-process batch >= 2 (BatchNorm after global pooling).
+    ``torchrun --nproc-per-node N -m search_client.cli pretrain --preset cityscapes-paper ...``
   * ``metrics``: ``<run>/metrics.jsonl`` rows, TensorBoard when installed, tqdm or log lines.
   * ``loop``: :class:`Trainer`.
 
