@@ -224,7 +224,11 @@ def run_eval(args: argparse.Namespace) -> int:
     data = cfg.data.model_copy(update={"root": args.data_root}) if args.data_root else cfg.data
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(cfg.arch, cfg.num_classes, **cfg.model)
-    model.load_state_dict(state.get("state_dict") or state["model"])
+    try:
+        model.load_state_dict(state.get("state_dict") or state["model"])
+    except RuntimeError as exc:  # weights written by another version or another architecture
+        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise UsageError(f"{path} does not fit arch {cfg.arch!r}: {detail}") from exc
     dataset = build_dataset(data, args.split or data.val_split, train=False)
     loader = DataLoader(dataset, batch_size=1, num_workers=data.num_workers)
     result = evaluate(model.to(device), loader, class_names(data.kind), device, args.max_images)

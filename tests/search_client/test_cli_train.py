@@ -58,6 +58,20 @@ def test_pretrain_stop_resume_eval(dataset: Path, tmp_path: Path, capsys: pytest
     assert "mIoU" in capsys.readouterr().out
 
 
+def test_eval_refuses_weights_of_another_architecture(dataset: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    from search_client.config import build_config
+
+    cfg = build_config("synthetic-cpu", {"arch": "bisenetv2", "data": {"root": str(dataset)}})
+    bad = tmp_path / "model.pt"
+    torch.save({"config": cfg.model_dump(mode="json"), "state_dict": {"nonsense.weight": torch.zeros(1)}}, bad)
+    assert main(["eval", "--checkpoint", str(bad), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit arch 'bisenetv2'" in err and len(err.splitlines()) == 1
+
+
 def test_count_prints_params_and_gmacs(capsys: pytest.CaptureFixture) -> None:
     assert main(["count", "--arch", "bisenetv2", "--height", "512", "--width", "1024", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
