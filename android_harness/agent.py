@@ -14,8 +14,10 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from android_harness.adb import AdbRunner, AdbSettings, discover
 from android_harness.adb_io import adb_client
@@ -27,6 +29,7 @@ from android_harness.server_client import ServerClient, ServerRejected, ServerUn
 from shared.schemas import JobFailure, JobLease, JobResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MAX_ERROR = 2000
 _MAX_OUTPUT = 200_000
@@ -145,7 +148,7 @@ class DeviceWorker(threading.Thread):
                              output=getattr(exc, "output", "")[-_MAX_OUTPUT:], retry=retry)
         self._report(lambda: self.agent.client.report_failure(lease.job_id, failure))
 
-    def _report(self, send):  # noqa: ANN001, ANN202 - a zero-argument callable, its result
+    def _report(self, send: Callable[[], T]) -> T | None:
         try:
             return send()
         except (ServerUnavailable, ServerRejected) as exc:

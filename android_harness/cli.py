@@ -97,8 +97,12 @@ def list_devices(args: argparse.Namespace) -> list[DeviceInfo]:
     devices = [host_device_info()]
     if not args.no_adb:
         client = adb_client(args.adb_port)
-        for serial in discover(client):
-            devices.append(AdbRunner(serial, client).device_info())
+        try:
+            serials = discover(client)
+        except HarnessError as exc:  # no adb server/binary: the host is still a device
+            print(f"phone-agent: warning: no adb devices listed ({exc}); use --no-adb to skip adb", file=sys.stderr)
+            serials = []
+        devices.extend(AdbRunner(serial, client).device_info() for serial in serials)
     return devices
 
 
