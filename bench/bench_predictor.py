@@ -17,15 +17,21 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
+import torch
 
+from profiler_server.predictor import metrics as M
+from profiler_server.predictor.fit import TrainSettings, fit_predictor, split_by_key
 from shared.blocks import example_inputs
 from shared.config import AnyBlock, parse_block
 from shared.costs import block_macs
+from shared.encoding import encode_blocks
 from shared.export import export_block_onnx
 
 RUN_DIR = Path("runs/bench-predictor")
 MEASURED = RUN_DIR / "measured.jsonl"
+ADAPTIVE = RUN_DIR / "measured_adaptive.jsonl"
 MAX_MACS = 150e6  # keeps one config at ~0.1-0.3 s (export + 10 warm-ups + >= 50 runs)
 MIN_MACS = 2e5
 CH = (8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256)
@@ -149,14 +155,210 @@ def measure_all(cfgs: list[AnyBlock], remeasure_every: int = 20, path: Path = ME
     return load_measured(path)
 
 
+ADMIN_TOKEN = "bench-predictor-admin-token"
+
+
+def open_farm(run_dir: Path = RUN_DIR):
+    """The real server app on ``run_dir/profiler.db`` behind an in-process client."""
+    from fastapi.testclient import TestClient
+
+    from profiler_server.app import create_app
+    from profiler_server.settings import Settings
+
+    settings = Settings(data_dir=run_dir / "data", db_url=f"sqlite:///{run_dir}/profiler.db",
+                        admin_token=ADMIN_TOKEN, max_json_bytes=256 * 1024 * 1024)
+    return TestClient(create_app(settings))
+
+
+def _auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def store_through_server(client, rows: list[dict], device_class: str, runtime: str = "onnxruntime/t1/cpu",
+                         remeasure: float = 0.05) -> dict:
+    """Campaign of the measured configs -> server exports and queues jobs -> an agent leases each job
+    and reports the stats measured for that artifact's config (a second copy of a re-measured
+    config gets its second measurement, measured now if there is none yet)."""
+    from profiler_server.db import Artifact
+
+    admin = _auth(ADMIN_TOKEN)
+    team = _auth(client.post("/v1/teams", json={"name": f"bench-{time.time_ns()}"}, headers=admin).json()["token"])
+    agent = _auth(client.post("/v1/tokens", json={"role": "agent", "name": "bench"}, headers=admin).json()["token"])
+    serial = "host-bench"
+    devices = [{"serial": serial, "device_class": device_class, "kind": "host"}]
+    agent_id = client.post("/v1/agents", json={"name": "bench", "devices": devices}, headers=agent).json()["agent_id"]
+    by_key: dict[str, list[dict]] = {}
+    for r in rows:
+        by_key.setdefault(r["key"], []).append(r)
+    configs = [v[0]["config"] for v in by_key.values()]
+    body = {"device_class": device_class, "runtime": runtime, "configs": configs, "remeasure": remeasure,
+            "wait_s": 0, "min_seconds": 0.05}
+    r = client.post("/v1/campaigns", json=body, headers=team)
+    r.raise_for_status()
+    campaign_id = r.json()["id"]
+    while client.get(f"/v1/campaigns/{campaign_id}", headers=team).json()["state"] == "exporting":
+        time.sleep(1)
+    db = client.app.state.db
+    used: dict[str, int] = {}
+    n = 0
+    while True:
+        job = client.post("/v1/jobs/lease", json={"agent_id": agent_id, "serial": serial}, headers=agent).json()["job"]
+        if job is None:
+            break
+        with db.session() as s:
+            config = s.get(Artifact, job["artifact_sha256"]).config
+        cfg = parse_block(config)
+        i = used.get(cfg.key(), 0)
+        used[cfg.key()] = i + 1
+        known = by_key.get(cfg.key(), [])
+        stats = dict(known[i]) if i < len(known) else measure_block(cfg)
+        stats = {k: stats[k] for k in STATS_FIELDS if k in stats}
+        res = client.post(f"/v1/jobs/{job['job_id']}/result", headers=agent,
+                          json={"lease_id": job["lease_id"], "serial": serial, "stats": stats})
+        res.raise_for_status()
+        n += 1
+        if n % 500 == 0:
+            print(f"reported {n} jobs", flush=True)
+        if n % 100 == 0:  # stay online for the reaper
+            client.post(f"/v1/agents/{agent_id}/heartbeat", json={"agent_id": agent_id, "serials": [serial]},
+                        headers=agent)
+    return client.get(f"/v1/campaigns/{campaign_id}", headers=team).json()
+
+
+STATS_FIELDS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "runs", "samples_ms", "warmup", "tool",
+                "tool_version", "flags")
+
+
+BENCH_SETTINGS = TrainSettings(max_seconds=240, max_epochs=1500, patience=150)
+
+
+def wait_for_fit(client, device_class: str, timeout_s: float = 900) -> dict:
+    """Poll ``GET /v1/predictors`` until the newest version of ``device_class`` is ready or failed."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        rows = client.get("/v1/predictors", params={"device_class": device_class}).json()
+        if rows and rows[-1]["state"] != "fitting":
+            return rows[-1]
+        time.sleep(2)
+    raise TimeoutError(f"no predictor for {device_class} after {timeout_s} s")
+
+
+def fit_on_server(rows: list[dict], device_class: str) -> dict:
+    """Store the measurements (first run) and fit through the server; the predictor it serves."""
+    from profiler_server.predictor.service import service_for
+
+    with open_farm() as client:
+        service_for(client.app.state.db).settings = BENCH_SETTINGS
+        have = client.get("/v1/measurements", params={"device_class": device_class, "limit": 1,
+                                                     "samples": False}).json()
+        if not have:
+            campaign = store_through_server(client, rows, device_class)
+            print(f"campaign {campaign['id']}: {campaign}", flush=True)  # completion fires the fit hook
+        else:
+            r = client.post("/v1/predictors", json={"device_class": device_class, "runtime": "onnxruntime"},
+                            headers=_auth(ADMIN_TOKEN))
+            r.raise_for_status()
+        time.sleep(3)
+        return wait_for_fit(client, device_class)
+
+
+def print_table(pred: dict) -> None:
+    m = pred["metrics"]
+    print(f"predictor {pred['id']} v{pred['version']} {pred['device_class']} {pred['runtime']}: "
+          f"n_train={m['n_train']} n_test={m['n_test']} noise floor {m['noise_floor']}")
+    print(f"{'model':<16}{'MAPE %':>9}{'within10':>10}{'within5':>9}")
+    print(f"{'mlp':<16}{m['mape']:>9.2f}{m['within_10']:>10.3f}{m['within_5']:>9.3f}")
+    for name, p in m["peers"].items():
+        print(f"{name:<16}{p['mape']:>9.2f}{p['within_10']:>10.3f}{p['within_5']:>9.3f}")
+
+
+ADAPTIVE_SETTINGS = TrainSettings(max_seconds=90, max_epochs=1000, patience=100)
+
+
+def _fit_eval(train_rows: list[dict], test: tuple[list, np.ndarray]) -> tuple[dict, object]:
+    result = fit_predictor([r["config"] for r in train_rows], [r["median_ms"] for r in train_rows],
+                           seed=1, settings=ADAPTIVE_SETTINGS, with_peers=False)  # seed 0 split = the test set
+    with torch.no_grad():
+        pred = result.model(encode_blocks(test[0])).double().numpy()
+    return M.accuracy_report(pred, test[1]), result
+
+
+def _near_worst(result, candidates: list[AnyBlock], budget: int) -> list[AnyBlock]:
+    """nn-Meter-style resampling: the candidates nearest (standardized features, same kind) to the
+    configs the first fit got most wrong on its own held-out split (error > 10 %, worst first)."""
+    idx = np.concatenate([result.split.val, result.split.test])
+    truth = result.data.y_ms[idx]
+    with torch.no_grad():
+        err = np.abs(result.model(result.data.x[idx]).double().numpy() / truth - 1)
+    worst = [idx[i] for i in np.argsort(-err) if err[i] > 0.10] or [idx[i] for i in np.argsort(-err)[:20]]
+    xs = encode_blocks(candidates).numpy()
+    mean, std = xs.mean(0), xs.std(0) + 1e-6
+    z = (xs - mean) / std
+    taken: set[int] = set()
+    picks: list[AnyBlock] = []
+    while len(picks) < budget and len(taken) < len(candidates):
+        for w in worst:
+            target = (result.data.x[w].numpy() - mean) / std
+            dist = np.linalg.norm(z - target, axis=1)
+            dist[list(taken)] = np.inf
+            j = int(np.argmin(dist))
+            taken.add(j)
+            picks.append(candidates[j])
+            if len(picks) == budget:
+                break
+    return picks
+
+
+def adaptive_experiment(rows: list[dict], initial: int = 500, budget: int = 300, seed: int = 0) -> dict:
+    """Same measuring budget, two ways to spend it: more uniform samples vs samples near the worst
+    errors of a first fit. Both judged on one fixed held-out test set of uniform samples."""
+    by_key = {r["key"]: r for r in rows if r.get("rep", 0) == 0}
+    keys = sorted(by_key)
+    split = split_by_key(keys, seed=seed)
+    test_rows = [by_key[keys[i]] for i in split.test]
+    test = ([parse_block(r["config"]) for r in test_rows], np.array([r["median_ms"] for r in test_rows]))
+    pool = [by_key[keys[i]] for i in np.concatenate([split.train, split.val])]
+    random.Random(seed).shuffle(pool)
+    first, extra_uniform = pool[:initial], pool[initial:initial + budget]
+    first_report, first_fit = _fit_eval(first, test)
+    measured = set(by_key)
+    candidates = [c for c in sample_configs(6000, seed=1234) if c.key() not in measured]
+    picks = _near_worst(first_fit, candidates, budget)
+    adaptive_rows = [r for r in measure_all(picks, remeasure_every=10**9, path=ADAPTIVE, tag="adaptive")
+                     if r["key"] in {c.key() for c in picks}]
+    uniform_report, _ = _fit_eval(first + extra_uniform, test)
+    adaptive_report, _ = _fit_eval(first + adaptive_rows, test)
+    return {"initial": initial, "budget": budget, "n_test": len(test_rows), "first_fit": first_report,
+            "uniform": uniform_report, "adaptive": adaptive_report}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("phase", choices=["measure", "all"], nargs="?", default="all")
+    ap.add_argument("phase", choices=["measure", "fit", "adaptive", "all"], nargs="?", default="all")
     ap.add_argument("--n", type=int, default=2200)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    cfgs = sample_configs(args.n, args.seed)
-    measure_all(cfgs)
+    from android_harness.host import host_device_class
+
+    device_class = host_device_class()
+    if args.phase in ("measure", "all"):
+        measure_all(sample_configs(args.n, args.seed))
+    if args.phase == "measure":
+        return 0
+    rows = [r for r in load_measured() if r.get("tag", "uniform") == "uniform"]
+    if args.phase == "adaptive":
+        report = adaptive_experiment(rows)
+        print(json.dumps(report, indent=1))
+        Path("runs/bench").mkdir(parents=True, exist_ok=True)
+        Path("runs/bench/predictor_adaptive.json").write_text(json.dumps(report, indent=1))
+        return 0
+    pred = fit_on_server(rows, device_class)
+    print_table(pred)
+    out = {"device_class": device_class, "n_measurements": len(rows), "predictor": pred,
+           "targets": {"mape_max": 4.0, "within_10_min": 0.95},
+           "db": str(RUN_DIR / "profiler.db")}
+    Path("runs/bench").mkdir(parents=True, exist_ok=True)
+    Path("runs/bench/predictor.json").write_text(json.dumps(out, indent=1))
     return 0
 
 

@@ -12,7 +12,6 @@ import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from sqlalchemy.orm import Session
@@ -20,9 +19,10 @@ from sqlalchemy.orm import Session
 from profiler_server.db import Database, PredictorVersion
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import store
+from profiler_server.predictor.encode import encode_many
 from profiler_server.predictor.fit import NotEnoughData, TrainSettings, fit_predictor
-from shared.config import KINDS, AnyBlock
-from shared.encoding import N_FEATURES, encode_block
+from shared.config import KINDS
+from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
 from shared.predictor import LatencyMLP, dump_predictor, load_predictor
 from shared.schemas import PredictorRef, PredictRequest, PredictResponse
@@ -31,16 +31,6 @@ log = logging.getLogger(__name__)
 MIN_CONFIGS = 20
 LATEST_TTL_S = 5.0  # how long "the latest version is N" is trusted before asking the database again
 RANGE_SLACK = 1e-4  # features are log2(1 + x) floats; equal values must not count as outside
-
-
-@lru_cache(maxsize=200_000)
-def _features(cfg: AnyBlock) -> tuple[float, ...]:
-    """Encoding of one (frozen, hashable) config; cached because search clients repeat blocks."""
-    return tuple(encode_block(cfg))
-
-
-def encode_many(cfgs: list[AnyBlock]) -> torch.Tensor:
-    return torch.tensor([_features(c) for c in cfgs], dtype=torch.float32).reshape(-1, N_FEATURES)
 
 
 @dataclass

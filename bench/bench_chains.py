@@ -1,0 +1,118 @@
+"""Benchmark: does the sum of block predictions hold for whole networks?
+
+Builds 30 random chains of 4-12 blocks with consistent shapes (each block's input is the previous
+block's output), exports each chain as ONE ONNX model, measures it on this CPU (1 thread), and
+compares the measurement with the sum of the served predictor's block predictions (POST /v1/predict
+against ``runs/bench-predictor/profiler.db``). Also reports a learned correction
+``measured ~ a * sum + b * n_blocks`` judged leave-one-out. Writes ``runs/bench/chains.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_predictor import _draw, measure_onnx, open_farm  # noqa: E402
+
+from profiler_server.predictor import metrics as M  # noqa: E402
+from shared.blocks import example_inputs  # noqa: E402
+from shared.config import AnyBlock, parse_block  # noqa: E402
+from shared.costs import block_macs  # noqa: E402
+from shared.export import export_module_onnx, seeded_block  # noqa: E402
+
+CHAIN_KINDS = ("conv", "lir", "down", "mhsa", "context")  # one input, so they chain
+MAX_BLOCK_MACS = 60e6
+
+
+def next_block(c: int, h: int, w: int, rng: random.Random) -> AnyBlock | None:
+    kind = rng.choice(CHAIN_KINDS)
+    values = {**_draw(kind, rng), "h": h, "w": w}
+    if kind == "mhsa":
+        heads = rng.choice([k for k in (1, 2, 4) if c % k == 0])
+        patch = rng.choice([p for p in (1, 2, 4) if h % p == 0 and w % p == 0] or [1])
+        values.update(cin=c, heads=heads, patch=patch, cmid=c * rng.choice((1, 2)))
+    else:
+        values["cin"] = c
+        if kind == "lir" and rng.random() < 0.5:
+            values.update(cout=c, stride=1, cmid=c * rng.choice((2, 4)))
+        elif kind == "lir":
+            values["cmid"] = c * rng.choice((2, 4))
+    if (kind in ("down",) or values.get("stride") == 2) and min(h, w) < 16:
+        return None
+    try:
+        cfg = parse_block(values)
+    except ValueError:
+        return None
+    return cfg if block_macs(cfg) <= MAX_BLOCK_MACS else None
+
+
+def random_chain(rng: random.Random) -> list[AnyBlock]:
+    n = rng.randint(4, 12)
+    c, (h, w) = rng.choice((16, 24, 32, 48, 64)), rng.choice(((32, 64), (48, 48), (64, 64), (32, 32)))
+    out: list[AnyBlock] = []
+    while len(out) < n:
+        cfg = next_block(c, h, w, rng)
+        if cfg is None:
+            continue
+        out.append(cfg)
+        c, (h, w) = cfg.out_channels, cfg.out_size()
+    return out
+
+
+def measure_chain(chain: list[AnyBlock]) -> dict:
+    net = nn.Sequential(*[seeded_block(cfg) for cfg in chain]).eval()
+    inputs = example_inputs(chain[0])
+    return measure_onnx(export_module_onnx(net, inputs), inputs)
+
+
+def loo_correction(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Leave-one-out predictions of ``measured ~ a * sum + b * n`` (relative least squares)."""
+    out = np.empty_like(measured)
+    design = np.stack([sums, counts], 1) / measured[:, None]
+    for i in range(len(measured)):
+        keep = np.arange(len(measured)) != i
+        coef, *_ = np.linalg.lstsq(design[keep], np.ones(keep.sum()), rcond=None)
+        out[i] = np.array([sums[i], counts[i]]) @ coef
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--chains", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    chains = [random_chain(rng) for _ in range(args.chains)]
+    measured = np.array([measure_chain(ch)["median_ms"] for ch in chains])
+    with open_farm() as client:
+        ready = [p for p in client.get("/v1/predictors").json() if p["state"] == "ready"]
+        if not ready:
+            print("no ready predictor in runs/bench-predictor/profiler.db: run bench/bench_predictor.py", file=sys.stderr)
+            return 2
+        target = {"device_class": ready[-1]["device_class"], "runtime": ready[-1]["runtime"]}
+        answers = [client.post("/v1/predict", json={**target, "blocks": [c.model_dump() for c in ch]}).json()
+                   for ch in chains]
+    sums = np.array([a["total_ms"] for a in answers])
+    counts = np.array([len(ch) for ch in chains], dtype=np.float64)
+    corrected = loo_correction(sums, counts, measured)
+    out = {"n_chains": len(chains), "blocks": counts.tolist(), "measured_ms": measured.tolist(),
+           "summed_ms": sums.tolist(), "predictor": answers[0]["predictor"],
+           "sum": M.accuracy_report(sums, measured), "corrected_loo": M.accuracy_report(corrected, measured),
+           "target_within_10": 0.90}
+    for name in ("sum", "corrected_loo"):
+        r = out[name]
+        print(f"{name:<14} MAPE {r['mape']:6.2f} %  within ±10 % {r['within_10']:.3f}  within ±5 % {r['within_5']:.3f}")
+    Path("runs/bench").mkdir(parents=True, exist_ok=True)
+    Path("runs/bench/chains.json").write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
