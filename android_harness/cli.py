@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--min-seconds", type=float, help=f"default {HOST_MIN_SECONDS} on the host, {PHONE_MIN_SECONDS} on phones")
     m.add_argument("--max-seconds", type=float, default=60.0)
     m.add_argument("--delegate", default="cpu", choices=["cpu", "xnnpack", "gpu", "nnapi", "qnn"])
-    m.add_argument("--clock", default="auto", choices=["auto", "wall", "thread-cpu"],
-                   help="host sample clock; auto = the thread's CPU time with 1 thread (robust to other tenants)")
+    m.add_argument("--clock", default="wall", choices=["wall", "thread-cpu"],
+                   help="host sample clock (thread-cpu: the measuring thread's CPU time, 1 thread only)")
     m.add_argument("--cpu-mask", type=lambda t: int(t, 16), help="taskset mask in hex (default: the big cores)")
     m.add_argument("--json", action="store_true")
     _add_adb_options(m, argparse.SUPPRESS)

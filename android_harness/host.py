@@ -146,13 +146,11 @@ def _tflite_session(path: Path, threads: int) -> tuple[Callable[[], object], str
 
 
 def sample_clock(options: MeasureOptions) -> tuple[str, Callable[[], int]]:
-    """The clock per-run samples are read from. ``auto``: with one thread the inference runs in the
-    calling thread, so its CPU time is its latency without the time other processes took the core
-    from it (a shared host's main noise); with more threads only wall time sees the whole run."""
-    clock = options.clock
-    if clock == "auto":
-        clock = "thread-cpu" if options.threads == 1 else "wall"
-    return clock, (time.thread_time_ns if clock == "thread-cpu" else time.perf_counter_ns)
+    """The clock per-run samples are read from: ``wall`` (the default, what latency means) or
+    ``thread-cpu`` (the calling thread's CPU time; only meaningful with one thread). Checked here:
+    in a VM the thread CPU clock is accounted coarsely and came out bimodal (0.013 vs 0.022 ms for
+    one 0.02 ms block), so it is an opt-in for long single-thread runs on a busy shared host."""
+    return options.clock, (time.thread_time_ns if options.clock == "thread-cpu" else time.perf_counter_ns)
 
 
 def time_runs(run: Callable[[], object], options: MeasureOptions, abort: threading.Event | None = None) -> list[float]:

@@ -26,13 +26,13 @@ class MeasureOptions:
     delegate: str = "cpu"
     max_spread: float = DEFAULT_MAX_SPREAD
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    clock: str = "auto"  # host only: "wall", "thread-cpu", or "auto" (thread CPU time when threads == 1)
+    clock: str = "wall"  # host only: "wall" or "thread-cpu" (the measuring thread's CPU time)
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.runs < 1 or self.warmup < 0 or self.min_seconds < 0:
             raise ValueError("threads and runs must be >= 1, warmup and min_seconds >= 0")
-        if self.clock not in ("auto", "wall", "thread-cpu"):
-            raise ValueError(f"clock must be auto, wall or thread-cpu, not {self.clock!r}")
+        if self.clock not in ("wall", "thread-cpu"):
+            raise ValueError(f"clock must be wall or thread-cpu, not {self.clock!r}")
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings, **kw: float | int) -> MeasureOptions:
