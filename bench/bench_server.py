@@ -131,6 +131,12 @@ def check_exactly_once(db_url: str) -> dict:
     return {"jobs_done": done, "measurement_rows": rows, "distinct_jobs_measured": distinct}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--agents", type=int, default=8)
@@ -143,10 +149,13 @@ def main() -> None:
         db_url = f"sqlite:///{data}/profiler.db"
         seed_jobs(db_url, args.jobs)
         proc = start_server(data, port)
+        load_before = os.getloadavg()[0]
         try:
+            cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
             total, elapsed, lat = asyncio.run(
                 run_agents(f"http://127.0.0.1:{port}", args.agents, args.seconds)
             )
+            server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu0, time.process_time() - client0
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -159,6 +168,12 @@ def main() -> None:
         "agents": args.agents,
         "latency_ms_p50": round(1000 * lat[len(lat) // 2], 2) if lat else None,
         "latency_ms_p95": round(1000 * lat[int(len(lat) * 0.95)], 2) if lat else None,
+        # The machine is shared: the CPU the server actually got says what it costs per round trip.
+        "server_cpu_ms_per_round_trip": round(1000 * server_cpu / max(total, 1), 2),
+        "server_cpu_share": round(server_cpu / elapsed, 2),
+        "client_cpu_share": round(client_cpu / elapsed, 2),
+        "load_average_1m_before": round(load_before, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
         "database": "sqlite (WAL, file)",
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),

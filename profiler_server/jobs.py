@@ -12,6 +12,7 @@ import functools
 import logging
 import uuid
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +22,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    insert,
     or_,
     select,
     text,
@@ -217,11 +219,8 @@ def extend_leases(session: Session, serials: list[str], lease_s: float) -> None:
     )
 
 
-def _held_job(session: Session, job_id: int, lease_id: str, serial: str | None = None) -> Job:
-    """The running job held under ``lease_id``; 409 for a late, expired or foreign lease."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} does not exist")
+def _check_lease(job_id: int, job: Any, lease_id: str, serial: str | None) -> None:
+    """409 unless ``job`` (a Job or a row) is running under ``lease_id`` on ``serial``, in time."""
     if job.state != "running" or job.lease_id != lease_id:
         raise Conflict(
             f"job {job_id} is not leased under lease {lease_id!r} (state {job.state}); result ignored"
@@ -230,45 +229,71 @@ def _held_job(session: Session, job_id: int, lease_id: str, serial: str | None =
         raise Conflict(f"lease {lease_id!r} on job {job_id} expired at {job.lease_expires_at.isoformat()}")
     if serial is not None and job.leased_by_device != serial:
         raise Conflict(f"job {job_id} was leased to device {job.leased_by_device!r}, not {serial!r}")
+
+
+def _held_job(session: Session, job_id: int, lease_id: str, serial: str | None = None) -> Job:
+    """The running job held under ``lease_id``; 404 for no such job, 409 for a late/foreign lease."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    _check_lease(job_id, job, lease_id, serial)
     return job
 
 
-def record_result(session: Session, job_id: int, body: JobResult) -> tuple[Measurement, list[Campaign]]:
-    """Store the measurement of a held job; returns it and the campaigns this result completed."""
-    job = _held_job(session, job_id, body.lease_id, body.serial)
-    artifact = session.get(Artifact, job.artifact_sha256)
-    stats = body.stats
-    row = Measurement(
-        job_id=job.id,
-        artifact_sha256=job.artifact_sha256,
-        config=artifact.config,
-        kind=job.kind,
-        device_class=job.device_class,
-        runtime=job.runtime,
-        serial=body.serial,
-        median_ms=stats.median_ms,
-        mean_ms=stats.mean_ms,
-        p10_ms=stats.p10_ms,
-        p90_ms=stats.p90_ms,
-        std_ms=stats.std_ms,
-        runs=stats.runs,
-        warmup=stats.warmup,
-        samples=stats.samples_ms,
-        temp_before_c=stats.temp_before_c,
-        temp_after_c=stats.temp_after_c,
-        tool=stats.tool,
-        tool_version=stats.tool_version,
-        flags=stats.flags,
-        unstable=stats.unstable,
+@functools.lru_cache(maxsize=1)
+def _held_job_with_config() -> Executable:
+    """The job's lease columns and its artifact's config in one prebuilt query (hot path)."""
+    return (
+        select(
+            Job.id, Job.state, Job.lease_id, Job.lease_expires_at, Job.leased_by_device, Job.campaign_id,
+            Job.artifact_sha256, Job.kind, Job.device_class, Job.runtime, Artifact.config,
+        )
+        .join(Artifact, Artifact.sha256 == Job.artifact_sha256)
+        .where(Job.id == bindparam("b_job"))
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _result_statements() -> tuple[Executable, Executable]:
+    """Table-level INSERT of a measurement and UPDATE of its job, built once (parameters at run)."""
+    jobs_t = Job.__table__
+    insert_stmt = insert(Measurement.__table__).returning(Measurement.__table__.c.id)
+    done_stmt = (
+        update(jobs_t)
+        .where(jobs_t.c.id == bindparam("b_job"), jobs_t.c.lease_id == bindparam("b_lease"))
+        .values(
+            state="done", error=None, finished_at=bindparam("b_now"), lease_id=None, lease_expires_at=None
+        )
     )
-    session.add(row)
+    return insert_stmt, done_stmt
+
+
+def record_result(session: Session, job_id: int, body: JobResult) -> tuple[int, list[Campaign]]:
+    """Store the measurement of a held job; returns its id and the campaigns this result completed.
+
+    Core statements rather than ORM objects: this runs once per measured block."""
+    job = session.execute(_held_job_with_config(), {"b_job": job_id}).first()
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    _check_lease(job_id, job, body.lease_id, body.serial)
+    stats = body.stats
+    values = dict(
+        job_id=job_id, artifact_sha256=job.artifact_sha256, config=job.config, kind=job.kind,
+        device_class=job.device_class, runtime=job.runtime, serial=body.serial, median_ms=stats.median_ms,
+        mean_ms=stats.mean_ms, p10_ms=stats.p10_ms, p90_ms=stats.p90_ms, std_ms=stats.std_ms, runs=stats.runs,
+        warmup=stats.warmup, samples=stats.samples_ms, temp_before_c=stats.temp_before_c,
+        temp_after_c=stats.temp_after_c, tool=stats.tool, tool_version=stats.tool_version, flags=stats.flags,
+        unstable=stats.unstable, created_at=utcnow(),
+    )  # fmt: skip
+    insert_stmt, done_stmt = _result_statements()
+    conn = session.connection()
     try:
-        session.flush()
+        measurement_id = conn.execute(insert_stmt, values).scalar_one()
     except IntegrityError as exc:  # a second result for the same job: the unique job_id says no
         raise Conflict(f"job {job_id} already has a measurement") from exc
-    job.state, job.error, job.finished_at = "done", None, utcnow()
-    job.lease_id = job.lease_expires_at = None
-    return row, _complete_campaigns(session, job)
+    conn.execute(done_stmt, {"b_job": job_id, "b_lease": body.lease_id, "b_now": utcnow()})
+    done = SimpleNamespace(**{**job._asdict(), "state": "done"})
+    return measurement_id, _complete_campaigns(session, done)
 
 
 def record_failure(session: Session, job_id: int, body: JobFailure) -> tuple[Job, list[Campaign]]:
@@ -326,7 +351,7 @@ def _campaigns_waiting_on() -> Executable:
     )
 
 
-def _complete_campaigns(session: Session, job: Job) -> list[Campaign]:
+def _complete_campaigns(session: Session, job: Any) -> list[Campaign]:
     """Mark done every running campaign that this finished job was the last live job of."""
     if job.state in LIVE:
         return []

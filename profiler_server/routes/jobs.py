@@ -43,10 +43,10 @@ async def result(body: JobResult, request: Request, creds: Credentials, job_id: 
 def _result(app: FastAPI, creds: HTTPAuthorizationCredentials | None, job_id: int, body: JobResult) -> dict:
     with app.state.db.sessions() as session:
         require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
-        row, _ = jobs.record_result(session, job_id, body)
+        measurement_id, _ = jobs.record_result(session, job_id, body)
         session.commit()
         campaigns.fire_pending(session)
-        return {"measurement_id": row.id}
+        return {"measurement_id": measurement_id}
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:
