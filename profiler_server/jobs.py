@@ -116,19 +116,19 @@ _TOUCH_TEAM = text("UPDATE teams SET last_lease_at = :now WHERE id = :team_id").
 def _lease_statement() -> Executable:
     """``UPDATE ... WHERE id = (next queued) AND state = 'queued' RETURNING``, built once: the
     lease is the hottest statement, and building it costs more than running it."""
-    stmt = (
-        update(Job)
-        .where(Job.id == _pick_queued(bindparam("b_class")), Job.state == "queued")
+    t = Job.__table__  # table-level: the ORM's bulk-update machinery costs half a lease
+    return (
+        update(t)
+        .where(t.c.id == _pick_queued(bindparam("b_class")), t.c.state == "queued")
         .values(
             state="running",
             lease_id=bindparam("b_lease"),
             lease_expires_at=bindparam("b_expires", type_=UTCDateTime),
             leased_by_device=bindparam("b_serial"),
-            attempts=Job.attempts + 1,
+            attempts=t.c.attempts + 1,
         )
-        .returning(Job.id, Job.team_id, Job.artifact_sha256, Job.settings, Job.lease_id, Job.lease_expires_at)
+        .returning(t.c.id, t.c.team_id, t.c.artifact_sha256, t.c.settings, t.c.lease_id, t.c.lease_expires_at)
     )
-    return stmt.execution_options(synchronize_session=False)
 
 
 def lease_job(session: Session, serial: str, device_class: str, lease_s: float) -> JobLease | None:
@@ -138,13 +138,15 @@ def lease_job(session: Session, serial: str, device_class: str, lease_s: float) 
     process took no longer matches ``state = 'queued'``.
     """
     now = utcnow()
-    if session.execute(_ANY_EXPIRED, {"now": now}).first() is not None:
+    conn = session.connection()
+    if conn.execute(_ANY_EXPIRED, {"now": now}).first() is not None:
         expire_leases(session, now=now)
+        session.flush()  # the core UPDATE below must see the requeued rows
     params = {"b_class": device_class, "b_serial": serial, "b_expires": now + timedelta(seconds=lease_s)}
     for _ in range(8):  # only loops when another server process won the same row
-        row = session.execute(_lease_statement(), {**params, "b_lease": uuid.uuid4().hex}).first()
+        row = conn.execute(_lease_statement(), {**params, "b_lease": uuid.uuid4().hex}).first()
         if row is not None:
-            session.execute(_TOUCH_TEAM, {"now": now, "team_id": row.team_id})
+            conn.execute(_TOUCH_TEAM, {"now": now, "team_id": row.team_id})
             return lease_view(row)
         if (
             session.scalar(
