@@ -126,6 +126,7 @@ class AdbSettings:
     cool_threshold_c: float = 45.0
     cool_max_wait_s: float = 120.0
     cool_poll_s: float = 2.0
+    reading_fresh_s: float = 5.0  # a temperature read this recently stands in for a new one
     min_free_kb: int = 200_000
 
 
@@ -148,6 +149,7 @@ class AdbRunner:
         self._present: set[str] = set()  # remote paths known to hold the right bytes
         self._listings: dict[str, dict[str, RemoteFile]] = {}
         self._free_kb_estimate: int | None = None
+        self._last_reading: tuple[float, float] | None = None  # (hottest zone C, monotonic time)
 
     # --- device info ---------------------------------------------------------------------------
 
@@ -171,10 +173,19 @@ class AdbRunner:
         return out
 
     def temperature_c(self) -> float | None:
-        return hottest(self._grep_files(THERMAL_GLOB))
+        return self._remember(hottest(self._grep_files(THERMAL_GLOB)))
+
+    def _remember(self, temp: float | None) -> float | None:
+        self._last_reading = None if temp is None else (temp, time.monotonic())
+        return temp
 
     def wait_until_cool(self) -> float | None:
-        """Poll the hottest zone until it is under the threshold (bounded); returns the last reading."""
+        """Poll the hottest zone until it is under the threshold (bounded); returns the last reading.
+        A reading taken at the end of the previous run moments ago counts: an idle phone only cools."""
+        fresh = self._last_reading
+        if fresh is not None and time.monotonic() - fresh[1] <= self.settings.reading_fresh_s \
+                and fresh[0] <= self.settings.cool_threshold_c:
+            return fresh[0]
         deadline = time.monotonic() + self.settings.cool_max_wait_s
         while True:
             temp = self.temperature_c()
@@ -299,7 +310,7 @@ class AdbRunner:
         if rc != 0:
             last = out.strip().splitlines()[-1] if out.strip() else "(no output)"
             raise BenchmarkFailed(f"{tool} exited with status {rc} on {self.serial}: {last}", out)
-        return parse_output(tool, out), hottest(after) if read_temperature else None
+        return parse_output(tool, out), self._remember(hottest(after)) if read_temperature else None
 
 
 def tflite_flags(model: str, options: MeasureOptions) -> list[str]:

@@ -133,7 +133,19 @@ def test_cool_down_waits_for_the_hottest_zone_and_is_bounded(connected):
     runner = make_runner(connected, cool_threshold_c=45, cool_max_wait_s=5, cool_poll_s=0.1)
     assert runner.wait_until_cool() == 42.0
     emu.set_temperatures([])
-    assert runner.wait_until_cool() is None  # a phone without readable zones still works
+    assert make_runner(connected).wait_until_cool() is None  # a phone without readable zones still works
+
+
+def test_a_fresh_reading_after_a_run_stands_in_for_the_next_check(connected):
+    emu = connected[2]
+    runner = make_runner(connected, cool_threshold_c=45, reading_fresh_s=60)
+    assert runner.temperature_c() == 41.5
+    shells = len(emu.fs.command_log)
+    assert runner.wait_until_cool() == 41.5 and len(emu.fs.command_log) == shells  # no new adb call
+    stale = make_runner(connected, cool_threshold_c=45, reading_fresh_s=0)
+    stale.temperature_c()
+    stale.wait_until_cool()
+    assert len(emu.fs.command_log) == shells + 2
 
 
 def test_big_core_mask_rules():
