@@ -41,8 +41,8 @@ def test_mlp_overfits_32_points():
     rng = random.Random(1)
     y = np.array([synthetic_latency(c, rng) for c in cfgs])
     x = encode_blocks(cfgs)
-    settings = TrainSettings(hidden=64, lr=3e-3, batch_size=32, max_epochs=1500, patience=1500)
-    model, history = train_mlp(x, y, x, y, seed=0, settings=settings)
+    settings = TrainSettings(hidden=64, lr=5e-3, batch_size=32, max_epochs=500, patience=500)
+    model, _ = train_mlp(x, y, x, y, seed=0, settings=settings)
     train_mape = mape(model(x).detach().double().numpy(), y)
     assert train_mape < 2.0, f"train MAPE {train_mape:.2f} % on 32 points"
 

@@ -95,3 +95,16 @@ def test_fit_needs_a_token_and_enough_measurements(app_client):
     r = app_client.post("/v1/predictors", json={**body, "runtime": "caffe"}, headers=AUTH)
     assert r.status_code in (400, 422)
     assert app_client.get("/v1/predictors/77/weights").status_code == 404
+
+
+def test_campaign_completion_hook_fits_when_there_is_enough_data(app_client):
+    from profiler_server.predictor.hooks import on_campaign_complete
+
+    assert on_campaign_complete(1, DEVICE_CLASS, "onnxruntime") is None  # nothing measured yet
+    db = app_client.app.state.db
+    store_measurements(db, DEVICE_CLASS, RUNTIME, synthetic_blocks(60))
+    predictor_id = on_campaign_complete(1, DEVICE_CLASS, "onnxruntime")
+    service_for(db).wait(predictor_id, timeout=120)
+    row = app_client.get(f"/v1/predictors/{predictor_id}").json()
+    assert row["state"] == "ready" and row["runtime"] == RUNTIME and row["n_test"] > 0
+    assert set(row["feature_ranges"]) == {"conv", "lir"}
