@@ -1,83 +1,16 @@
 """Fixtures: an app on a file SQLite DB in tmp_path, tokens for each role, a registered agent,
-and a real uvicorn server in a subprocess for the reliability tests."""
+and a real uvicorn server in a subprocess for the reliability tests (helpers in farm_helpers.py)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+from farm_helpers import ADMIN, Farm, LiveServer, bearer, make_settings, register_agent
 from fastapi.testclient import TestClient
 
 from profiler_server.app import create_app
 from profiler_server.settings import Settings
-
-ADMIN = "admin-test-token-0123456789"
-DEVICE_CLASS = "host/test-cpu"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def stats(median: float = 1.0) -> dict:
-    return {
-        "median_ms": median, "mean_ms": median * 1.05, "p10_ms": median * 0.95, "p90_ms": median * 1.1,
-        "std_ms": 0.01, "runs": 3, "samples_ms": [median, median, median * 1.1], "tool": "synthetic",
-    }  # fmt: skip
-
-
-def small_configs(n: int, offset: int = 0) -> list[dict]:
-    """n distinct cheap-to-export conv blocks."""
-    return [
-        {"kind": "conv", "cin": 3, "cout": 4 + i + offset, "kernel": 3, "stride": 1, "h": 8, "w": 8}
-        for i in range(n)
-    ]
-
-
-@dataclass
-class Farm:
-    client: TestClient
-    admin: dict[str, str]
-    team: dict[str, str]
-    agent: dict[str, str]
-    agent_id: str
-    serial: str = "dev-1"
-
-    def campaign(self, configs: list[dict], headers: dict | None = None, **extra) -> dict:
-        body = {"device_class": DEVICE_CLASS, "configs": configs, **extra}
-        r = self.client.post("/v1/campaigns", json=body, headers=headers or self.team)
-        assert r.status_code == 201, r.text
-        return r.json()
-
-    def lease(self, serial: str | None = None, agent_id: str | None = None) -> dict | None:
-        body = {"agent_id": agent_id or self.agent_id, "serial": serial or self.serial}
-        r = self.client.post("/v1/jobs/lease", json=body, headers=self.agent)
-        assert r.status_code == 200, r.text
-        return r.json()["job"]
-
-    def report(self, job: dict, serial: str | None = None, median: float = 1.0) -> httpx.Response:
-        body = {"lease_id": job["lease_id"], "serial": serial or self.serial, "stats": stats(median)}
-        return self.client.post(f"/v1/jobs/{job['job_id']}/result", json=body, headers=self.agent)
-
-
-def register_agent(
-    client: TestClient, headers: dict, serials: list[str], device_class: str = DEVICE_CLASS
-) -> str:
-    devices = [{"serial": s, "device_class": device_class, "kind": "host"} for s in serials]
-    r = client.post("/v1/agents", json={"name": "test-agent", "devices": devices}, headers=headers)
-    assert r.status_code == 201, r.text
-    return r.json()["agent_id"]
-
-
-def make_settings(tmp_path: Path, **overrides) -> Settings:
-    return Settings(data_dir=tmp_path / "data", admin_token=ADMIN, reaper_interval_s=0.2, **overrides)
 
 
 @pytest.fixture
@@ -98,54 +31,6 @@ def farm(client: TestClient) -> Farm:
     agent = client.post("/v1/tokens", json={"role": "agent", "name": "a"}, headers=admin).json()["token"]
     agent_id = register_agent(client, bearer(agent), ["dev-1", "dev-2"])
     return Farm(client, admin, bearer(team), bearer(agent), agent_id)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """``profiler-server`` as a real process on loopback; ``kill()`` is SIGKILL (no clean shutdown)."""
-
-    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN, "RTSEG_REAPER_INTERVAL_S": "0.2", **(env or {})}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60) -> LiveServer:
-        cmd = [sys.executable, "-m", "profiler_server.cli", "--data", str(self.data_dir), "--port", str(self.port),
-               "--log-level", "warning"]  # fmt: skip
-        self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready after {timeout} s")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
 
 
 @pytest.fixture

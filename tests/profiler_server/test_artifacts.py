@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import ADMIN, DEVICE_CLASS, Farm, bearer, make_settings, register_agent
+from farm_helpers import ADMIN, DEVICE_CLASS, Farm, bearer, make_settings, register_agent
 from fastapi.testclient import TestClient
 
 from profiler_server.app import create_app

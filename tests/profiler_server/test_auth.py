@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ADMIN, DEVICE_CLASS, bearer, small_configs
+from farm_helpers import ADMIN, DEVICE_CLASS, bearer, small_configs
 
 
 def test_missing_and_unknown_tokens_are_401_with_a_message(client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from conftest import DEVICE_CLASS, Farm, small_configs
+from farm_helpers import DEVICE_CLASS, Farm, small_configs
 from sqlalchemy import select
 
 from profiler_server.db import Artifact

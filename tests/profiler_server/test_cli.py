@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ADMIN, bearer, free_port, small_configs
+from farm_helpers import ADMIN, bearer, free_port, small_configs
 
 from android_harness.host import host_device_class
 from profiler_server.cli import main

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import ADMIN, bearer, make_settings
+from farm_helpers import ADMIN, bearer, make_settings
 from hypothesis import HealthCheck, settings
 
 from profiler_server.app import create_app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Farm, small_configs
+from farm_helpers import Farm, small_configs
 from sqlalchemy import create_engine
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from conftest import ADMIN, Farm, bearer, make_settings, register_agent, small_configs
+from farm_helpers import ADMIN, Farm, bearer, make_settings, register_agent, small_configs
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import Farm, small_configs
+from farm_helpers import Farm, small_configs
 
 
 def _measure_all(farm: Farm, median: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import ADMIN, bearer, make_settings, small_configs
+from farm_helpers import ADMIN, bearer, make_settings, small_configs
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 

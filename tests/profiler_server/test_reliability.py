@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN, DEVICE_CLASS, LiveServer, bearer, small_configs, stats
+from farm_helpers import ADMIN, DEVICE_CLASS, LiveServer, bearer, small_configs, stats
 
 pytestmark = pytest.mark.slow
 
