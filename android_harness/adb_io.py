@@ -173,7 +173,8 @@ class DeviceIO:
             # the stream ended without our exit marker: the transport died under the command
             state = self.state()
             if state != "device":
-                raise DeviceOffline(f"device {self.serial} went {state} while running `{cmd[:120]}`", out)
+                raise DeviceOffline(f"device {self.serial} went offline (adb state: {state}) while running "
+                                    f"`{cmd[:120]}`", out)
             raise BenchmarkFailed(f"`{cmd[:120]}` on {self.serial} ended without an exit status", out)
         status, _, epilogue = out[idx + len(EXIT_MARK):].partition("\n")
         status = status.strip()

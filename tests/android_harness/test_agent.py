@@ -189,7 +189,7 @@ def test_phone_unplugged_mid_job_is_reported_not_lost(server, adb_server, emulat
         emulator.kill()
         job = wait_for(lambda: (j := server.get(f"/v1/jobs/{job_id}"))["state"] == "queued" and j, 20,
                        "the failure report")
-        assert "offline" in job["error"] or "lost" in job["error"]
+        assert "offline" in job["error"] or "lost" in job["error"], job["error"]
         wait_for(lambda: not agent.live_serials(), 10, "the worker of the unplugged phone to stop")
     finally:
         agent.stop()
