@@ -2,7 +2,9 @@
 
 - ``SessionDep``: a SQLAlchemy ``Session`` for this request. Nothing is committed for you: call
   ``session.commit()`` after a write. On SQLite every transaction is ``BEGIN IMMEDIATE`` (see
-  ``db/engine.py``), so keep transactions short and never hold one across slow work (training).
+  ``db/engine.py``) on a single pooled connection, so keep transactions short, never hold one
+  across slow work (training), and never open a second session while one is open in the same
+  thread (it would wait for the first: pass the session down instead).
 - ``SettingsDep``: the app's ``Settings``. ``DatabaseDep``: the app's ``Database``
   (``db.session()`` is a commit-on-success context manager for worker threads).
 - ``PrincipalDep`` (any valid token), ``AgentDep``, ``TeamDep`` (team or admin), ``AdminDep``:
