@@ -45,7 +45,9 @@ def test_stratified_splits_kinds_evenly_and_spans_each_range():
 def test_weights_and_invalid_combinations():
     space = SearchSpace(
         kinds={
-            "mhsa": [KindSpace(fields={"cin": [12], "heads": [5, 4], "patch": [1], "cmid": [8]}, sizes=[(4, 4)])],
+            "mhsa": [
+                KindSpace(fields={"cin": [12], "heads": [5, 4], "patch": [1], "cmid": [8]}, sizes=[(4, 4)])
+            ],
             "context": [KindSpace(fields={"cin": IntRange(lo=1, hi=50)}, sizes=[(4, 4)])],
         },
         weights={"context": 0.0},
