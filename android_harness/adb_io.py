@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import adbutils
+from adbutils._adb import AdbConnection
 from adbutils.errors import AdbError, AdbTimeout
 
 from android_harness.errors import (
@@ -52,10 +53,34 @@ def adb_binary() -> str:
     return adbutils.adb_path()
 
 
+class _NoStartConnection(AdbConnection):
+    """adbutils starts a server when none answers, always on the default port whatever port was
+    asked for; for an explicit port that would leave a stray server on 5037, so just fail."""
+
+    def _safe_connect(self) -> socket.socket:
+        return self._create_socket()
+
+
+class HarnessAdbClient(adbutils.AdbClient):
+    """AdbClient that auto-starts the adb server only when using the default server."""
+
+    def __init__(self, host: str, port: int | None, timeout_s: float, autostart: bool) -> None:
+        super().__init__(host=host, port=port, socket_timeout=timeout_s)
+        self._timeout_s, self._autostart = timeout_s, autostart
+
+    def make_connection(self, timeout: float | None = None) -> AdbConnection:
+        if self._autostart:
+            return super().make_connection(timeout)
+        conn = _NoStartConnection(self.host, self.port)
+        conn.conn.settimeout(timeout or self._timeout_s)
+        return conn
+
+
 def adb_client(port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 30.0) -> adbutils.AdbClient:
     """Client of the adb server (``ANDROID_ADB_SERVER_PORT`` or 5037 unless ``port`` is given); every
-    request to the server itself (device list, version) is bounded by ``timeout_s``."""
-    return adbutils.AdbClient(host=host, port=port, socket_timeout=timeout_s)
+    request to the server itself (device list, version) is bounded by ``timeout_s``. Like the adb
+    command line, it starts the default server when none runs; an explicit port is never started."""
+    return HarnessAdbClient(host, port, timeout_s, autostart=port is None)
 
 
 def list_serials(client: adbutils.AdbClient) -> list[str]:
