@@ -156,3 +156,43 @@ def test_heartbeat_extends_leases_and_reaper_requeues_silent_devices(tmp_path):
         devices = c.get("/v1/devices", headers=team).json()
         assert devices[0]["online"] is False
         assert farm.report(job).status_code == 409
+
+
+def test_two_server_processes_on_one_sqlite_file_never_lease_a_job_twice(tmp_path):
+    """Two Database objects = two connections, as two server processes would hold; SQLite's
+    write lock plus the conditional UPDATE keep every lease unique."""
+    import threading
+
+    from profiler_server import jobs
+    from profiler_server.db import Artifact, Database, Team, upgrade_database
+    from shared.schemas import RuntimeSettings
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    first, second = Database(url), Database(url)
+    upgrade_database(first.engine)
+    rs = RuntimeSettings()
+    with first.session() as s:
+        team, artifact = Team(name="t"), Artifact(sha256="a" * 64, format="onnx", size=0, kind="conv")
+        s.add_all([team, artifact])
+        s.flush()
+        s.add_all(
+            jobs.new_job(artifact, team.id, "host/x", rs, jobs.job_settings(rs, 1, 1, 0)) for _ in range(120)
+        )
+    leased: list[int] = []
+
+    def lease_all(db: Database, serial: str) -> None:
+        while True:
+            with db.session() as s:
+                view = jobs.lease_job(s, serial, "host/x", 60)
+            if view is None:
+                return
+            leased.append(view.job_id)
+
+    threads = [
+        threading.Thread(target=lease_all, args=(db, f"s{i}")) for i, db in enumerate([first, second] * 2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(leased) == list(range(1, 121))
