@@ -55,3 +55,15 @@ def test_devices_and_measure_through_adb(connected, adb_server, conv_onnx):
     assert result["device_class"] == "Pixel 7/gs201"
     proc = phone_agent("measure", "--serial", "nope:1", "--model", str(conv_onnx), "--json", adb_port=adb_server.port)
     assert proc.returncode == 2 and "no such online adb device" in proc.stderr
+
+
+def test_devices_lists_the_host_when_no_adb_server_answers():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    proc = phone_agent("devices", "--json", "--adb-port", str(port))
+    assert proc.returncode == 0, proc.stderr
+    assert [d["serial"] for d in json.loads(proc.stdout)] == ["host"]
+    assert "no adb devices listed" in proc.stderr and "--no-adb" in proc.stderr
