@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -93,6 +94,13 @@ def synthetic_miou(device: torch.device, root: Path, iterations: int | None) -> 
             "pixel_accuracy_untrained": untrained.pixel_accuracy, "pixel_accuracy_trained": trained["pixel_accuracy"]}
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -106,8 +114,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     OUT.mkdir(parents=True, exist_ok=True)
-    result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-                    or platform.machine(), "threads": args.threads, "torch": torch.__version__}
+    # The load average says how shared the machine was while measuring (CPU figures scale with it).
+    result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+                    "threads": args.threads, "torch": torch.__version__, "loadavg_start": os.getloadavg()[0]}
     if not args.skip_throughput:
         result["throughput"] = [step_throughput(a, device, args.steps) for a in ("bisenetv2", "supernet")]
         for r in result["throughput"]:
@@ -117,6 +126,7 @@ def main() -> None:
         result["synthetic"] = m
         print(f"supernet on synthetic 256x512: mIoU untrained {100 * m['miou_untrained']:.1f} -> "
               f"{100 * m['miou_trained']:.1f} after {m['iterations']} iterations ({m['train_seconds']:.0f} s)")
+    result["loadavg_end"] = os.getloadavg()[0]
     name = "train.json" if device.type == "cpu" else f"train-{device.type}.json"
     (OUT / name).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {OUT / name}")
