@@ -40,7 +40,7 @@ def _columns(kind: str, cfgs: list[AnyBlock]) -> dict[str, np.ndarray]:
 
 
 def _log2p1(x: np.ndarray) -> np.ndarray:
-    return np.log2(1 + x.astype(np.float64))
+    return np.log2((1 + x).astype(np.float64))  # add in int64 first, as the Python ints do
 
 
 def _encode_kind(kind: str, cfgs: list[AnyBlock]) -> np.ndarray:

@@ -66,7 +66,7 @@ class FitResult:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    hidden: int = 256
+    hidden: int = 128  # 256 fits no better here (the gap is generalization) and serves 4x slower
     n_layers: int = 5
     lr: float = 2e-3
     weight_decay: float = 1e-5

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from profiler_server.db import PredictorVersion
 from profiler_server.deps import DatabaseDep, SessionDep, TeamDep
@@ -15,6 +17,8 @@ from profiler_server.predictor.service import service_for
 from shared.schemas import PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predictors"])
+INLINE_BLOCKS = 64  # up to this many blocks are predicted on the event loop (well under a millisecond)
+PredictorId = Annotated[int, Path(ge=1, le=2**62, description="id from GET /v1/predictors")]
 
 
 class FitRequest(BaseModel):
@@ -38,9 +42,18 @@ def _version_or_404(session: SessionDep, predictor_id: int) -> PredictorVersion:
 
 
 @router.post("/predict", response_model=PredictResponse)
-def predict(body: PredictRequest, db: DatabaseDep) -> PredictResponse:
+async def predict(body: PredictRequest, request: Request) -> Response:
     """Per-block and total latency of ``blocks`` on ``device_class`` with ``runtime``."""
-    return service_for(db).predict(body)
+    svc = service_for(request.app.state.db)
+    loaded = None
+    if body.predictor_version is None and len(body.blocks) <= INLINE_BLOCKS:
+        with contextlib.suppress(ValueError):
+            loaded = svc.cached(body.device_class, store.runtime_key(body.runtime))
+    if loaded is not None:  # small batch, predictor in memory: cheaper than a thread hop
+        answer = svc.predict(body, loaded)
+    else:  # database lookups and big batches stay off the event loop
+        answer = await run_in_threadpool(svc.predict, body)
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.get("/predictors")
@@ -62,14 +75,14 @@ def start_fit(body: FitRequest, db: DatabaseDep, session: SessionDep, _team: Tea
 
 
 @router.get("/predictors/{predictor_id}")
-def get_predictor(predictor_id: int, session: SessionDep) -> dict[str, Any]:
+def get_predictor(predictor_id: PredictorId, session: SessionDep) -> dict[str, Any]:
     row = _version_or_404(session, predictor_id)
     return {**store.version_view(row), "feature_ranges": row.feature_ranges or {}}
 
 
 @router.get("/predictors/{predictor_id}/weights", response_class=Response)
 def get_weights(
-    predictor_id: int,
+    predictor_id: PredictorId,
     session: SessionDep,
     if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:

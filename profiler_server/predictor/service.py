@@ -30,6 +30,7 @@ from shared.schemas import PredictorRef, PredictRequest, PredictResponse
 log = logging.getLogger(__name__)
 MIN_CONFIGS = 20
 LATEST_TTL_S = 5.0  # how long "the latest version is N" is trusted before asking the database again
+MAX_MS = 1e12
 RANGE_SLACK = 1e-4  # features are log2(1 + x) floats; equal values must not count as outside
 
 
@@ -56,7 +57,8 @@ class Loaded:
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> tuple[list[float], list[bool]]:
         """(N, F) features -> per-block ms and whether each lies outside the trained ranges."""
-        ms = self.model(x)
+        # absurd blocks far outside training can overflow exp(); JSON has no inf (they are flagged)
+        ms = torch.nan_to_num(self.model(x), nan=MAX_MS, posinf=MAX_MS).clamp(max=MAX_MS)
         kind = x[:, : len(KINDS)].argmax(1)
         outside = ((x < self.lo[kind]) | (x > self.hi[kind])).any(1)
         return ms.double().tolist(), outside.tolist()
@@ -160,6 +162,14 @@ class PredictorService:
                 self._latest[key] = (time.monotonic(), loaded)
         return loaded
 
+    def cached(self, device_class: str, runtime: str) -> Loaded | None:
+        """The latest version if it is in memory and fresh (no database access; safe on the event loop)."""
+        with self._lock:
+            hit = self._latest.get((device_class, runtime))
+        if hit is None or time.monotonic() - hit[0] >= LATEST_TTL_S:
+            return None
+        return hit[1]
+
     def _find(self, device_class: str, runtime: str, version: int | None) -> int:
         with self.db.session() as session:
             row = (store.latest_ready(session, device_class, runtime) if version is None
@@ -194,8 +204,8 @@ class PredictorService:
             self._by_id[predictor_id] = loaded
         return loaded
 
-    def predict(self, request: PredictRequest) -> PredictResponse:
-        loaded = self.resolve(request.device_class, request.runtime, request.predictor_version)
+    def predict(self, request: PredictRequest, loaded: Loaded | None = None) -> PredictResponse:
+        loaded = loaded or self.resolve(request.device_class, request.runtime, request.predictor_version)
         block_ms, outside = loaded.predict(encode_many(request.blocks))
         return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
                                block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
