@@ -108,3 +108,10 @@ def test_campaign_completion_hook_fits_when_there_is_enough_data(app_client):
     row = app_client.get(f"/v1/predictors/{predictor_id}").json()
     assert row["state"] == "ready" and row["runtime"] == RUNTIME and row["n_test"] > 0
     assert set(row["feature_ranges"]) == {"conv", "lir"}
+
+
+def test_huge_blocks_and_ids_get_answers_not_errors(app_client, fitted):
+    giant = {"kind": "conv", "cin": 4096, "cout": 4096, "kernel": 11, "stride": 1, "h": 2048, "w": 2048}
+    r = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [giant]})
+    assert r.status_code == 200 and r.json()["extrapolated"] == [True]
+    assert app_client.get(f"/v1/predictors/{2**63}").status_code == 422
