@@ -103,6 +103,8 @@ class ProfilerClient:
         self.calls += 1
         try:
             resp = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise RemoteError(f"{method} {path}: profiler service at {self.server} did not answer in time ({exc})") from exc
         except httpx.TransportError as exc:
             raise ServiceUnavailable(f"profiler service at {self.server} unreachable: {exc}") from exc
         if resp.status_code >= 400 and resp.status_code != 304:
@@ -229,7 +231,9 @@ class ProfilerClient:
     # --- campaigns and measurements -------------------------------------------------------
 
     def create_campaign(self, **body: Any) -> dict:
-        return self._json("POST", "/v1/campaigns", json=body)
+        """``POST /v1/campaigns``; the server may hold the answer up to ``wait_s`` while exporting."""
+        timeout = self._http.timeout.read or 30.0
+        return self._json("POST", "/v1/campaigns", json=body, timeout=timeout + float(body.get("wait_s", 30.0)))
 
     def get_campaign(self, campaign_id: int) -> dict:
         return self._json("GET", f"/v1/campaigns/{campaign_id}")
