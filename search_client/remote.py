@@ -23,6 +23,7 @@ import httpx
 
 from shared.config import AnyBlock
 from shared.predictor import LatencyMLP, load_predictor
+from shared.schemas import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,14 @@ class FetchedPredictor:
     from_cache: bool = False
     offline: bool = False
     info: dict = field(default_factory=dict)
+
+
+def runtime_key(runtime: str) -> str:
+    """``onnxruntime`` -> ``onnxruntime/t1/cpu``: one cache folder per runtime settings key."""
+    try:
+        return RuntimeSettings.parse(runtime).key()
+    except ValueError:
+        return runtime
 
 
 def _slug(text: str) -> str:
@@ -149,6 +158,7 @@ class ProfilerClient:
 
         Falls back to the newest cached version when the service is unreachable (logged).
         """
+        runtime = runtime_key(runtime)
         try:
             info = self._pick_predictor(device_class, runtime, version)
         except ServiceUnavailable as exc:

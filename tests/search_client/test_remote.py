@@ -114,7 +114,7 @@ def test_predict_matches_the_local_predictor(live, tmp_path, predictor):
     with ProfilerClient(live.url, live.app.state.generated_admin_token, cache_dir=tmp_path / "c") as client:
         answer = client.predict(DEVICE, RUNTIME, BLOCKS)
     local = predictor(encode_blocks(BLOCKS))
-    assert answer["total_ms"] == pytest.approx(float(local.sum()), rel=1e-4)
+    assert answer["total_ms"] == pytest.approx(float(local.detach().sum()), rel=1e-4)
     assert answer["predictor"]["version"] == 1
 
 
