@@ -165,14 +165,23 @@ def ensure_predictor(client: ProfilerClient, device_class: str, runtime: str, pr
     if counts.get("failed"):
         say(f"warning: {counts['failed']} measurements failed (see {out / 'profiler-server.log'})")
     say(f"fitting the latency predictor for {device_class} / {runtime}")
-    client.fit_predictor(device_class, runtime)
-    info = client.wait_predictor(device_class, runtime, newer_than=latest, timeout=900)
+    info = fit_after_campaign(client, device_class, runtime, latest)
     metrics = info.get("metrics") or {}
     say(f"predictor v{info['version']}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in ("mape", "within_10pct")
                                                      if isinstance(metrics.get(k), int | float)))
     record = {"campaign_id": camp["id"], "campaign_configs": profile.campaign_configs, "predictor": info}
     write_json_atomic(record_path, record)
     return record
+
+
+def fit_after_campaign(client: ProfilerClient, device_class: str, runtime: str, newer_than: int,
+                       hook_wait_s: float = 60.0) -> dict:
+    """The server refits by itself when a campaign completes; ask for a fit only if it does not."""
+    try:
+        return client.wait_predictor(device_class, runtime, newer_than=newer_than, timeout=hook_wait_s, poll=0.5)
+    except RemoteError:
+        client.fit_predictor(device_class, runtime)
+        return client.wait_predictor(device_class, runtime, newer_than=newer_than, timeout=900, poll=0.5)
 
 
 def _supernet(settings: PipelineSettings) -> torch.nn.Module:

@@ -134,8 +134,10 @@ class ProfilerClient:
     # --- predictors -----------------------------------------------------------------------
 
     def list_predictors(self, device_class: str | None = None, runtime: str | None = None) -> list[dict]:
+        """Usable predictor versions (those still fitting or failed are left out)."""
         params = {k: v for k, v in {"device_class": device_class, "runtime": runtime}.items() if v}
-        return self._json("GET", "/v1/predictors", params=params)
+        rows = self._json("GET", "/v1/predictors", params=params)
+        return [r for r in rows if r.get("state", "ready") == "ready"]
 
     def _cache_folder(self, device_class: str, runtime: str) -> Path:
         return self.cache_dir / _slug(device_class) / _slug(runtime)
