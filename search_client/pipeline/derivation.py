@@ -44,7 +44,7 @@ def _movable(gates: list[ChannelGate], prune: bool) -> list[tuple[float, Channel
         if prune and int(kept.sum()) <= g.floor:
             continue
         for i in torch.nonzero(kept if prune else ~kept).flatten().tolist():
-            out.append((float(g.weight[i]), g, i))
+            out.append((float(g.weight[i].detach()), g, i))
     return sorted(out, key=lambda t: t[0], reverse=not prune)
 
 

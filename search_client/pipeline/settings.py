@@ -77,7 +77,9 @@ class PipelineSettings(BaseModel):
         return cls.model_validate(json.loads(path.read_text()))
 
     def changed_fields(self, other: PipelineSettings) -> set[str]:
-        return {k for k in type(self).model_fields if k not in VOLATILE and getattr(other, k) != getattr(self, k)}
+        # Compare as saved (JSON): tuples and lists, Paths and strings must not count as changes.
+        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
+        return {k for k in mine if k not in VOLATILE and mine[k] != theirs[k]}
 
     def merged_with_saved(self) -> PipelineSettings:
         """Resume rule: a run folder keeps the settings it started with (only farm access may change)."""
