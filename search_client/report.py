@@ -99,6 +99,10 @@ def report_markdown(r: dict) -> str:
 
 def plot_predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float], path: Path, title: str) -> Path:
     """Scatter of predicted vs measured block latency on log axes, with the ±10 % band."""
+    pairs = [(p, m) for p, m in zip(predicted, measured, strict=True) if 0 < p < 1e9 and 0 < m < 1e9]
+    if not pairs:
+        raise ValueError("no finite positive predicted/measured pairs to plot")
+    predicted, measured = [p for p, _ in pairs], [m for _, m in pairs]
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(measured, predicted, s=10, alpha=0.7)
     lo = min(min(measured), min(predicted)) * 0.8
