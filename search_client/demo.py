@@ -208,7 +208,11 @@ def plot_predictor_test_split(client: ProfilerClient, device_class: str, runtime
         predicted = fetched.model(encode_blocks([data.configs[i] for i in test])).tolist()
     measured = data.y_ms[test].tolist()
     title = f"predictor v{fetched.version}, {device_class} {runtime}: test split ({len(test)} configs)"
-    return plot_predicted_vs_measured(predicted, measured, path, title)
+    try:
+        return plot_predicted_vs_measured(predicted, measured, path, title)
+    except ValueError as exc:  # a broken predictor must not cost the user the rest of the report
+        log.warning("predictor test-split plot skipped: %s", exc)
+        return None
 
 
 def _summary(report: dict, out: Path, say: Progress) -> None:
