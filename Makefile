@@ -30,7 +30,7 @@ $(TFL)/.installed: pyproject.toml
 	touch $@
 
 test-tflite: $(TFL)/.installed
-	$(TFL)/bin/python -m pytest -q -m tflite tests/shared
+	$(TFL)/bin/python -m pytest -q -m tflite tests/shared tests/android_harness
 
 # docker-compose.yml validated with compose v1 in a throwaway venv (no Docker engine needed).
 CV := .venv-compose
