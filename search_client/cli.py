@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(commands).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress lines
     from search_client.config import ConfigError
     from search_client.data import DatasetError
 

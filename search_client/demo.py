@@ -167,7 +167,7 @@ def ensure_predictor(client: ProfilerClient, device_class: str, runtime: str, pr
     say(f"fitting the latency predictor for {device_class} / {runtime}")
     info = fit_after_campaign(client, device_class, runtime, latest)
     metrics = info.get("metrics") or {}
-    say(f"predictor v{info['version']}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in ("mape", "within_10pct")
+    say(f"predictor v{info['version']}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in ("mape", "within_10")
                                                      if isinstance(metrics.get(k), int | float)))
     record = {"campaign_id": camp["id"], "campaign_configs": profile.campaign_configs, "predictor": info}
     write_json_atomic(record_path, record)

@@ -17,6 +17,7 @@ from torch import nn
 from shared.encoding import N_FEATURES, feature_spec
 
 FORMAT_VERSION = 1
+MAX_LOG_MS = 16.0  # ~2.5 hours: an absurd extrapolation stays a finite number (flagged by the server)
 
 
 class LatencyMLP(nn.Module):
@@ -36,8 +37,12 @@ class LatencyMLP(nn.Module):
         self.register_buffer("y_std", torch.ones(()))
 
     def set_normalization(self, x: torch.Tensor, log_ms: torch.Tensor) -> None:
+        """Standardize with the training set's statistics. A feature (near-)constant in training gets
+        scale 1, not its ~0 spread: a value it never took must not be blown up to ~1e6 standard
+        deviations (that made every prediction of a network with such a block infinite)."""
+        std = x.std(0) if len(x) > 1 else torch.zeros(x.shape[1])
         self.x_mean.copy_(x.mean(0))
-        self.x_std.copy_(x.std(0).clamp_min(1e-6))
+        self.x_std.copy_(torch.where(std > 1e-3, std, torch.ones_like(std)))
         self.y_mean.copy_(log_ms.mean())
         self.y_std.copy_(log_ms.std().clamp_min(1e-6))
 
@@ -47,7 +52,8 @@ class LatencyMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, F) raw features -> (N,) latency in milliseconds."""
-        return torch.exp(self.forward_normalized(x) * self.y_std + self.y_mean)
+        log_ms = self.forward_normalized(x) * self.y_std + self.y_mean
+        return torch.exp(log_ms.clamp(max=MAX_LOG_MS))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from search_client.models import build_model
 from search_client.pipeline.localfarm import LocalFarm
 from search_client.pipeline.runner import run_pipeline
 from search_client.pipeline.space import supernet_space
+from search_client.pipeline.state import RunState
 from search_client.remote import ProfilerClient
 from tests.search_client.pipeline.tiny import LATENCY_SIZE, TINY_SUPERNET, tiny_settings
 
@@ -49,4 +50,12 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
     # The server's prediction of the final network agrees with the local predictor it was fetched as.
     assert saved["predicted_ms"] == pytest.approx(saved["predicted_ms_local"], rel=1e-4)
     assert (settings.run_dir / "report.md").read_text().count("|") > 10
+    # The derive phase measured the derived network and re-aimed the predicted target when it missed.
+    calibration = RunState(settings.run_dir).result("derive")["calibration"]
+    first = calibration[0]
+    assert first["measured_ms"] > 0 and first["ratio"] == pytest.approx(first["measured_ms"] / first["predicted_ms"])
+    if abs(first["measured_vs_target"]) > settings.target_tolerance:
+        second = calibration[1]
+        aim = saved["target_ms"] / first["ratio"]
+        assert abs(second["predicted_ms"] - aim) < abs(first["predicted_ms"] - aim)
     assert all((settings.run_dir / name).exists() for name in ("supernet_vs_searched.png", "training_curves.png"))

@@ -73,6 +73,11 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
     if derive["fit"]["before_ms"] != derive["fit"]["after_ms"]:
         f = derive["fit"]
         notes.append(f"derivation moved gates to meet the target: {f['before_ms']:.2f} -> {f['after_ms']:.2f} ms predicted")
+    calibration = derive.get("calibration", [])
+    if len(calibration) > 1:
+        steps = " -> ".join(f"{c['measured_ms']:.2f}" for c in calibration)
+        notes.append(f"derivation measured the derived network and re-aimed at the target by measured/predicted: "
+                     f"{steps} ms measured (whole-network ratio {calibration[0]['ratio']:.3f})")
     if search["predictor"].get("offline"):
         notes.append("the search ran on a cached predictor (profiler service unreachable)")
     return {
@@ -89,6 +94,7 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         "predicted_ms_local": derive["predicted_ms_local"],
         "paths": derive["paths"], "widths": derive["widths"], "spec": derive["spec"],
         "derive_equivalence_max_abs_diff": derive["equivalence_max_abs_diff"],
+        "derive_calibration": calibration,
         "http_calls_during_search": search["http_calls_during_search"],
         "latency_share_of_search": search.get("latency_share"),
         "pretrain_miou": pretrain.get("miou"), "search_miou": search.get("miou"), "finetune_miou": finetune.get("miou"),

@@ -9,6 +9,7 @@ predictor fetched before the loop through autograd, so no step sends an HTTP req
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -109,6 +110,9 @@ def run_search(ctx: PipelineContext) -> dict:
     fetched = ctx.predictor()
     teacher = ctx.pretrained_supernet()
     supernet_ms = supernet_predicted_ms(teacher, fetched.model, ctx.latency_size)
+    if not math.isfinite(supernet_ms) or supernet_ms <= 0:
+        raise ValueError(f"predictor v{fetched.version} for {ctx.device_class} predicts {supernet_ms} ms for the "
+                         "supernet: refit it (POST /v1/predictors) on more measurements of this space")
     target = resolve_target(ctx, supernet_ms)
     ctx.say(f"[search] target {target:.2f} ms (supernet predicted {supernet_ms:.2f} ms on {ctx.device_class}, "
             f"predictor v{fetched.version})")

@@ -52,6 +52,10 @@ class PipelineSettings(BaseModel):
     cache_dir: Path | None = None
     measure: bool = Field(True, description="upload the final network for a real measurement")
     measure_supernet: bool = Field(False, description="also measure the supernet on the device")
+    calibrate_rounds: int = Field(
+        3, ge=0, le=10,
+        description="derive: measure the compact network on the device and re-aim the predicted target by "
+                    "measured/predicted while the measurement misses the target (needs measure)")
     export_tflite: bool = False
     progress: bool | None = Field(None, description="progress bars (None: when on a terminal)")
 

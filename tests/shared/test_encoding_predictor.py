@@ -54,3 +54,19 @@ def test_predictor_save_load_gives_identical_numbers():
 def test_loading_garbage_is_a_clear_error():
     with pytest.raises(PredictorFormatError, match="not a predictor file"):
         load_predictor(b"definitely not torch")
+
+
+def test_a_feature_constant_in_training_does_not_blow_up_predictions():
+    torch.manual_seed(0)
+    x = torch.randn(64, N_FEATURES)
+    x[:, 3] = 0.0  # e.g. a kind never seen in training
+    model = LatencyMLP(hidden=32)
+    model.set_normalization(x, torch.randn(64))
+    assert float(model.x_std[3]) == 1.0
+    probe = x[:4].clone()
+    probe[:, 3] = 1.0  # that kind at predict time
+    with torch.no_grad():
+        out = model(probe)
+        huge = model(torch.full((1, N_FEATURES), 1e9))
+    assert torch.isfinite(out).all() and (out > 0).all()
+    assert torch.isfinite(huge).all()
