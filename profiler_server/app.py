@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from profiler_server import auth
 from profiler_server.cache import TTLCache
@@ -85,6 +86,19 @@ async def _overflow_error(_: Request, exc: OverflowError) -> JSONResponse:
     return JSONResponse({"detail": f"number out of range: {exc}"}, status_code=422)
 
 
+# PostgreSQL enforces what SQLite lets through: VARCHAR lengths, 32-bit INTEGER columns and ids,
+# no NUL characters in text. Such a value in a request is the client's error, not the server's.
+_INPUT_SQLSTATES = {"22001", "22003", "22021", "22P05"}  # too long, out of range, bad characters
+
+
+async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None and sqlstate not in _INPUT_SQLSTATES:
+        raise exc  # e.g. division by zero: a server bug, answered 500 with its traceback logged
+    # sqlstate None: the driver refused to send the value at all (psycopg: NUL in a string)
+    return JSONResponse({"detail": f"value not storable: {str(exc.orig).splitlines()[0]}"}, status_code=422)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db, generated = open_database(settings)
@@ -99,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, _overflow_error)
+    app.add_exception_handler(DataError, _data_error)
     for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):
         app.include_router(module.router)
     predictor = _predictor_router()

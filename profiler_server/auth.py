@@ -86,7 +86,7 @@ def create_team(session: Session, name: str) -> tuple[Team, str]:
     team = Team(name=name)
     session.add(team)
     session.flush()
-    return team, issue_token(session, "team", name=f"team:{name}", team_id=team.id)
+    return team, issue_token(session, "team", name=f"team:{name}"[:200], team_id=team.id)
 
 
 def admin_team(session: Session) -> Team:

@@ -4,6 +4,12 @@ Leasing order for a device: highest priority first, then the team that leased le
 (fair round-robin across teams), then the oldest job. Every transaction on SQLite is
 ``BEGIN IMMEDIATE`` and the lease itself is a conditional ``UPDATE ... WHERE state='queued'``, so two
 agents can never hold the same job, on SQLite or on a server database.
+
+PostgreSQL runs transactions concurrently (READ COMMITTED), so there the lease picks its row with
+``FOR UPDATE SKIP LOCKED`` (concurrent leasers take different jobs instead of queueing on one row),
+and every read-then-write of a job or campaign locks its rows first (``FOR UPDATE``): a reaper
+requeue cannot overwrite a newer lease, and two results finishing a campaign's last jobs at once
+cannot both miss that the campaign is done. SQLite ignores ``FOR UPDATE``; its write lock suffices.
 """
 
 from __future__ import annotations
@@ -70,9 +76,10 @@ def new_job(
     )
 
 
-def _pick_queued(device_class: str | BindParameter) -> ScalarSelect:
+def _pick_queued(device_class: str | BindParameter, skip_locked: bool = False) -> ScalarSelect:
     """Scalar subquery: the id of the job to lease next for ``device_class`` (order in the module
-    docstring). Every step is an index lookup on ``ix_jobs_queue``; ids grow with age."""
+    docstring). Every step is an index lookup on ``ix_jobs_queue``; ids grow with age.
+    ``skip_locked`` (PostgreSQL): the oldest such job that no concurrent lease has locked."""
     j_top, j_team, j_pick = aliased(Job), aliased(Job), aliased(Job)
     top = (
         select(func.max(j_top.priority))
@@ -95,6 +102,17 @@ def _pick_queued(device_class: str | BindParameter) -> ScalarSelect:
         .correlate(None)
         .scalar_subquery()
     )
+    if skip_locked:
+        return (
+            select(j_pick.id)
+            .where(j_pick.state == "queued", j_pick.device_class == device_class)
+            .where(j_pick.priority == top, j_pick.team_id == team)
+            .order_by(j_pick.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .correlate(None)
+            .scalar_subquery()
+        )
     return (
         select(func.min(j_pick.id))
         .where(j_pick.state == "queued", j_pick.device_class == device_class)
@@ -112,14 +130,14 @@ _TOUCH_TEAM = text("UPDATE teams SET last_lease_at = :now WHERE id = :team_id").
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _lease_statement() -> Executable:
+@functools.lru_cache(maxsize=2)
+def _lease_statement(skip_locked: bool = False) -> Executable:
     """``UPDATE ... WHERE id = (next queued) AND state = 'queued' RETURNING``, built once: the
     lease is the hottest statement, and building it costs more than running it."""
     t = Job.__table__  # table-level: the ORM's bulk-update machinery costs half a lease
     return (
         update(t)
-        .where(t.c.id == _pick_queued(bindparam("b_class")), t.c.state == "queued")
+        .where(t.c.id == _pick_queued(bindparam("b_class"), skip_locked), t.c.state == "queued")
         .values(
             state="running",
             lease_id=bindparam("b_lease"),
@@ -135,16 +153,20 @@ def lease_job(session: Session, serial: str, device_class: str, lease_s: float) 
     """Lease the next job for device ``serial`` of ``device_class`` (None when nothing is queued).
 
     The conditional UPDATE is atomic even without SQLite's write lock: a row that another server
-    process took no longer matches ``state = 'queued'``.
+    process took no longer matches ``state = 'queued'``. On PostgreSQL the pick skips rows that
+    concurrent leases hold; when it finds none of them free, the next try waits for those leases to
+    commit instead (so a busy queue never answers "nothing queued" by mistake).
     """
     now = utcnow()
     conn = session.connection()
+    skip_locked = conn.dialect.name == "postgresql"
     if conn.execute(_ANY_EXPIRED, {"now": now}).first() is not None:
         expire_leases(session, now=now)
         session.flush()  # the core UPDATE below must see the requeued rows
     params = {"b_class": device_class, "b_serial": serial, "b_expires": now + timedelta(seconds=lease_s)}
-    for _ in range(8):  # only loops when another server process won the same row
-        row = conn.execute(_lease_statement(), {**params, "b_lease": uuid.uuid4().hex}).first()
+    for attempt in range(8):  # only loops when another server process won the same row
+        statement = _lease_statement(skip_locked and attempt % 2 == 0)
+        row = conn.execute(statement, {**params, "b_lease": uuid.uuid4().hex}).first()
         if row is not None:
             conn.execute(_TOUCH_TEAM, {"now": now, "team_id": row.team_id})
             return lease_view(row)
@@ -193,6 +215,8 @@ def expire_leases(session: Session, device_class: str | None = None, now: dateti
     """Requeue (or fail) running jobs whose lease ran out; returns how many."""
     now = now or utcnow()
     query = select(Job).where(Job.state == "running", Job.lease_expires_at < now)
+    # A lease another transaction is finishing (result, failure, expiry) is left to it.
+    query = query.with_for_update(skip_locked=True).execution_options(populate_existing=True)
     if device_class is not None:
         query = query.where(Job.device_class == device_class)
     expired = list(session.scalars(query))
@@ -205,7 +229,9 @@ def expire_leases(session: Session, device_class: str | None = None, now: dateti
 
 
 def requeue_device_leases(session: Session, serials: list[str]) -> int:
-    jobs = list(session.scalars(select(Job).where(Job.state == "running", Job.leased_by_device.in_(serials))))
+    query = select(Job).where(Job.state == "running", Job.leased_by_device.in_(serials))
+    query = query.with_for_update(skip_locked=True).execution_options(populate_existing=True)
+    jobs = list(session.scalars(query))
     for job in jobs:
         _return_to_queue(session, job, f"device {job.leased_by_device} went offline")
         _complete_campaigns(session, job)
@@ -235,7 +261,7 @@ def _check_lease(job_id: int, job: Any, lease_id: str, serial: str | None) -> No
 
 def _held_job(session: Session, job_id: int, lease_id: str, serial: str | None = None) -> Job:
     """The running job held under ``lease_id``; 404 for no such job, 409 for a late/foreign lease."""
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     _check_lease(job_id, job, lease_id, serial)
@@ -252,6 +278,7 @@ def _held_job_with_config() -> Executable:
         )
         .join(Artifact, Artifact.sha256 == Job.artifact_sha256)
         .where(Job.id == bindparam("b_job"))
+        .with_for_update(of=Job)  # PostgreSQL: the lease cannot expire between check and write
     )  # fmt: skip
 
 
@@ -340,16 +367,24 @@ def campaign_live_jobs(session: Session, campaign: Campaign) -> int:
 def _campaigns_waiting_on() -> Executable:
     """Running campaigns that a finished job may have been the last of (prebuilt: hot path)."""
     waiting = select(CampaignItem.campaign_id).where(CampaignItem.artifact_sha256 == bindparam("b_sha"))
-    return select(Campaign).where(
-        Campaign.state == "running",
-        or_(
-            Campaign.id == bindparam("b_campaign"),
-            and_(
-                Campaign.id.in_(waiting),
-                Campaign.device_class == bindparam("b_class"),
-                Campaign.runtime == bindparam("b_runtime"),
+    # FOR UPDATE (in id order: no deadlocks) serializes the "was that the last live job?" count
+    # per campaign on PostgreSQL, where two results may otherwise each still see the other's job.
+    return (
+        select(Campaign)
+        .where(
+            Campaign.state == "running",
+            or_(
+                Campaign.id == bindparam("b_campaign"),
+                and_(
+                    Campaign.id.in_(waiting),
+                    Campaign.device_class == bindparam("b_class"),
+                    Campaign.runtime == bindparam("b_runtime"),
+                ),
             ),
-        ),
+        )
+        .order_by(Campaign.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Measurement, PredictorVersion
@@ -37,16 +38,30 @@ def count_distinct_configs(session: Session, device_class: str, runtime: str) ->
 
 
 def new_version(session: Session, device_class: str, runtime: str) -> PredictorVersion:
-    """Insert a ``fitting`` row with the next version number of this (device class, runtime)."""
-    last = session.scalar(
-        select(func.max(PredictorVersion.version)).where(
-            PredictorVersion.device_class == device_class, PredictorVersion.runtime == runtime
+    """Insert a ``fitting`` row with the next version number of this (device class, runtime).
+
+    On PostgreSQL two concurrent fits can read the same maximum; the unique (device class, runtime,
+    version) constraint refuses the second insert, which then retries with the next number (each
+    refusal means another fit took a number, so n racing fits need at most n - 1 retries)."""
+    tries = 32
+    for attempt in range(tries):
+        last = session.scalar(
+            select(func.max(PredictorVersion.version)).where(
+                PredictorVersion.device_class == device_class, PredictorVersion.runtime == runtime
+            )
         )
-    )
-    row = PredictorVersion(device_class=device_class, runtime=runtime, version=(last or 0) + 1, state="fitting")
-    session.add(row)
-    session.flush()
-    return row
+        row = PredictorVersion(
+            device_class=device_class, runtime=runtime, version=(last or 0) + 1, state="fitting"
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            if attempt == tries - 1:
+                raise
+            continue
+        return row
+    raise AssertionError("unreachable")
 
 
 def latest_ready(session: Session, device_class: str, runtime: str) -> PredictorVersion | None:
