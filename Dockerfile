@@ -12,7 +12,7 @@ COPY shared ./shared
 COPY profiler_server ./profiler_server
 COPY android_harness ./android_harness
 COPY search_client ./search_client
-RUN pip install .
+RUN pip install '.[postgres]'
 
 EXPOSE 8000
 VOLUME ["/data"]

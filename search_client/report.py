@@ -86,7 +86,8 @@ def report_markdown(r: dict) -> str:
         lines += ["", "## Chosen paths", "", ", ".join(f"`{p}`" for p in r["paths"])]
     if r.get("widths"):
         lines += ["", "## Kept widths", "", "| layer | kept / total |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in r["widths"].items()]
+        total = r.get("channels") or {}
+        lines += [f"| {k} | {v} / {total.get(k, '?')} |" for k, v in r["widths"].items()]
     if r.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in r["plots"]]
     if r.get("notes"):

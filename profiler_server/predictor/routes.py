@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +25,9 @@ class FitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_class: str = Field(min_length=1, max_length=200)
     runtime: str = Field("onnxruntime", max_length=100)
+    statistic: Literal["p10_ms", "median_ms", "mean_ms"] | None = Field(
+        None, description="per-config latency to learn (default p10_ms: least disturbed by interference)"
+    )
 
 
 def _runtime_or_400(text: str) -> str:
@@ -69,7 +72,7 @@ def list_predictors(
 @router.post("/predictors", status_code=202)
 def start_fit(body: FitRequest, db: DatabaseDep, session: SessionDep, _team: TeamDep) -> dict[str, Any]:
     """Fit a new version in a worker; poll ``GET /v1/predictors/{id}`` until ``state`` is ready."""
-    row = service_for(db).start_fit(body.device_class, _runtime_or_400(body.runtime), session)
+    row = service_for(db).start_fit(body.device_class, _runtime_or_400(body.runtime), session, body.statistic)
     return {"id": row.id, "task_id": row.id, "state": row.state, "version": row.version,
             "device_class": row.device_class, "runtime": row.runtime}
 

@@ -76,8 +76,11 @@ class PredictorService:
 
     # --- training ------------------------------------------------------------------------
 
-    def start_fit(self, device_class: str, runtime: str, session: Session | None = None) -> PredictorVersion:
-        """Queue a fit of a new version; Conflict (409) when there are too few measured configs.
+    def start_fit(
+        self, device_class: str, runtime: str, session: Session | None = None, statistic: str | None = None
+    ) -> PredictorVersion:
+        """Queue a fit of a new version on ``statistic`` (default: the service's); Conflict (409)
+        when there are too few measured configs.
 
         Pass the request's ``session`` from a route: SQLite runs on one pooled connection, so a
         second session opened here would wait for the request's own to close.
@@ -85,7 +88,7 @@ class PredictorService:
         runtime = store.runtime_key(runtime)
         if session is None:
             with self.db.session() as own:
-                return self.start_fit(device_class, runtime, own)
+                return self.start_fit(device_class, runtime, own, statistic)
         n = store.count_distinct_configs(session, device_class, runtime)
         if n < MIN_CONFIGS:
             raise Conflict(
@@ -94,17 +97,18 @@ class PredictorService:
             )
         row = store.new_version(session, device_class, runtime)
         session.commit()  # the worker reads the row from its own session
-        self.futures[row.id] = self._pool.submit(self._run_fit, row.id)
+        self.futures[row.id] = self._pool.submit(self._run_fit, row.id, statistic or self.settings.statistic)
         log.info("queued fit of predictor %d (%s, %s v%d)", row.id, device_class, runtime, row.version)
         return row
 
-    def _run_fit(self, predictor_id: int) -> None:
+    def _run_fit(self, predictor_id: int, statistic: str) -> None:
         with self.db.session() as session:
             row = session.get(PredictorVersion, predictor_id)
             device_class, runtime, version = row.device_class, row.runtime, row.version
-            configs, latencies = store.training_rows(session, device_class, runtime)
+            configs, latencies = store.training_rows(session, device_class, runtime, statistic)
         try:
             result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS)
+            result.metrics["statistic"] = statistic
         except (NotEnoughData, ValueError) as exc:
             self._mark_failed(predictor_id, str(exc))
             return

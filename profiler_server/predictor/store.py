@@ -21,10 +21,13 @@ def runtime_key(text: str) -> str:
         raise ValueError(f"bad runtime {text!r}: {exc}") from exc
 
 
-def training_rows(session: Session, device_class: str, runtime: str) -> tuple[list[dict], list[float]]:
-    """Block configs and median latencies of every stored block measurement (repeats included)."""
+def training_rows(
+    session: Session, device_class: str, runtime: str, statistic: str = "median_ms"
+) -> tuple[list[dict], list[float]]:
+    """Block configs and one latency statistic (``median_ms``, ``p10_ms``, ``mean_ms``) of every
+    stored block measurement (repeats included)."""
     rows = session.execute(
-        select(Measurement.config, Measurement.median_ms)
+        select(Measurement.config, getattr(Measurement, statistic))
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
         .where(Measurement.config.is_not(None), Measurement.unstable.is_(False))
         .order_by(Measurement.id)

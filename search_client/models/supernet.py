@@ -132,9 +132,11 @@ class RTSegSupernet(TwoBranchNet):
             gate.weight[:k] = 1.0
 
     def active_config(self) -> dict:
-        """Current choice: paths (argmax under search) and kept widths per gate name."""
-        widths = {name: g.kept_count() for name, g in self._named_gates().items()}
-        return {"paths": [b.chosen() for b in self.mixed_blocks()], "widths": widths}
+        """Current choice: paths (argmax under search), kept widths and gate sizes per gate name."""
+        gates = self._named_gates()
+        widths = {name: g.kept_count() for name, g in gates.items()}
+        return {"paths": [b.chosen() for b in self.mixed_blocks()], "widths": widths,
+                "channels": {name: g.channels for name, g in gates.items()}}
 
     def sample_active(self, rng: random.Random, widths: bool = False) -> dict:
         """Random single-path choice (uniform over skip | lir | mhsa) and, with ``widths`` and

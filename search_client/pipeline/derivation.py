@@ -145,6 +145,7 @@ def run_derive(ctx: PipelineContext) -> dict:
         "spec": spec,
         "paths": choice["paths"],
         "widths": choice["widths"],
+        "channels": choice["channels"],
         "target_ms": target,
         "fit": fit,
         "calibration": calibration,

@@ -92,7 +92,7 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         "resolution": [settings.latency_height, settings.latency_width],
         "predictor_id": predictor.get("id"), "predictor_version": predictor.get("version"),
         "predicted_ms_local": derive["predicted_ms_local"],
-        "paths": derive["paths"], "widths": derive["widths"], "spec": derive["spec"],
+        "paths": derive["paths"], "widths": derive["widths"], "channels": derive.get("channels", {}), "spec": derive["spec"],
         "derive_equivalence_max_abs_diff": derive["equivalence_max_abs_diff"],
         "derive_calibration": calibration,
         "http_calls_during_search": search["http_calls_during_search"],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from predictor_data import ADMIN, DEVICE_CLASS, RUNTIME, store_measurements, synthetic_blocks
+from predictor_data import ADMIN, DEVICE_CLASS, P10_SHARE, RUNTIME, store_measurements, synthetic_blocks
 
 from profiler_server.predictor.service import service_for
 from shared.encoding import encode_blocks
@@ -115,3 +116,19 @@ def test_huge_blocks_and_ids_get_answers_not_errors(app_client, fitted):
     r = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [giant]})
     assert r.status_code == 200 and r.json()["extrapolated"] == [True]
     assert app_client.get(f"/v1/predictors/{2**63}").status_code == 422
+
+
+def test_fit_learns_p10_by_default_and_the_median_when_asked(app_client, fitted):
+    assert fitted["metrics"]["statistic"] == "p10_ms"
+    db = app_client.app.state.db
+    r = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS, "runtime": RUNTIME,
+                                               "statistic": "median_ms"}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    service_for(db).wait(r.json()["id"], timeout=120)
+    assert app_client.get(f"/v1/predictors/{r.json()['id']}").json()["metrics"]["statistic"] == "median_ms"
+    body = {"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}
+    p10 = app_client.post("/v1/predict", json={**body, "predictor_version": 1}).json()["total_ms"]
+    median = app_client.post("/v1/predict", json={**body, "predictor_version": 2}).json()["total_ms"]
+    assert median / p10 == pytest.approx(1 / P10_SHARE, rel=0.1)
+    bad = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS, "statistic": "max_ms"}, headers=AUTH)
+    assert bad.status_code == 422 and "statistic" in bad.text
