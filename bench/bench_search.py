@@ -1,7 +1,9 @@
 """Benchmark of the latency-aware search (issue: search_client II).
 
 1. Step cost, same batch, one process: search step (hard-Gumbel single path, gates, teacher forward,
-   latency regularizer, three optimizers) over a plain supernet training step (target <= 1.5);
+   latency regularizer, three optimizers) over a plain supernet training step (target <= 1.5), for
+   the demo's narrow supernet and for the paper's widths (where convolutions, not the per-pixel
+   losses at 19 classes, dominate a step, as they do in the paper's setting);
    the latency regularizer's share of a search step (forward + backward of the expected latency,
    target <= 5 %); HTTP requests sent during search steps (target 0).
 2. On this host through a real local farm (``rtseg-search demo`` machinery, synthetic data, target =
@@ -56,24 +58,36 @@ def _regularizer_time(student: torch.nn.Module, predictor: torch.nn.Module, size
     return statistics.median(times)
 
 
-def step_costs(run_dir: Path, server: str, steps: int, profile: DemoProfile) -> dict:
-    """Plain vs search step on one batch, with the demo's trained supernet and fetched predictor."""
+def step_costs(run_dir: Path, server: str, steps: int, profile: DemoProfile, paper_size: bool = False) -> dict:
+    """Plain vs search step on one batch, with the demo's trained supernet and fetched predictor;
+    ``paper_size``: the paper's supernet widths instead (fresh weights: timing does not depend on them)."""
     settings = demo_settings(profile, run_dir).model_copy(update={"server": server})
+    if paper_size:
+        overrides = {**settings.overrides, "model": {"config": {}}}  # the default supernet = the paper's
+        settings = settings.model_copy(update={"overrides": overrides})
     ctx = PipelineContext(settings, client=ProfilerClient(server, cache_dir=settings.cache_dir))
     ctx._device_class = json.loads((run_dir / "report.json").read_text())["device_class"]
     predictor = ctx.predictor().model
     train_set, _ = ctx.datasets()
-    pretrained = torch.load(ctx.state.result("pretrain")["model"], weights_only=False)["state_dict"]
     plain = build_model(ctx.cfg.arch, ctx.cfg.num_classes, **ctx.cfg.model)
-    plain.load_state_dict(pretrained)
-    plain_trainer = Trainer(ctx.cfg, run_dir / "bench-plain", plain, train_set, parts=TrainParts(), iterations=10**6,
-                            progress=False)
+    if paper_size:
+        pretrained = plain.state_dict()
+        teacher = build_model(ctx.cfg.arch, ctx.cfg.num_classes, **ctx.cfg.model)
+        teacher.load_state_dict(pretrained)
+        teacher.eval().requires_grad_(False)
+    else:
+        pretrained = torch.load(ctx.state.result("pretrain")["model"], weights_only=False)["state_dict"]
+        plain.load_state_dict(pretrained)
+        teacher = ctx.pretrained_supernet()
+    tag = "-paper" if paper_size else ""
+    plain_trainer = Trainer(ctx.cfg, run_dir / f"bench-plain{tag}", plain, train_set, parts=TrainParts(),
+                            iterations=10**6, progress=False)
     images, labels = next(iter(plain_trainer.loader()))
     t_plain = _median_step(plain_trainer, images, labels, steps)
     student = search_student(ctx, pretrained)
     term = LatencyTerm(student, predictor, 1.0, ctx.latency_size, "two-sided")
-    search_trainer = Trainer(ctx.cfg, run_dir / "bench-search", student, train_set, iterations=10**6, progress=False,
-                             parts=search_parts(ctx, student, ctx.pretrained_supernet(), term))
+    search_trainer = Trainer(ctx.cfg, run_dir / f"bench-search{tag}", student, train_set, iterations=10**6,
+                             progress=False, parts=search_parts(ctx, student, teacher, term))
     calls = ctx.client.calls
     t_search = _median_step(search_trainer, images, labels, steps)
     http_calls = ctx.client.calls - calls
@@ -114,6 +128,9 @@ def main() -> int:
 
     with LocalFarm(args.out / "profiler.db", args.out / "profiler-server.log", data_dir=args.out / "profiler-data") as farm:
         costs = step_costs(args.out, farm.url, args.steps, profile)
+        paper = step_costs(args.out, farm.url, max(2, args.steps // 3), profile, paper_size=True)
+    costs["paper_size_supernet"] = {k: paper[k] for k in ("plain_step_s", "search_step_s", "search_over_plain",
+                                                          "regularizer_share", "http_calls_during_search_steps")}
     sup_same = supernet_same_budget(args.out, profile)
     state = RunState(args.out)
     figures = {

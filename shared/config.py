@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -175,7 +175,7 @@ class HeadConfig(_Block):
 
 
 BlockConfig = Annotated[
-    Union[ConvConfig, LIRConfig, DownConfig, MHSAConfig, StemConfig, ContextConfig, BGAConfig, HeadConfig],
+    ConvConfig | LIRConfig | DownConfig | MHSAConfig | StemConfig | ContextConfig | BGAConfig | HeadConfig,
     Field(discriminator="kind"),
 ]
 KINDS: tuple[str, ...] = ("conv", "lir", "down", "mhsa", "stem", "context", "bga", "head")
