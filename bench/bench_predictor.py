@@ -382,8 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = [r for r in load_measured() if r.get("tag", "uniform") == "uniform"]
     if args.phase == "adaptive":
-        report = adaptive_experiment(rows)
-        print(json.dumps(report, indent=1))
+        # a first fit on `initial` configs, then `budget` more chosen uniformly vs near its worst errors
+        report = {f"{ini}+{bud}": adaptive_experiment(rows, initial=ini, budget=bud) for ini, bud in ((1000, 1000), (2000, 1500))}
+        for name, r in report.items():
+            print(f"{name}: " + ", ".join(f"{arm} MAPE {r[arm]['mape']:.2f} % within10 {r[arm]['within_10']:.3f}"
+                                        for arm in ("first_fit", "uniform", "adaptive")))
         Path("runs/bench").mkdir(parents=True, exist_ok=True)
         Path("runs/bench/predictor_adaptive.json").write_text(json.dumps(report, indent=1))
         return 0

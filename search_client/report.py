@@ -87,7 +87,7 @@ def report_markdown(r: dict) -> str:
     if r.get("widths"):
         lines += ["", "## Kept widths", "", "| layer | kept / total |", "|---|---|"]
         total = r.get("channels") or {}
-        lines += [f"| {k} | {v} / {total.get(k, '?')} |" for k, v in r["widths"].items()]
+        lines += [f"| {k} | {v} / {total[k]} |" if k in total else f"| {k} | {v} |" for k, v in r["widths"].items()]
     if r.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in r["plots"]]
     if r.get("notes"):

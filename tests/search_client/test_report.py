@@ -13,7 +13,7 @@ from search_client.report import (
 REPORT = {
     "name": "r", "target_ms": 10.0, "predicted_ms": 9.0, "measured_ms": 12.0, "device_class": "host/x",
     "runtime": "onnxruntime", "gmacs": 0.5, "params_m": 0.1, "miou": 0.4, "supernet_gmacs": 2.0,
-    "supernet_miou": 0.5, "supernet_predicted_ms": 20.0, "paths": ["lir", "skip"], "widths": {"detail.0": 12},
+    "supernet_miou": 0.5, "supernet_predicted_ms": 20.0, "paths": ["lir", "skip"], "widths": {"detail.0": 12}, "channels": {"detail.0": 32},
 }
 
 
@@ -23,7 +23,7 @@ def test_report_adds_ratios_and_writes_json_and_markdown(tmp_path):
     assert full["predicted_vs_measured"] == pytest.approx(-0.25)
     assert json.loads((tmp_path / "report.json").read_text()) == full
     md = (tmp_path / "report.md").read_text()
-    assert "+20.0 %" in md and "`lir`" in md and "| detail.0 | 12 |" in md
+    assert "+20.0 %" in md and "`lir`" in md and "| detail.0 | 12 / 32 |" in md
 
 
 def test_report_without_a_required_field_names_it(tmp_path):
