@@ -243,17 +243,28 @@ def wait_for_fit(client, device_class: str, timeout_s: float = 900) -> dict:
     raise TimeoutError(f"no predictor for {device_class} after {timeout_s} s")
 
 
+def stored_keys(db, device_class: str) -> set[str]:
+    """Config keys that already have a measurement on ``device_class`` in the bench database."""
+    from sqlalchemy import select
+
+    from profiler_server.db import Artifact, Measurement
+
+    with db.session() as s:
+        return set(s.scalars(select(Artifact.config_key).join(Measurement, Measurement.artifact_sha256 == Artifact.sha256)
+                             .where(Measurement.device_class == device_class)))
+
+
 def fit_on_server(rows: list[dict], device_class: str) -> dict:
     """Store the measurements (first run) and fit through the server; the predictor it serves."""
     from profiler_server.predictor.service import service_for
 
     with open_farm() as client:
         service_for(client.app.state.db).settings = BENCH_SETTINGS
-        have = client.get("/v1/measurements", params={"device_class": device_class, "limit": 1,
-                                                     "samples": False}).json()
-        if not have:
-            campaign = store_through_server(client, rows, device_class)
-            print(f"campaign {campaign['id']}: {campaign}", flush=True)  # completion fires the fit hook
+        stored = stored_keys(client.app.state.db, device_class)
+        new = [r for r in rows if r["key"] not in stored]
+        if new:  # measured since the last run: store them (the campaign's completion fires the fit hook)
+            campaign = store_through_server(client, new, device_class)
+            print(f"campaign {campaign['id']}: {campaign}", flush=True)
         else:
             r = client.post("/v1/predictors", json={"device_class": device_class, "runtime": "onnxruntime"},
                             headers=_auth(ADMIN_TOKEN))

@@ -78,3 +78,12 @@ def test_search_resumed_after_a_kill_ends_where_an_uninterrupted_one_does(tmp_pa
     ra, rb = straight.state.result("search"), resumed.state.result("search")
     assert ra["terms"] == pytest.approx(rb["terms"], rel=1e-6)
     assert rb["http_calls_during_search"] == 0
+
+
+def test_derive_with_the_farm_unreachable_skips_the_measured_calibration(tmp_path, tiny_data, proxy_predictor):
+    ctx = _context(tmp_path, tiny_data, proxy_predictor, pretrain_iters=0, search_iters=1, measure=True)
+    said: list[str] = []
+    ctx.say = said.append
+    state = run_phases(ctx, "derive")
+    assert state.result("derive")["calibration"] == []
+    assert any("calibration skipped" in line for line in said)
