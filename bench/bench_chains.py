@@ -34,9 +34,12 @@ MAX_BLOCK_MACS = 60e6
 def next_block(c: int, h: int, w: int, rng: random.Random) -> AnyBlock | None:
     kind = rng.choice(CHAIN_KINDS)
     values = {**_draw(kind, rng), "h": h, "w": w}
-    if kind == "mhsa":
-        heads = rng.choice([k for k in (1, 2, 4) if c % k == 0])
-        patch = rng.choice([p for p in (1, 2, 4) if h % p == 0 and w % p == 0] or [1])
+    if kind == "mhsa":  # within the block sampler's space: head width >= 8, at most 512 tokens
+        heads = rng.choice([k for k in (1, 2, 4) if c % k == 0 and c // k >= 8] or [1])
+        patches = [p for p in (1, 2, 4, 8) if h % p == 0 and w % p == 0 and h * w // (p * p) <= 512]
+        if not patches:
+            return None
+        patch = rng.choice(patches)
         values.update(cin=c, heads=heads, patch=patch, cmid=c * rng.choice((1, 2)))
     else:
         values["cin"] = c
