@@ -269,10 +269,12 @@ class ProfilerClient:
         params = {k: v for k, v in filters.items() if v is not None}
         return self._json("GET", "/v1/measurements", params=params)
 
-    def upload_network(self, onnx_bytes: bytes, device_class: str, runtime: str, name: str) -> dict:
-        """``POST /v1/networks``; returns ``{"job_id", "artifact_sha256"}``."""
+    def upload_network(self, onnx_bytes: bytes, device_class: str, runtime: str, name: str,
+                       repeat: bool = False) -> dict:
+        """``POST /v1/networks``; returns ``{"job_id", "artifact_sha256"}``. ``repeat``: a fresh
+        measurement job even when this network was measured before."""
         files = {"file": (f"{_slug(name)}.onnx", onnx_bytes, "application/octet-stream")}
-        data = {"device_class": device_class, "runtime": runtime, "name": name}
+        data = {"device_class": device_class, "runtime": runtime, "name": name, "repeat": str(repeat).lower()}
         return self._json("POST", "/v1/networks", files=files, data=data)
 
     def get_job(self, job_id: int) -> dict:

@@ -41,6 +41,8 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
     saved = json.loads((settings.run_dir / "report.json").read_text())
     assert saved["measured_ms"] == report["measured_ms"] > 0  # a real job measured on the host agent
     assert saved["measurement"]["runs"] >= 50 and saved["measurement"]["tool"] == "onnxruntime"
+    repeats = saved["measurement"]["repeats_ms"]  # separate jobs; the reported one is their median
+    assert len(repeats) == settings.measure_repeats and saved["measured_ms"] == sorted(repeats)[len(repeats) // 2]
     assert saved["device_class"] == device_class and saved["predictor_version"] >= info["version"]
     for key in ("target_ms", "predicted_ms", "gmacs", "params_m", "miou", "supernet_gmacs", "supernet_miou"):
         assert isinstance(saved[key], float), key
@@ -57,5 +59,6 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
     if abs(first["measured_vs_target"]) > settings.target_tolerance:
         second = calibration[1]
         aim = saved["target_ms"] / first["ratio"]
-        assert abs(second["predicted_ms"] - aim) < abs(first["predicted_ms"] - aim)
+        # moved towards the re-aimed target (or stayed, when the tiny net's gates are at their floors)
+        assert abs(second["predicted_ms"] - aim) <= abs(first["predicted_ms"] - aim) + 1e-9, calibration
     assert all((settings.run_dir / name).exists() for name in ("supernet_vs_searched.png", "training_curves.png"))

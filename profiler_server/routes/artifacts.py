@@ -53,8 +53,10 @@ def upload_network(
     warmup: Annotated[int, Form(ge=0, le=10_000)] = 10,
     runs: Annotated[int, Form(ge=1, le=100_000)] = 50,
     min_seconds: Annotated[float, Form(ge=0, le=3600)] = 1.0,
+    repeat: Annotated[bool, Form(description="a fresh job even if this network was measured before")] = False,
 ) -> dict:
-    """Store the network and queue one measurement job (an identical live or done job is reused)."""
+    """Store the network and queue one measurement job (an identical live or done job is reused
+    unless ``repeat``: measuring again is how a client sees the device's run-to-run spread)."""
     key = runtime_key(runtime)
     data = _read_limited(file, settings.max_upload_bytes)
     session.rollback()  # hold no transaction while checking and writing a large file
@@ -65,7 +67,7 @@ def upload_network(
             Job.state.in_(("queued", "running", "done")),
         ).order_by(Job.id.desc()).limit(1)
     )  # fmt: skip
-    if existing is not None:
+    if existing is not None and not repeat:
         return {"job_id": existing.id, "artifact_sha256": artifact.sha256, "cached": True}
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
     rs = RuntimeSettings.parse(key)

@@ -52,6 +52,8 @@ class PipelineSettings(BaseModel):
     cache_dir: Path | None = None
     measure: bool = Field(True, description="upload the final network for a real measurement")
     measure_supernet: bool = Field(False, description="also measure the supernet on the device")
+    measure_repeats: int = Field(
+        3, ge=1, le=10, description="separate measurement jobs of the final network; measured_ms is their median")
     calibrate_rounds: int = Field(
         3, ge=0, le=10,
         description="derive: measure the compact network on the device and re-aim the predicted target by "

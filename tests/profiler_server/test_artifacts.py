@@ -36,6 +36,9 @@ def test_network_upload_queues_a_job_that_an_agent_measures(farm: Farm):
     assert view["state"] == "done" and view["measurement"]["median_ms"] == 4.2 and view["kind"] == "network"
     again = _upload(farm.client, farm.team, data).json()
     assert again == {**body, "cached": True}
+    fresh = _upload(farm.client, farm.team, data, repeat="true").json()
+    assert fresh["cached"] is False and fresh["job_id"] != body["job_id"]
+    assert farm.lease()["job_id"] == fresh["job_id"]  # a second measurement of the same network
 
 
 def test_invalid_onnx_is_400(farm: Farm):
