@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +13,7 @@ from profiler_server.db import PredictorVersion
 from profiler_server.deps import DatabaseDep, SessionDep, TeamDep
 from profiler_server.errors import BadRequest, NotFound
 from profiler_server.predictor import store
+from profiler_server.predictor.fit import Statistic
 from profiler_server.predictor.service import service_for
 from shared.schemas import PredictRequest, PredictResponse
 
@@ -25,7 +26,7 @@ class FitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_class: str = Field(min_length=1, max_length=200)
     runtime: str = Field("onnxruntime", max_length=100)
-    statistic: Literal["p10_ms", "median_ms", "mean_ms"] | None = Field(
+    statistic: Statistic | None = Field(
         None, description="per-config latency to learn (default p10_ms: least disturbed by interference)"
     )
 

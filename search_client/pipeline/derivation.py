@@ -95,11 +95,11 @@ def max_output_difference(a: nn.Module, b: nn.Module, size: tuple[int, int], see
 
 def measure_network(ctx: PipelineContext, model: nn.Module, name: str) -> float:
     """Median latency (ms) of ``model`` measured on the run's target device, batch 1."""
-    from search_client.pipeline.finish import export_onnx
+    from search_client.pipeline.finish import export_input, export_onnx
 
     client = ctx.require_client()
-    x = torch.randn(1, 3, *ctx.latency_size, generator=torch.Generator().manual_seed(0))
-    job = client.upload_network(export_onnx(model, x), ctx.device_class, ctx.settings.runtime, name)
+    onnx_bytes = export_onnx(model, export_input(ctx.latency_size))
+    job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name)
     return float(client.wait_job(int(job["job_id"]))["median_ms"])
 
 

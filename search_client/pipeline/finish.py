@@ -79,6 +79,11 @@ def _no_noop_crop() -> Iterator[None]:
         twobranch.to_size = crop
 
 
+def export_input(size: tuple[int, int]) -> torch.Tensor:
+    """The fixed batch-1 input networks are exported (and checked) with."""
+    return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+
+
 def export_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
     with _no_noop_crop():
         return export_module_onnx(model, (x,))
@@ -103,7 +108,7 @@ def _without_extra_state(cls: type) -> type:
 def run_export(ctx: PipelineContext) -> dict:
     folder = ctx.state.phase_dir("export")
     compact = ctx.compact("finetune")
-    x = torch.randn(1, 3, *ctx.latency_size, generator=torch.Generator().manual_seed(0))
+    x = export_input(ctx.latency_size)
     onnx_bytes = export_onnx(compact, x)
     path = folder / "model.onnx"
     path.write_bytes(onnx_bytes)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
+from profiler_server import jobs
 from profiler_server.settings import Settings
 
 ADMIN = "admin-test-token-0123456789"
@@ -124,3 +125,14 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def lease_until_empty(db, serial: str, on_lease, device_class: str = "host/x") -> None:
+    """Lease jobs of ``device_class`` for ``serial`` straight from the database, one session per
+    lease, calling ``on_lease(db, serial, view)`` for each, until nothing is queued (a bounded queue)."""
+    while True:
+        with db.session() as s:
+            view = jobs.lease_job(s, serial, device_class, 60)
+        if view is None:
+            return
+        on_lease(db, serial, view)

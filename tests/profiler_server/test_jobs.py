@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from farm_helpers import ADMIN, Farm, bearer, make_settings, register_agent, small_configs
+from farm_helpers import ADMIN, Farm, bearer, lease_until_empty, make_settings, register_agent, small_configs
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
@@ -181,12 +181,7 @@ def test_two_server_processes_on_one_sqlite_file_never_lease_a_job_twice(tmp_pat
     leased: list[int] = []
 
     def lease_all(db: Database, serial: str) -> None:
-        while True:
-            with db.session() as s:
-                view = jobs.lease_job(s, serial, "host/x", 60)
-            if view is None:
-                return
-            leased.append(view.job_id)
+        lease_until_empty(db, serial, lambda _db, _serial, view: leased.append(view.job_id))
 
     threads = [
         threading.Thread(target=lease_all, args=(db, f"s{i}")) for i, db in enumerate([first, second] * 2)

@@ -21,7 +21,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from farm_helpers import ADMIN, DEVICE_CLASS, LiveServer, bearer, free_port, small_configs, stats
+from farm_helpers import (
+    ADMIN,
+    DEVICE_CLASS,
+    LiveServer,
+    bearer,
+    free_port,
+    lease_until_empty,
+    small_configs,
+    stats,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 psycopg = pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")
@@ -246,17 +255,15 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
     errors: list[str] = []
     result_stats = {"median_ms": 1, "mean_ms": 1, "p10_ms": 1, "p90_ms": 1, "std_ms": 0, "runs": 1}
 
+    def report(db: Database, serial: str, view) -> None:
+        leased.append(view.job_id)
+        with db.session() as s:
+            body = JobResult(lease_id=view.lease_id, serial=serial, stats=result_stats)
+            jobs.record_result(s, view.job_id, body)
+
     def work(db: Database, serial: str) -> None:
         try:
-            while True:
-                with db.session() as s:
-                    view = jobs.lease_job(s, serial, "host/x", 60)
-                if view is None:
-                    return
-                leased.append(view.job_id)
-                with db.session() as s:
-                    body = JobResult(lease_id=view.lease_id, serial=serial, stats=result_stats)
-                    jobs.record_result(s, view.job_id, body)
+            lease_until_empty(db, serial, report)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(repr(exc))
 
