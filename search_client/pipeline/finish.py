@@ -3,12 +3,10 @@ measure (server prediction of the whole network, then a real measurement on the 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,37 +54,13 @@ def _onnx_matches(onnx_bytes: bytes, model: torch.nn.Module, x: torch.Tensor) ->
     return float(np.abs(got - want).max())
 
 
-@contextlib.contextmanager
-def _no_noop_crop() -> Iterator[None]:
-    """While tracing for export, skip the logits crop when nothing was padded.
-
-    ``twobranch.to_size`` always slices; traced, that leaves two Slice ops on the full-resolution
-    logits (~15 % of the network's time at 256x512 on the host) that no profiled block accounts for.
-    The crop is the identity when the shapes already match, so the exported graph computes the same
-    (``onnx_max_abs_diff`` in the export result checks it).
-    """
-    from search_client.models import twobranch
-
-    crop = twobranch.to_size
-
-    def to_size(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        return logits if tuple(logits.shape[2:]) == tuple(size) else crop(logits, size)
-
-    twobranch.to_size = to_size
-    try:
-        yield
-    finally:
-        twobranch.to_size = crop
-
-
 def export_input(size: tuple[int, int]) -> torch.Tensor:
     """The fixed batch-1 input networks are exported (and checked) with."""
     return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
 
 
 def export_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
-    with _no_noop_crop():
-        return export_module_onnx(model, (x,))
+    return export_module_onnx(model, (x,))
 
 
 def exportable(model: torch.nn.Module) -> torch.nn.Module:
