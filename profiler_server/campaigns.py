@@ -56,6 +56,9 @@ class CampaignCreate(BaseModel):
     runs: int = Field(50, ge=1, le=100_000)
     min_seconds: float = Field(1.0, ge=0, le=3600)
     remeasure: float = Field(0.0, ge=0, le=1, description="share of new configs measured twice (noise floor)")
+    refresh: bool = Field(
+        False, description="measure every config again, even those already measured (a new session)"
+    )
     max_attempts: int = Field(3, ge=1, le=20)
     wait_s: float = Field(30.0, ge=0, le=600, description="wait this long for the export before answering")
 
@@ -113,6 +116,7 @@ def create_campaign(
     settings.update(
         configs=[c.model_dump(mode="json") for c in configs],
         remeasure=body.remeasure,
+        refresh=body.refresh,
         max_attempts=body.max_attempts,
     )
     campaign = Campaign(
@@ -192,7 +196,8 @@ def _queue_batch(
                 continue
             done.add(artifact.sha256)
             session.add(CampaignItem(campaign_id=campaign_id, artifact_sha256=artifact.sha256))
-            if jobs.live_or_measured(session, artifact.sha256, campaign.device_class, campaign.runtime):
+            measured = jobs.live_or_measured(session, artifact.sha256, campaign.device_class, campaign.runtime)
+            if measured and not s.get("refresh", False):
                 campaign.cached += 1
                 continue
             copies = 2 if rng.random() < s.get("remeasure", 0.0) else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 
 from farm_helpers import DEVICE_CLASS, Farm, small_configs
 from sqlalchemy import select
@@ -38,6 +39,18 @@ def test_repeat_is_answered_from_the_cache(farm: Farm):
     rows = farm.client.get("/v1/measurements", params={"campaign_id": again["id"]}).json()
     assert len(rows) == 3  # the cached measurements count for the new campaign too
     assert farm.client.get(f"/v1/campaigns/{first['id']}", headers=farm.team).json()["state"] == "done"
+
+
+def test_refresh_measures_configs_again_in_a_new_session(farm: Farm):
+    farm.campaign(small_configs(2))
+    while (job := farm.lease()) is not None:
+        assert farm.report(job).status_code == 200
+    again = farm.campaign(small_configs(2), refresh=True)
+    assert (again["cached"], again["jobs"]) == (0, 2)
+    while (job := farm.lease()) is not None:
+        assert farm.report(job).status_code == 200
+    rows = farm.client.get("/v1/measurements").json()
+    assert sorted(Counter(r["artifact_sha256"] for r in rows).values()) == [2, 2]
 
 
 def test_a_campaign_waiting_on_another_campaigns_jobs_completes_with_them(farm: Farm):
