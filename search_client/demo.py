@@ -201,8 +201,9 @@ def plot_predictor_test_split(client: ProfilerClient, device_class: str, runtime
     rows = [r for r in client.measurements(device_class=device_class, runtime=runtime) if r.get("config")]
     if len(rows) < 20:
         return None
-    data = prepare_dataset([r["config"] for r in rows], [r["median_ms"] for r in rows])
     fetched = client.fetch_predictor(device_class, runtime)
+    statistic = fetched.meta.get("metrics", {}).get("statistic", "median_ms")  # what the predictor learned
+    data = prepare_dataset([r["config"] for r in rows], [r[statistic] for r in rows])
     test = split_by_key(data.keys, int(fetched.meta.get("seed", 0))).test
     with torch.no_grad():
         predicted = fetched.model(encode_blocks([data.configs[i] for i in test])).tolist()

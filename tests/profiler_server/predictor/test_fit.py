@@ -5,7 +5,14 @@ import random
 import numpy as np
 import pytest
 
-from profiler_server.predictor.fit import NotEnoughData, TrainSettings, fit_predictor, split_by_key, train_mlp
+from profiler_server.predictor.fit import (
+    NotEnoughData,
+    TrainSettings,
+    fit_predictor,
+    prepare_dataset,
+    split_by_key,
+    train_mlp,
+)
 from profiler_server.predictor.metrics import mape
 from profiler_server.predictor.peers import PEERS, evaluate_peers
 from shared.config import ConvConfig, LIRConfig
@@ -84,3 +91,12 @@ def test_too_few_configs_is_a_clear_error():
     cfgs = synthetic_configs(5)
     with pytest.raises(NotEnoughData, match="need at least"):
         fit_predictor(cfgs, [1.0] * 5)
+
+
+def test_a_config_measured_in_several_sessions_is_labelled_with_its_least_disturbed_one():
+    cfgs = synthetic_configs(3)
+    data = prepare_dataset(cfgs + cfgs[:1], [1.0, 2.0, 3.0, 1.3])  # the first config again, 30 % slower
+    assert data.y_ms[data.keys.index(cfgs[0].key())] == 1.0
+    again = prepare_dataset(cfgs[:1] * 2 + cfgs[1:], [1.3, 1.0, 2.0, 3.0])  # order does not matter
+    assert again.y_ms[again.keys.index(cfgs[0].key())] == 1.0
+    assert data.noise["n_repeated"] == 1
