@@ -65,6 +65,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         app.state.exporter.shutdown()
+        if app.state.predictor is not None:
+            app.state.predictor.shutdown()
         app.state.db.dispose()
 
 
@@ -117,12 +119,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):
         app.include_router(module.router)
     predictor = _predictor_router()
+    app.state.predictor = None
     if predictor is not None:
+        from profiler_server.predictor.service import service_for
+
         app.include_router(predictor)
+        app.state.predictor = service_for(db)
     app.add_middleware(
         BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.max_upload_bytes
     )
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
     app.state.exporter = Exporter(db, settings.artifacts_dir, settings.export_workers)
     resume_exports(db, app.state.exporter)
+    if app.state.predictor is not None:
+        app.state.predictor.resume_fits()
     return app

@@ -14,13 +14,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Database, PredictorVersion
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import store
 from profiler_server.predictor.encode import encode_many
-from profiler_server.predictor.fit import NotEnoughData, TrainSettings, fit_predictor
+from profiler_server.predictor.fit import FitStopped, NotEnoughData, TrainSettings, fit_predictor
 from shared.config import KINDS
 from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
@@ -72,6 +73,7 @@ class PredictorService:
         self._latest: dict[tuple[str, str], tuple[float, Loaded]] = {}
         self._by_id: dict[int, Loaded] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predictor-fit")
+        self._stop = threading.Event()
         self.futures: dict[int, Future] = {}
 
     # --- training ------------------------------------------------------------------------
@@ -96,10 +98,24 @@ class PredictorService:
                 f"a predictor needs at least {MIN_CONFIGS}: run a campaign first"
             )
         row = store.new_version(session, device_class, runtime)
+        row.metrics = {"statistic": statistic or self.settings.statistic}  # what a resumed fit learns
         session.commit()  # the worker reads the row from its own session
-        self.futures[row.id] = self._pool.submit(self._run_fit, row.id, statistic or self.settings.statistic)
+        self.futures[row.id] = self._pool.submit(self._run_fit, row.id, row.metrics["statistic"])
         log.info("queued fit of predictor %d (%s, %s v%d)", row.id, device_class, runtime, row.version)
         return row
+
+    def resume_fits(self) -> list[int]:
+        """Fit again the versions a stopped server left in ``fitting`` (each re-reads the stored
+        measurements), so that clients waiting for them are answered after a restart."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(PredictorVersion.id, PredictorVersion.metrics).where(PredictorVersion.state == "fitting")
+            ).all()
+        for predictor_id, metrics in rows:
+            log.info("resuming fit of predictor %d", predictor_id)
+            statistic = (metrics or {}).get("statistic", self.settings.statistic)
+            self.futures[predictor_id] = self._pool.submit(self._run_fit, predictor_id, statistic)
+        return [predictor_id for predictor_id, _ in rows]
 
     def _run_fit(self, predictor_id: int, statistic: str) -> None:
         with self.db.session() as session:
@@ -107,8 +123,12 @@ class PredictorService:
             device_class, runtime, version = row.device_class, row.runtime, row.version
             configs, latencies = store.training_rows(session, device_class, runtime, statistic)
         try:
-            result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS)
+            result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS,
+                                   stop=self._stop)
             result.metrics["statistic"] = statistic
+        except FitStopped:  # the row stays "fitting": the next start fits it again
+            log.info("fit of predictor %d stopped by shutdown", predictor_id)
+            return
         except (NotEnoughData, ValueError) as exc:
             self._mark_failed(predictor_id, str(exc))
             return
@@ -139,6 +159,8 @@ class PredictorService:
             future.result(timeout)
 
     def shutdown(self) -> None:
+        """Cancel queued fits and stop a running one at its next epoch (they resume on the next start)."""
+        self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- serving -------------------------------------------------------------------------
