@@ -3,8 +3,12 @@
 Phases (each resumable; measurements are appended to ``runs/bench-predictor/measured.jsonl``):
   1. sample block configs across every kind and measure each with onnxruntime (1 thread);
      a fraction is measured twice so the noise floor is known;
-  2. store them through the server's code path into ``runs/bench-predictor/profiler.db``;
-  3. fit the 5-layer MLP and its peers on a held-out split; adaptive vs uniform sampling.
+  2. ``second-pass``: measure the held-out (test and validation) configs once more, in a later
+     session, so that a slow burst of this shared CPU during one session does not set their label
+     (the server labels a config with its least disturbed session);
+  3. store them through the server's code path into ``runs/bench-predictor/profiler.db``
+     (a config already stored gets its new measurement through a ``refresh`` campaign);
+  4. fit the 5-layer MLP and its peers on a held-out split; adaptive vs uniform sampling.
 Prints the figures and writes ``runs/bench/predictor.json``.
 """
 
@@ -15,6 +19,7 @@ import json
 import random
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +159,28 @@ def measure_all(cfgs: list[AnyBlock], remeasure_every: int = 20, path: Path = ME
     return load_measured(path)
 
 
+def second_pass(rows: list[dict], path: Path = MEASURED, seed: int = 0) -> list[dict]:
+    """Measure every held-out config (the server's test and validation splits) once more, in a
+    shuffled order, appending ``session: 2`` rows; resumable."""
+    first = {r["key"]: r["config"] for r in rows if r.get("session", 1) == 1}
+    done = {r["key"] for r in rows if r.get("session", 1) == 2}
+    keys = sorted(first)
+    split = split_by_key(keys, seed)
+    todo = [keys[i] for i in np.concatenate([split.test, split.val]) if keys[i] not in done]
+    random.Random(seed).shuffle(todo)
+    t0 = time.time()
+    with path.open("a") as fh:
+        for i, key in enumerate(todo):
+            cfg = parse_block(first[key])
+            row = {"key": key, "config": cfg.model_dump(), "rep": 0, "session": 2, "tag": "uniform",
+                   **measure_block(cfg)}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            if i % 200 == 0:
+                print(f"second pass {i}/{len(todo)} ({time.time() - t0:.0f} s)", flush=True)
+    return load_measured(path)
+
+
 ADMIN_TOKEN = "bench-predictor-admin-token"
 
 
@@ -174,10 +201,11 @@ def _auth(token: str) -> dict:
 
 
 def store_through_server(client, rows: list[dict], device_class: str, runtime: str = "onnxruntime/t1/cpu",
-                         remeasure: float = 0.05) -> dict:
+                         remeasure: float = 0.05, refresh: bool = False) -> dict:
     """Campaign of the measured configs -> server exports and queues jobs -> an agent leases each job
     and reports the stats measured for that artifact's config (a second copy of a re-measured
-    config gets its second measurement, measured now if there is none yet)."""
+    config gets its second measurement, measured now if there is none yet). ``refresh`` measures
+    configs the server already has once more (a new session)."""
     from profiler_server.db import Artifact
 
     admin = _auth(ADMIN_TOKEN)
@@ -191,7 +219,7 @@ def store_through_server(client, rows: list[dict], device_class: str, runtime: s
         by_key.setdefault(r["key"], []).append(r)
     configs = [v[0]["config"] for v in by_key.values()]
     body = {"device_class": device_class, "runtime": runtime, "configs": configs, "remeasure": remeasure,
-            "wait_s": 0, "min_seconds": 0.05}
+            "wait_s": 0, "min_seconds": 0.05, "refresh": refresh}
     r = client.post("/v1/campaigns", json=body, headers=team)
     r.raise_for_status()
     campaign_id = r.json()["id"]
@@ -243,15 +271,27 @@ def wait_for_fit(client, device_class: str, timeout_s: float = 900) -> dict:
     raise TimeoutError(f"no predictor for {device_class} after {timeout_s} s")
 
 
-def stored_keys(db, device_class: str) -> set[str]:
-    """Config keys that already have a measurement on ``device_class`` in the bench database."""
+def stored_counts(db, device_class: str) -> Counter:
+    """How many measurements each config key has on ``device_class`` in the bench database."""
     from sqlalchemy import select
 
     from profiler_server.db import Artifact, Measurement
 
     with db.session() as s:
-        return set(s.scalars(select(Artifact.config_key).join(Measurement, Measurement.artifact_sha256 == Artifact.sha256)
-                             .where(Measurement.device_class == device_class)))
+        stored = s.scalars(select(Artifact.config_key).join(Measurement, Measurement.artifact_sha256 == Artifact.sha256)
+                           .where(Measurement.device_class == device_class))
+        return Counter(key.rsplit(":", 1)[0] for key in stored)  # an artifact's key is "<config key>:<format>"
+
+
+def unstored(rows: list[dict], stored: Counter) -> tuple[list[dict], list[dict]]:
+    """The measurements the database lacks: of configs it has never seen, and of configs it has
+    (later sessions), judged by how many measurements each config has there."""
+    by_key: dict[str, list[dict]] = {}
+    for r in rows:
+        by_key.setdefault(r["key"], []).append(r)
+    new = [r for k, rs in by_key.items() if not stored[k] for r in rs]
+    again = [r for k, rs in by_key.items() if stored[k] for r in rs[stored[k]:]]
+    return new, again
 
 
 def fit_on_server(rows: list[dict], device_class: str) -> dict:
@@ -260,12 +300,14 @@ def fit_on_server(rows: list[dict], device_class: str) -> dict:
 
     with open_farm() as client:
         service_for(client.app.state.db).settings = BENCH_SETTINGS
-        stored = stored_keys(client.app.state.db, device_class)
-        new = [r for r in rows if r["key"] not in stored]
+        new, again = unstored(rows, stored_counts(client.app.state.db, device_class))
+        if again:
+            campaign = store_through_server(client, again, device_class, remeasure=0.0, refresh=True)
+            print(f"refresh campaign {campaign['id']}: {campaign['n']} configs", flush=True)
         if new:  # measured since the last run: store them (the campaign's completion fires the fit hook)
             campaign = store_through_server(client, new, device_class)
-            print(f"campaign {campaign['id']}: {campaign}", flush=True)
-        else:
+            print(f"campaign {campaign['id']}: {campaign['n']} configs", flush=True)
+        if not (new or again):  # nothing new: fit again on what is stored (a campaign's completion fits)
             r = client.post("/v1/predictors", json={"device_class": device_class, "runtime": "onnxruntime"},
                             headers=_auth(ADMIN_TOKEN))
             r.raise_for_status()
@@ -380,7 +422,7 @@ def fit_on_statistic(rows: list[dict], statistic: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("phase", choices=["measure", "fit", "adaptive", "all"], nargs="?", default="all")
+    ap.add_argument("phase", choices=["measure", "second-pass", "fit", "adaptive", "all"], nargs="?", default="all")
     ap.add_argument("--n", type=int, default=2200)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -389,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     device_class = host_device_class()
     if args.phase in ("measure", "all"):
         measure_all(sample_configs(args.n, args.seed))
-    if args.phase == "measure":
+    if args.phase in ("second-pass", "all"):
+        second_pass(load_measured())
+    if args.phase in ("measure", "second-pass"):
         return 0
     rows = [r for r in load_measured() if r.get("tag", "uniform") == "uniform"]
     if args.phase == "adaptive":
