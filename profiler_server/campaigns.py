@@ -49,7 +49,9 @@ class CampaignCreate(BaseModel):
     space: SearchSpace | None = None
     configs: list[BlockConfig] | None = Field(None, min_length=1, max_length=50_000)
     n: int = Field(100, ge=1, le=50_000)
-    sampling: Literal["uniform", "stratified"] = "stratified"
+    sampling: Literal["uniform", "stratified", "adaptive"] = Field(
+        "stratified", description="adaptive: near the configs the latest predictor misses most (needs one)"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     priority: int = Field(0, ge=-1000, le=1000)
     warmup: int = Field(10, ge=0, le=10_000)
@@ -77,10 +79,17 @@ class CampaignCreate(BaseModel):
             raise BadRequest(f"bad runtime {self.runtime!r}: {exc}") from exc
 
 
-def choose_configs(body: CampaignCreate) -> tuple[list[AnyBlock], str]:
+def choose_configs(session: Session, body: CampaignCreate, runtime: str) -> tuple[list[AnyBlock], str]:
     if body.configs is not None:
         return list(body.configs), "explicit"
-    return SAMPLERS[body.sampling](body.space or default_space(), body.n, body.seed), body.sampling
+    space = body.space or default_space()
+    if body.sampling == "adaptive":
+        try:
+            from profiler_server.predictor.adaptive import adaptive_configs
+        except ModuleNotFoundError as exc:
+            raise BadRequest("adaptive sampling needs the server's predictor package") from exc
+        return adaptive_configs(session, body.device_class, runtime, space, body.n, body.seed), "adaptive"
+    return SAMPLERS[body.sampling](space, body.n, body.seed), body.sampling
 
 
 def check_limits(configs: list[AnyBlock], limits: Settings) -> None:
@@ -109,7 +118,7 @@ def create_campaign(
         raise BadRequest("runtime tflite needs the optional 'tflite' extra on the server (see README)")
     if body.configs is None and body.n > limits.max_campaign_configs:
         raise BadRequest(f"n={body.n} exceeds this server's limit of {limits.max_campaign_configs} configs")
-    configs, sampling = choose_configs(body)
+    configs, sampling = choose_configs(session, body, runtime.key())
     check_limits(configs, limits)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
     settings = jobs.job_settings(runtime, body.warmup, body.runs, body.min_seconds)

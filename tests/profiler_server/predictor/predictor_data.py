@@ -39,7 +39,9 @@ def synthetic_ms(cfg, rng: random.Random) -> float:
 P10_SHARE = 0.8  # stored p10 = 0.8 x median, so a test can tell which statistic a predictor learned
 
 
-def store_measurements(db: Database, device_class: str, runtime: str, cfgs: list, seed: int = 0) -> None:
+def store_measurements(
+    db: Database, device_class: str, runtime: str, cfgs: list, seed: int = 0, slowdown: float = 1.0
+) -> None:
     rng = random.Random(seed)
     with db.session() as s:
         team = Team(name=f"bench-{device_class}-{runtime}-{seed}")
@@ -55,7 +57,7 @@ def store_measurements(db: Database, device_class: str, runtime: str, cfgs: list
                       runtime=runtime, state="done")
             s.add(job)
             s.flush()
-            ms = synthetic_ms(cfg, rng)
+            ms = synthetic_ms(cfg, rng) * slowdown
             s.add(Measurement(job_id=job.id, artifact_sha256=sha, config=config, kind=cfg.kind,
                               device_class=device_class, runtime=runtime, serial="dev-1", median_ms=ms,
                               mean_ms=ms, p10_ms=P10_SHARE * ms, p90_ms=ms, std_ms=0.0, runs=50, samples=[ms]))
