@@ -24,7 +24,7 @@ import torch
 
 from profiler_server.predictor import metrics as M
 from shared.config import AnyBlock, parse_block
-from shared.encoding import encode_blocks
+from shared.encoding import FEATURE_NAMES, encode_blocks
 from shared.predictor import LatencyMLP
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,24 @@ def split_by_key(keys: Sequence[str], seed: int = 0, test_frac: float = 0.15, va
     return Split(train=train, val=val, test=test)
 
 
+_H, _W, _PATCH = (FEATURE_NAMES.index(name) for name in ("h", "w", "patch"))
+
+
+def range_features(x: torch.Tensor) -> torch.Tensor:
+    """What the ``extrapolated`` flag checks: every encoded feature plus a joint one, the log-scale
+    number of positions a block works on (pixels; tokens for MHSA). Each of h, w and patch can lie
+    in its trained range while their combination does not (a 1,024-token MHSA when training
+    stopped at 512)."""
+    grid = x[:, _H] + x[:, _W] - 2 * x[:, _PATCH]
+    return torch.cat([x, grid[:, None]], dim=1)
+
+
 def feature_ranges(configs: Sequence[AnyBlock], x: torch.Tensor) -> dict:
-    """Per kind, the min and max of every feature seen in training (for the ``extrapolated`` flag)."""
+    """Per kind, the min and max of every range feature seen in training (``range_features``)."""
     by_kind: dict[str, list[int]] = defaultdict(list)
     for i, cfg in enumerate(configs):
         by_kind[cfg.kind].append(i)
+    x = range_features(x)
     return {
         kind: {"min": x[idx].min(0).values.tolist(), "max": x[idx].max(0).values.tolist(), "n": len(idx)}
         for kind, idx in sorted(by_kind.items())

@@ -21,7 +21,13 @@ from profiler_server.db import Database, PredictorVersion
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import store
 from profiler_server.predictor.encode import encode_many
-from profiler_server.predictor.fit import FitStopped, NotEnoughData, TrainSettings, fit_predictor
+from profiler_server.predictor.fit import (
+    FitStopped,
+    NotEnoughData,
+    TrainSettings,
+    fit_predictor,
+    range_features,
+)
 from shared.config import KINDS
 from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
@@ -42,17 +48,19 @@ class Loaded:
     id: int
     version: int
     model: LatencyMLP
-    lo: torch.Tensor  # (len(KINDS), F); +inf rows for kinds never trained on
+    lo: torch.Tensor  # (len(KINDS), range features); +inf rows for kinds never trained on
     hi: torch.Tensor
 
     @classmethod
     def from_row(cls, row: PredictorVersion) -> Loaded:
         model = load_predictor(row.blob).model
-        lo = torch.full((len(KINDS), N_FEATURES), float("inf"))
-        hi = torch.full((len(KINDS), N_FEATURES), float("-inf"))
+        width = N_FEATURES + 1  # range_features: the encoded ones and the joint one
+        lo = torch.full((len(KINDS), width), float("inf"))
+        hi = torch.full((len(KINDS), width), float("-inf"))
         for kind, r in (row.feature_ranges or {}).items():
-            lo[KINDS.index(kind)] = torch.tensor(r["min"]) - RANGE_SLACK
-            hi[KINDS.index(kind)] = torch.tensor(r["max"]) + RANGE_SLACK
+            unchecked = [float("inf")] * (width - len(r["min"]))  # versions fitted before the joint feature
+            lo[KINDS.index(kind)] = torch.tensor(r["min"] + [-x for x in unchecked]) - RANGE_SLACK
+            hi[KINDS.index(kind)] = torch.tensor(r["max"] + unchecked) + RANGE_SLACK
         return cls(id=row.id, version=row.version, model=model, lo=lo, hi=hi)
 
     @torch.inference_mode()
@@ -61,7 +69,8 @@ class Loaded:
         # absurd blocks far outside training can overflow exp(); JSON has no inf (they are flagged)
         ms = torch.nan_to_num(self.model(x), nan=MAX_MS, posinf=MAX_MS).clamp(max=MAX_MS)
         kind = x[:, : len(KINDS)].argmax(1)
-        outside = ((x < self.lo[kind]) | (x > self.hi[kind])).any(1)
+        checked = range_features(x)
+        outside = ((checked < self.lo[kind]) | (checked > self.hi[kind])).any(1)
         return ms.double().tolist(), outside.tolist()
 
 

@@ -132,3 +132,18 @@ def test_fit_learns_p10_by_default_and_the_median_when_asked(app_client, fitted)
     assert median / p10 == pytest.approx(1 / P10_SHARE, rel=0.1)
     bad = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS, "statistic": "max_ms"}, headers=AUTH)
     assert bad.status_code == 422 and "statistic" in bad.text
+
+
+def test_an_mhsa_with_more_tokens_than_trained_is_extrapolated_though_each_field_is_in_range(app_client):
+    from shared.config import MHSAConfig
+
+    trained = [MHSAConfig(cin=32, heads=2, patch=p, cmid=cmid, h=h, w=w)
+               for h in (8, 16, 32) for w in (8, 16, 32) for p in (1, 2, 4) for cmid in (32, 64)
+               if h % p == 0 and w % p == 0 and h * w // (p * p) <= 256]  # fmt: skip
+    store_measurements(app_client.app.state.db, "host/mhsa-cpu", RUNTIME, trained)
+    r = app_client.post("/v1/predictors", json={"device_class": "host/mhsa-cpu", "runtime": RUNTIME}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    service_for(app_client.app.state.db).wait(r.json()["id"], timeout=120)
+    blocks = [{**MHSA, "h": 32, "w": 32, "patch": 2}, {**MHSA, "h": 32, "w": 32, "patch": 1}]  # 256, 1,024 tokens
+    answer = app_client.post("/v1/predict", json={"device_class": "host/mhsa-cpu", "blocks": blocks}).json()
+    assert answer["extrapolated"] == [False, True]
