@@ -27,6 +27,7 @@ import onnxruntime as ort
 import torch
 
 from profiler_server.predictor import metrics as M
+from profiler_server.predictor.adaptive import MIN_WORST, MISS, near_worst
 from profiler_server.predictor.fit import TrainSettings, fit_predictor, split_by_key
 from shared.blocks import example_inputs
 from shared.config import AnyBlock, parse_block
@@ -337,55 +338,63 @@ def _fit_eval(train_rows: list[dict], test: tuple[list, np.ndarray]) -> tuple[di
 
 
 def _near_worst(result, candidates: list[AnyBlock], budget: int) -> list[AnyBlock]:
-    """nn-Meter-style resampling: the candidates nearest (standardized features, same kind) to the
-    configs the first fit got most wrong on its own held-out split (error > 10 %, worst first)."""
+    """nn-Meter-style resampling as the server's ``adaptive`` campaigns do it: the candidates nearest
+    to the configs the first fit got most wrong on its own held-out split (> 10 %, worst first)."""
     idx = np.concatenate([result.split.val, result.split.test])
-    truth = result.data.y_ms[idx]
     with torch.no_grad():
-        err = np.abs(result.model(result.data.x[idx]).double().numpy() / truth - 1)
-    worst = [idx[i] for i in np.argsort(-err) if err[i] > 0.10] or [idx[i] for i in np.argsort(-err)[:20]]
-    xs = encode_blocks(candidates).numpy()
-    mean, std = xs.mean(0), xs.std(0) + 1e-6
-    z = (xs - mean) / std
-    taken: set[int] = set()
-    picks: list[AnyBlock] = []
-    while len(picks) < budget and len(taken) < len(candidates):
-        for w in worst:
-            target = (result.data.x[w].numpy() - mean) / std
-            dist = np.linalg.norm(z - target, axis=1)
-            dist[list(taken)] = np.inf
-            j = int(np.argmin(dist))
-            taken.add(j)
-            picks.append(candidates[j])
-            if len(picks) == budget:
-                break
-    return picks
+        err = np.abs(result.model(result.data.x[idx]).double().numpy() / result.data.y_ms[idx] - 1)
+    order = np.argsort(-err)
+    worst = [idx[i] for i in order if err[i] > MISS] or [idx[i] for i in order[:MIN_WORST]]
+    picks = near_worst(result.data.x[worst].numpy(), encode_blocks(candidates).numpy(), budget)
+    return [candidates[i] for i in picks]
+
+
+def _most_disputed(first_rows: list[dict], candidates: list[AnyBlock], budget: int, k: int = 4) -> list[AnyBlock]:
+    """Query by committee: ``k`` MLPs fitted on the first configs, each on its own train/validation
+    split, predict every candidate; the ``budget`` candidates they disagree on most (spread of log
+    latency) are where the model, not the label, is least sure. Uses no candidate's measurement."""
+    x = encode_blocks(candidates)
+    logs = []
+    for seed in range(1, k + 1):
+        fit = fit_predictor([r["config"] for r in first_rows], [r[STATISTIC] for r in first_rows], seed=seed,
+                            settings=ADAPTIVE_SETTINGS, with_peers=False)
+        with torch.no_grad():
+            logs.append(torch.log(fit.model(x)).double().numpy())
+    spread = np.std(np.array(logs), axis=0)
+    return [candidates[i] for i in np.argsort(-spread)[:budget]]
 
 
 def adaptive_experiment(rows: list[dict], initial: int = 500, budget: int = 300, seed: int = 0) -> dict:
-    """Same measuring budget, two ways to spend it: ``budget`` more uniform samples vs ``budget``
-    samples near the worst errors of a first fit, both drawn from one candidate pool measured in the
-    same session (measurements taken at another time of this shared CPU drift by several percent,
-    which would confound the comparison). Choosing uses only the candidates' features. Both arms are
-    judged on one fixed held-out test set."""
+    """Same measuring budget, three ways to spend it: ``budget`` more uniform samples, ``budget``
+    samples near the worst errors of a first fit (nn-Meter), and the ``budget`` samples a committee
+    of first fits disagrees on most, all drawn from one candidate pool measured in the same session
+    (measurements taken at another time of this shared CPU drift by several percent, which would
+    confound the comparison). Choosing uses only the candidates' features. Every arm is judged on
+    one fixed held-out test set; ``seed`` shuffles the pool."""
     by_key = {r["key"]: r for r in rows if r.get("rep", 0) == 0}
     keys = sorted(by_key)
-    split = split_by_key(keys, seed=seed)
+    split = split_by_key(keys, seed=0)
     test_rows = [by_key[keys[i]] for i in split.test]
     test = ([parse_block(r["config"]) for r in test_rows], np.array([r[STATISTIC] for r in test_rows]))
     pool = [by_key[keys[i]] for i in np.concatenate([split.train, split.val])]
     random.Random(seed).shuffle(pool)
     first, candidates = pool[:initial], pool[initial:]
     first_report, first_fit = _fit_eval(first, test)
-    uniform_extra = candidates[:budget]  # the pool is shuffled: a uniform draw
     cand_cfgs = [parse_block(r["config"]) for r in candidates]
-    chosen = {c.key() for c in _near_worst(first_fit, cand_cfgs, budget)}
-    adaptive_extra = [r for r in candidates if r["key"] in chosen]
-    uniform_report, _ = _fit_eval(first + uniform_extra, test)
-    adaptive_report, _ = _fit_eval(first + adaptive_extra, test)
-    kinds = {k: sum(parse_block(r["config"]).kind == k for r in adaptive_extra) for k in KIND_WEIGHTS}
-    return {"initial": initial, "budget": budget, "n_test": len(test_rows), "first_fit": first_report,
-            "uniform": uniform_report, "adaptive": adaptive_report, "adaptive_kinds": kinds}
+    picks = {"uniform": candidates[:budget]}  # the pool is shuffled: a uniform draw
+    for arm, chosen in (("near_worst", _near_worst(first_fit, cand_cfgs, budget)),
+                        ("committee", _most_disputed(first, cand_cfgs, budget))):
+        keys_chosen = {c.key() for c in chosen}
+        picks[arm] = [r for r in candidates if r["key"] in keys_chosen]
+    out = {"initial": initial, "budget": budget, "seed": seed, "n_test": len(test_rows), "first_fit": first_report}
+    for arm, extra in picks.items():
+        out[arm], _ = _fit_eval(first + extra, test)
+    out["committee_kinds"] = {k: sum(parse_block(r["config"]).kind == k for r in picks["committee"]) for k in KIND_WEIGHTS}
+    return out
+
+
+ADAPTIVE_RUNS = ((1000, 1000, 0), (1000, 1000, 1), (1000, 1000, 2), (2000, 1500, 0))
+ARMS = ("uniform", "near_worst", "committee")
 
 
 def between_sessions(rows: list[dict], n: int = 150, seed: int = 2) -> dict:
@@ -437,13 +446,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = [r for r in load_measured() if r.get("tag", "uniform") == "uniform"]
     if args.phase == "adaptive":
-        # a first fit on `initial` configs, then `budget` more chosen uniformly vs near its worst errors
-        report = {f"{ini}+{bud}": adaptive_experiment(rows, initial=ini, budget=bud) for ini, bud in ((1000, 1000), (2000, 1500))}
-        for name, r in report.items():
+        # a first fit on `initial` configs, then `budget` more: uniform, near its worst errors, or disputed
+        runs = {f"{ini}+{bud} seed {seed}": adaptive_experiment(rows, initial=ini, budget=bud, seed=seed)
+                for ini, bud, seed in ADAPTIVE_RUNS}
+        for name, r in runs.items():
             print(f"{name}: " + ", ".join(f"{arm} MAPE {r[arm]['mape']:.2f} % within10 {r[arm]['within_10']:.3f}"
-                                        for arm in ("first_fit", "uniform", "adaptive")))
+                                        for arm in ("first_fit", *ARMS)))
+        mean = {arm: {m: float(np.mean([r[arm][m] for r in runs.values()])) for m in ("mape", "within_10")}
+                for arm in ARMS}
+        print("mean over runs: " + ", ".join(f"{a} MAPE {v['mape']:.2f} % within10 {v['within_10']:.3f}"
+                                             for a, v in mean.items()))
         Path("runs/bench").mkdir(parents=True, exist_ok=True)
-        Path("runs/bench/predictor_adaptive.json").write_text(json.dumps(report, indent=1))
+        Path("runs/bench/predictor_adaptive.json").write_text(json.dumps({"runs": runs, "mean": mean}, indent=1))
         return 0
     pred = fit_on_server(rows, device_class)
     print_table(pred)
