@@ -117,7 +117,7 @@ class PredictorService:
         """Fit again the versions a stopped server left in ``fitting`` (each re-reads the stored
         measurements), so that clients waiting for them are answered after a restart. A process
         started while another one on the same database is fitting fits that version too: the
-        same data and seed, so the second write changes nothing but the time it took."""
+        same seed on the same stored measurements, so the second write repeats the first."""
         with self.db.session() as session:
             rows = session.execute(
                 select(PredictorVersion.id, PredictorVersion.metrics).where(PredictorVersion.state == "fitting")
