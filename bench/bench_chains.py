@@ -5,7 +5,8 @@ block's output), exports each chain as ONE ONNX model, measures it on this CPU (
 compares the measurement with the sum of the served predictor's block predictions (POST /v1/predict
 against ``runs/bench-predictor/profiler.db``). Each chain is measured in 3 passes (the truth is
 their median). Also reports a learned correction for what lone blocks get wrong about a chain
-(boundary tensors, weights in cache), fitted on 60 other chains. Writes ``runs/bench/chains.json``.
+(boundary tensors, weights in cache), fitted on 60 other chains, and judges both on 100 more
+chains for a steadier estimate. Writes ``runs/bench/chains.json``.
 """
 
 from __future__ import annotations
@@ -122,12 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--chains", type=int, default=30, help="chains judged")
     ap.add_argument("--train-chains", type=int, default=60, help="other chains the correction is fitted on")
+    ap.add_argument("--more-chains", type=int, default=100, help="a further judged set, for a steadier estimate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measure-only", action="store_true", help="measure the chains, skip predictions")
     args = ap.parse_args(argv)
     test = _chains(args.chains, args.seed)
     train = _chains(args.train_chains, args.seed + 1)
-    passes = measure_chains(test + train)
+    more = _chains(args.more_chains, args.seed + 2)
+    passes = measure_chains(test + train + more)
     if args.measure_only:
         return 0
     with open_farm() as client:
@@ -138,27 +141,30 @@ def main(argv: list[str] | None = None) -> int:
         target = {"device_class": ready[-1]["device_class"], "runtime": ready[-1]["runtime"]}
         statistic = ready[-1]["metrics"].get("statistic", "median_ms")  # what the predictor learned
         answers = [client.post("/v1/predict", json={**target, "blocks": [c.model_dump() for c in ch]}).json()
-                   for ch in test + train]
+                   for ch in test + train + more]
     if statistic != "p10_ms":
         print(f"the predictor learned {statistic}; chains are judged on p10_ms", file=sys.stderr)
-    n = len(test)
+    n, t = len(test), len(test) + len(train)
     measured = np.median(passes, axis=0)  # per chain, the median of its passes
     sums = np.array([a["total_ms"] for a in answers])
-    feats = np.array([chain_features(ch) for ch in test + train])
-    coef = fit_correction(sums[n:], feats[n:], measured[n:])
-    corrected = sums[:n] - feats[:n] @ coef
+    feats = np.array([chain_features(ch) for ch in test + train + more])
+    coef = fit_correction(sums[n:t], feats[n:t], measured[n:t])
+    corrected = sums - feats @ coef
     counts = [len(ch) for ch in test]
     out = {"n_chains": n, "n_train_chains": len(train), "passes": len(passes), "blocks": counts,
-           "measured_ms": measured[:n].tolist(), "summed_ms": sums[:n].tolist(), "corrected_ms": corrected.tolist(),
+           "measured_ms": measured[:n].tolist(), "summed_ms": sums[:n].tolist(), "corrected_ms": corrected[:n].tolist(),
            "predictor": answers[0]["predictor"], "statistic": statistic,
            "correction": {"features": ["boundary_melems", "params_m"], "ms_per_unit": coef.tolist()},
            "sum": M.accuracy_report(sums[:n], measured[:n]),
            "sum_one_pass": M.accuracy_report(sums[:n], passes[0, :n]),
-           "corrected": M.accuracy_report(corrected, measured[:n]),
+           "corrected": M.accuracy_report(corrected[:n], measured[:n]),
+           "n_more_chains": len(more),
+           "more_sum": M.accuracy_report(sums[t:], measured[t:]),
+           "more_corrected": M.accuracy_report(corrected[t:], measured[t:]),
            "target_within_10": 0.90}
     print(f"{n} chains of {min(counts)}-{max(counts)} blocks, {statistic} (median of {len(passes)} passes) "
           f"vs summed block predictions:")
-    for name in ("sum", "sum_one_pass", "corrected"):
+    for name in ("sum", "sum_one_pass", "corrected", "more_sum", "more_corrected"):
         r = out[name]
         print(f"{name:<14} MAPE {r['mape']:6.2f} %  within ±10 % {r['within_10']:.3f}  within ±5 % {r['within_5']:.3f}")
     print(f"correction fitted on {len(train)} other chains: -{coef[0]:.3f} ms per million boundary elements, "
