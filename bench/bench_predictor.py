@@ -370,8 +370,8 @@ def adaptive_experiment(rows: list[dict], initial: int = 500, budget: int = 300,
     of first fits disagrees on most, all drawn from one candidate pool measured in the same session
     (measurements taken at another time of this shared CPU drift by several percent, which would
     confound the comparison). Choosing uses only the candidates' features. Every arm is judged on
-    one fixed held-out test set; ``seed`` shuffles the pool."""
-    by_key = {r["key"]: r for r in rows if r.get("rep", 0) == 0}
+    one fixed held-out test set, labelled in the same first session; ``seed`` shuffles the pool."""
+    by_key = {r["key"]: r for r in rows if r.get("rep", 0) == 0 and r.get("session", 1) == 1}
     keys = sorted(by_key)
     split = split_by_key(keys, seed=0)
     test_rows = [by_key[keys[i]] for i in split.test]
