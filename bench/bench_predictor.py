@@ -27,7 +27,7 @@ import onnxruntime as ort
 import torch
 
 from profiler_server.predictor import metrics as M
-from profiler_server.predictor.adaptive import MIN_WORST, MISS, near_worst
+from profiler_server.predictor.adaptive import near_worst, worst_first
 from profiler_server.predictor.fit import TrainSettings, fit_predictor, split_by_key
 from shared.blocks import example_inputs
 from shared.config import AnyBlock, parse_block
@@ -343,8 +343,7 @@ def _near_worst(result, candidates: list[AnyBlock], budget: int) -> list[AnyBloc
     idx = np.concatenate([result.split.val, result.split.test])
     with torch.no_grad():
         err = np.abs(result.model(result.data.x[idx]).double().numpy() / result.data.y_ms[idx] - 1)
-    order = np.argsort(-err)
-    worst = [idx[i] for i in order if err[i] > MISS] or [idx[i] for i in order[:MIN_WORST]]
+    worst = idx[worst_first(err)]
     picks = near_worst(result.data.x[worst].numpy(), encode_blocks(candidates).numpy(), budget)
     return [candidates[i] for i in picks]
 

@@ -26,6 +26,12 @@ MISS = 0.10  # a config predicted further off than this is one to sample around
 MIN_WORST = 20  # when fewer configs miss, sample around this many of the worst anyway
 
 
+def worst_first(errors: np.ndarray) -> list[int]:
+    """Indices of the configs missed by more than ``MISS``, worst first; the ``MIN_WORST`` worst when none is."""
+    order = np.argsort(-errors)
+    return [int(i) for i in order if errors[i] > MISS] or [int(i) for i in order[:MIN_WORST]]
+
+
 def near_worst(worst_x: np.ndarray, candidates_x: np.ndarray, budget: int) -> list[int]:
     """Indices of ``budget`` candidates: round robin over ``worst_x`` (worst first), each taking
     its nearest candidate not yet taken, in features standardized over the candidates."""
@@ -61,8 +67,7 @@ def adaptive_configs(
     data = prepare_dataset(*store.training_rows(session, device_class, runtime, statistic))
     with torch.no_grad():
         err = np.abs(load_predictor(row.blob).model(data.x).double().numpy() / data.y_ms - 1)
-    order = np.argsort(-err)
-    worst = [i for i in order if err[i] > MISS] or list(order[:MIN_WORST])
+    worst = worst_first(err)
     measured = set(data.keys)
     pool = [c for c in sample_uniform(space, min(POOL_FACTOR * n, MAX_POOL), seed) if c.key() not in measured]
     if not pool:

@@ -107,9 +107,9 @@ class PredictorService:
                 f"a predictor needs at least {MIN_CONFIGS}: run a campaign first"
             )
         row = store.new_version(session, device_class, runtime)
-        row.metrics = {"statistic": statistic or self.settings.statistic}  # what a resumed fit learns
+        row.metrics = {"statistic": statistic or self.settings.statistic}  # what the (resumed) fit learns
         session.commit()  # the worker reads the row from its own session
-        self.futures[row.id] = self._pool.submit(self._run_fit, row.id, row.metrics["statistic"])
+        self.futures[row.id] = self._pool.submit(self._run_fit, row.id)
         log.info("queued fit of predictor %d (%s, %s v%d)", row.id, device_class, runtime, row.version)
         return row
 
@@ -119,19 +119,17 @@ class PredictorService:
         started while another one on the same database is fitting fits that version too: the
         same seed on the same stored measurements, so the second write repeats the first."""
         with self.db.session() as session:
-            rows = session.execute(
-                select(PredictorVersion.id, PredictorVersion.metrics).where(PredictorVersion.state == "fitting")
-            ).all()
-        for predictor_id, metrics in rows:
+            ids = list(session.scalars(select(PredictorVersion.id).where(PredictorVersion.state == "fitting")))
+        for predictor_id in ids:
             log.info("resuming fit of predictor %d", predictor_id)
-            statistic = (metrics or {}).get("statistic", self.settings.statistic)
-            self.futures[predictor_id] = self._pool.submit(self._run_fit, predictor_id, statistic)
-        return [predictor_id for predictor_id, _ in rows]
+            self.futures[predictor_id] = self._pool.submit(self._run_fit, predictor_id)
+        return ids
 
-    def _run_fit(self, predictor_id: int, statistic: str) -> None:
+    def _run_fit(self, predictor_id: int) -> None:
         with self.db.session() as session:
             row = session.get(PredictorVersion, predictor_id)
             device_class, runtime, version = row.device_class, row.runtime, row.version
+            statistic = (row.metrics or {}).get("statistic", self.settings.statistic)
             configs, latencies = store.training_rows(session, device_class, runtime, statistic)
         try:
             result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS,

@@ -11,6 +11,7 @@ from shared.config import ConvConfig, LIRConfig
 from shared.costs import block_macs
 
 ADMIN = "admin-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
 DEVICE_CLASS = "host/test-cpu"
 RUNTIME = "onnxruntime/t1/cpu"
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from predictor_data import ADMIN, DEVICE_CLASS, RUNTIME, store_measurements
+from predictor_data import AUTH, DEVICE_CLASS, RUNTIME, store_measurements
 
 from profiler_server.db import Campaign
 from profiler_server.predictor.adaptive import near_worst
 from shared.config import ConvConfig
 
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
 SPACE = {"kinds": {"conv": [{"fields": {"cin": {"lo": 8, "hi": 64}, "cout": [64], "kernel": [3]},
                              "sizes": [[8, 8], [32, 32]]}]}}  # fmt: skip
 

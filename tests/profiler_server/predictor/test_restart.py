@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from predictor_data import ADMIN, DEVICE_CLASS, RUNTIME, store_measurements, synthetic_blocks
+from predictor_data import ADMIN, AUTH, DEVICE_CLASS, RUNTIME, store_measurements, synthetic_blocks
 
 from profiler_server.app import create_app
 from profiler_server.db import Database, PredictorVersion
 from profiler_server.predictor.fit import TrainSettings
 from profiler_server.settings import Settings
-
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
 def _state(settings: Settings, predictor_id: int) -> str:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from predictor_data import ADMIN, DEVICE_CLASS, P10_SHARE, RUNTIME, store_measurements, synthetic_blocks
+from predictor_data import AUTH, DEVICE_CLASS, P10_SHARE, RUNTIME, store_measurements, synthetic_blocks
 
 from profiler_server.predictor.service import service_for
 from shared.encoding import encode_blocks
 from shared.predictor import load_predictor
 
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
 IN_RANGE = {"kind": "conv", "cin": 16, "cout": 32, "kernel": 3, "stride": 1, "h": 16, "w": 16}
 WIDE = {"kind": "conv", "cin": 512, "cout": 512, "kernel": 3, "stride": 1, "h": 128, "w": 128}
 MHSA = {"kind": "mhsa", "cin": 32, "heads": 2, "patch": 2, "cmid": 64, "h": 16, "w": 16}
