@@ -295,6 +295,9 @@ def unstored(rows: list[dict], stored: Counter) -> tuple[list[dict], list[dict]]
     return new, again
 
 
+MAX_SESSIONS = 5
+
+
 def fit_on_server(rows: list[dict], device_class: str) -> dict:
     """Store the measurements (first run) and fit through the server; the predictor it serves."""
     from profiler_server.predictor.service import service_for
@@ -302,13 +305,17 @@ def fit_on_server(rows: list[dict], device_class: str) -> dict:
     with open_farm() as client:
         service_for(client.app.state.db).settings = BENCH_SETTINGS
         new, again = unstored(rows, stored_counts(client.app.state.db, device_class))
-        if again:
+        refreshed = bool(again)
+        for _ in range(MAX_SESSIONS):  # a refresh campaign measures each config once: one round per extra session
+            if not again:
+                break
             campaign = store_through_server(client, again, device_class, remeasure=0.0, refresh=True)
             print(f"refresh campaign {campaign['id']}: {campaign['n']} configs", flush=True)
+            _, again = unstored(rows, stored_counts(client.app.state.db, device_class))
         if new:  # measured since the last run: store them (the campaign's completion fires the fit hook)
             campaign = store_through_server(client, new, device_class)
             print(f"campaign {campaign['id']}: {campaign['n']} configs", flush=True)
-        if not (new or again):  # nothing new: fit again on what is stored (a campaign's completion fits)
+        if not (new or refreshed):  # nothing new: fit again on what is stored (a campaign's completion fits)
             r = client.post("/v1/predictors", json={"device_class": device_class, "runtime": "onnxruntime"},
                             headers=_auth(ADMIN_TOKEN))
             r.raise_for_status()
