@@ -4,6 +4,12 @@ One step computes ``L + β·Lreg + γ·Laux + λ·Ld`` (named terms ``task``, ``
 ``distill``; ``loss`` is the weighted sum) and steps three optimizers: SGD on the weights, Adam on the
 Gumbel logits (lr ≈ 3e-4, betas 0.5/0.999) and Adam on the DWBC gate weights. The regularizer runs the
 predictor fetched before the loop through autograd, so no step sends an HTTP request.
+
+Ld is Σ over pixels of KL(q_s ‖ q_t) on the main output and every aux head (direction and reduction
+are ``search.distill_direction`` / ``search.distill_reduction``; see ``search_client.pipeline.losses``).
+Every logged step carries each weighted term's share of the loss (``share_task``, ``share_latency``,
+``share_aux``, ``share_distill``) in ``<run>/search/metrics.jsonl`` and the log lines; the phase's
+result keeps their mean (``loss_shares``), so a run shows whether a booster weighs anything.
 """
 
 from __future__ import annotations
@@ -94,7 +100,8 @@ def search_parts(ctx: PipelineContext, student: nn.Module, teacher: nn.Module, l
     gates = torch.optim.Adam(student.gate_parameters(), lr=ctx.settings.gate_lr, betas=(0.5, 0.999))
     return TrainParts(
         optimizers={"model": weights, "arch": arch, "gates": gates},
-        extra_terms={"distill": TeacherDistill(teacher), "latency": latency, "latency_ms": latency.expected_ms},
+        extra_terms={"distill": TeacherDistill.from_config(teacher, s), "latency": latency,
+                     "latency_ms": latency.expected_ms},
         term_weights={"distill": s.distill_weight, "latency": s.latency_weight, "latency_ms": 0.0},
         hooks=[TemperatureHook(student, s.tau_start, s.tau_end)],
     )

@@ -11,10 +11,15 @@ import torch
 from torch import nn
 
 from search_client.pipeline.context import PipelineContext
-from search_client.pipeline.losses import distill_loss
+from search_client.config import SearchConfig
+from search_client.pipeline.losses import KLDirection, KLReduction, distill_loss
 from search_client.train import StepInputs, Trainer, TrainParts, seed_everything
+from search_client.train.metrics import read_metrics
 
 log = logging.getLogger(__name__)
+
+# How the search's loss terms are written in the objective L + β·Lreg + γ·Laux + λ·Ld.
+TERM_LABELS = {"task": "L", "latency": "β·Lreg", "aux": "γ·Laux", "distill": "λ·Ld"}
 
 
 class PhaseInterrupted(RuntimeError):
@@ -23,15 +28,23 @@ class PhaseInterrupted(RuntimeError):
 
 @dataclass
 class TeacherDistill:
-    """Ld term: the frozen teacher's main output constrains the student's main and aux outputs."""
+    """Ld term: the frozen teacher's main output constrains the student's main and aux outputs
+    (KL direction and pixel reduction as in :mod:`search_client.pipeline.losses`)."""
 
     teacher: nn.Module
     temperature: float = 1.0
+    direction: KLDirection = "student-teacher"
+    reduction: KLReduction = "sum"
+
+    @classmethod
+    def from_config(cls, teacher: nn.Module, search: SearchConfig) -> TeacherDistill:
+        return cls(teacher, direction=search.distill_direction, reduction=search.distill_reduction)
 
     def __call__(self, inputs: StepInputs) -> torch.Tensor:
         with torch.no_grad():
             target = self.teacher(inputs.images)  # eval mode: (B, K, H, W)
-        return distill_loss(inputs.outputs["out"], inputs.outputs["aux"], target, self.temperature)
+        return distill_loss(inputs.outputs["out"], inputs.outputs["aux"], target, self.temperature,
+                            self.direction, self.reduction)
 
 
 def train_phase(ctx: PipelineContext, phase: str, model: nn.Module, parts: TrainParts | None = None) -> dict:
@@ -53,8 +66,19 @@ def train_phase(ctx: PipelineContext, phase: str, model: nn.Module, parts: Train
     if trainer.iteration < total:
         raise PhaseInterrupted(f"{phase} stopped at iteration {trainer.iteration}/{total}; rerun to resume")
     evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").exists() else {}
+    shares = phase_loss_shares(folder)
+    if shares:
+        shown = ", ".join(f"{TERM_LABELS.get(k, k)} {v:.3f}" for k, v in shares.items())
+        ctx.say(f"[{phase}] share of the total loss, mean over the phase: {shown}")
     return {"model": str(folder / "model.pt"), "miou": evaluation.get("miou"), "terms": result["terms"],
-            "iterations": total}
+            "iterations": total, "loss_shares": shares}
+
+
+def phase_loss_shares(folder: Path) -> dict[str, float]:
+    """Mean over the logged train rows of ``<phase>/metrics.jsonl`` of each term's share of the loss."""
+    rows = read_metrics(folder)
+    keys = sorted({k for r in rows for k in r if k.startswith("share_")})
+    return {k.removeprefix("share_"): sum(r.get(k, 0.0) for r in rows) / len(rows) for k in keys}
 
 
 def _untrained(ctx: PipelineContext, folder: Path, model: nn.Module) -> dict:
@@ -81,5 +105,6 @@ def run_finetune(ctx: PipelineContext) -> dict:
     seed_everything(ctx.cfg.train.seed + 2, ctx.cfg.train.deterministic)
     compact = ctx.compact("derive").train()
     teacher = ctx.pretrained_supernet()
-    parts = TrainParts(extra_terms={"distill": TeacherDistill(teacher)}, term_weights={"distill": ctx.cfg.search.distill_weight})
+    parts = TrainParts(extra_terms={"distill": TeacherDistill.from_config(teacher, ctx.cfg.search)},
+                       term_weights={"distill": ctx.cfg.search.distill_weight})
     return train_phase(ctx, "finetune", compact, parts)

@@ -27,7 +27,7 @@ from search_client.train.checkpoint import (
     set_rng_state,
 )
 from search_client.train.ddp import DistInfo, all_gather_objects, barrier, mean_across_ranks
-from search_client.train.losses import OhemCrossEntropy, as_outputs, segmentation_terms
+from search_client.train.losses import OhemCrossEntropy, as_outputs, loss_shares, segmentation_terms
 from search_client.train.metrics import MetricsLog
 from search_client.train.sampler import ResumableSampler
 from search_client.train.schedule import warmup_poly
@@ -162,7 +162,10 @@ class Trainer:
         return terms
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """Forward, weighted sum of the named terms, backward, every optimizer and scheduler steps once."""
+        """Forward, weighted sum of the named terms, backward, every optimizer and scheduler steps once.
+
+        Returns ``loss``, every term unweighted, and each weighted term's share of ``loss``
+        (``share_task``, ``share_aux``, ...; see :func:`~search_client.train.losses.loss_shares`)."""
         self.ddp_model.train()
         with torch.autocast(self.dist.device.type, enabled=self.use_amp):
             terms = self.compute_terms(images, labels)
@@ -175,7 +178,8 @@ class Trainer:
         self.scaler.update()
         for sched in self.parts.schedulers.values():
             sched.step()
-        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        return {"loss": float(loss.detach()), **values, **loss_shares(values, self.weights)}
 
     # ---- loop --------------------------------------------------------------------------------
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
