@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search_client.pipeline.context import PipelineContext
 from search_client.config import SearchConfig
+from search_client.pipeline.context import PipelineContext
 from search_client.pipeline.losses import KLDirection, KLReduction, distill_loss
 from search_client.train import StepInputs, Trainer, TrainParts, seed_everything
 from search_client.train.metrics import read_metrics
