@@ -65,7 +65,9 @@ def run_pipeline(
 
 
 def assemble_report(state: RunState, settings: PipelineSettings, device_class: str) -> dict:
-    """report.json content: DESIGN.md fields plus paths, widths, predictor and phase figures."""
+    """report.json content: the fields every run report has (target_ms, predicted_ms, measured_ms,
+    device_class, runtime, gmacs, params_m, miou, supernet_gmacs, supernet_miou) plus paths, widths,
+    predictor and phase figures."""
     search, derive, ev, meas = (state.result(p) for p in ("search", "derive", "eval", "measure"))
     pretrain, finetune = state.result("pretrain"), state.result("finetune")
     predictor = meas.get("predictor") or search["predictor"]
