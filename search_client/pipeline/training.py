@@ -14,6 +14,7 @@ from search_client.config import SearchConfig
 from search_client.pipeline.context import PipelineContext
 from search_client.pipeline.losses import KLDirection, KLReduction, distill_loss
 from search_client.train import StepInputs, Trainer, TrainParts, seed_everything
+from search_client.train.ddp import broadcast_object
 from search_client.train.metrics import read_metrics
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,16 @@ def train_phase(ctx: PipelineContext, phase: str, model: nn.Module, parts: Train
         return _untrained(ctx, folder, model)
     train_set, val_set = ctx.datasets()
     trainer = Trainer(ctx.cfg, folder, model, train_set, val_set=val_set, class_names=ctx.class_names(),
-                      parts=parts, iterations=total, progress=ctx.settings.progress)
+                      parts=parts, dist=ctx.dist, iterations=total, progress=ctx.settings.progress)
+    ctx.cache.setdefault("trained", {})[phase] = trainer.model  # this process's copy, for callers that look
     if trainer.resume():
         ctx.say(f"[{phase}] resuming at iteration {trainer.iteration}/{total}")
     result = trainer.fit(max_steps=ctx.max_steps)
     if trainer.iteration < total:
         raise PhaseInterrupted(f"{phase} stopped at iteration {trainer.iteration}/{total}; rerun to resume")
     evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").exists() else {}
-    shares = phase_loss_shares(folder)
+    shares = phase_loss_shares(folder) if ctx.dist.is_main else {}
+    shares = broadcast_object(ctx.dist, shares)
     if shares:
         shown = ", ".join(f"{TERM_LABELS.get(k, k)} {v:.3f}" for k, v in shares.items())
         ctx.say(f"[{phase}] share of the total loss, mean over the phase: {shown}")
@@ -82,15 +85,19 @@ def phase_loss_shares(folder: Path) -> dict[str, float]:
 
 
 def _untrained(ctx: PipelineContext, folder: Path, model: nn.Module) -> dict:
-    """A zero budget: keep the weights as they are (still evaluated, so the report has a number)."""
+    """A zero budget: keep the weights as they are (still evaluated, so the report has a number).
+    Rank 0 writes and evaluates; every rank returns its result."""
     from torch.utils.data import DataLoader
 
     from search_client.eval import evaluate
 
-    torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
-    _, val_set = ctx.datasets()
-    res = evaluate(model, DataLoader(val_set, batch_size=1), ctx.class_names())
-    return {"model": str(folder / "model.pt"), "miou": res.miou, "terms": {}, "iterations": 0}
+    miou = None
+    if ctx.dist.is_main:
+        torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
+        _, val_set = ctx.datasets()
+        miou = evaluate(model.to(ctx.device), DataLoader(val_set, batch_size=1), ctx.class_names(), ctx.device).miou
+    miou = broadcast_object(ctx.dist, miou)
+    return {"model": str(folder / "model.pt"), "miou": miou, "terms": {}, "iterations": 0}
 
 
 def run_pretrain(ctx: PipelineContext) -> dict:
