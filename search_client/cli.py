@@ -218,11 +218,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from search_client.train.checkpoint import load_checkpoint
     from search_client.train.ddp import resolve_device
 
+    device = torch.device(resolve_device(args.device))
     path = _weights_file(args)
     state = load_checkpoint(path)
     cfg = RunConfig.model_validate(state["config"])
     data = cfg.data.model_copy(update={"root": args.data_root}) if args.data_root else cfg.data
-    device = torch.device(resolve_device(args.device))
     model = build_model(cfg.arch, cfg.num_classes, **cfg.model)
     try:
         model.load_state_dict(state.get("state_dict") or state["model"])

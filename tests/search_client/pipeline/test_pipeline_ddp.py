@@ -35,6 +35,7 @@ def _arch(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # includes starting the 2-process job (about 70 s alone on 2 cores)
 def test_search_keeps_architecture_parameters_and_gates_identical_across_ranks(ranks):
     r0, r1 = ranks
     a0, a1 = _arch(r0["search"]), _arch(r1["search"])
@@ -49,6 +50,7 @@ def test_search_keeps_architecture_parameters_and_gates_identical_across_ranks(r
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_finetune_keeps_the_derived_network_identical_across_ranks(ranks):
     r0, r1 = ranks
     assert r0["finetune"].keys() == r0["derived"].keys() and len(r0["finetune"]) > 20
