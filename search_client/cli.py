@@ -326,4 +326,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m search_client.cli`` (how torchrun starts it) this file is ``__main__``; the
+    # pipeline's commands import ``search_client.cli``, a second copy whose UsageError this copy's
+    # ``main`` would not catch. Entering through that module keeps one set of classes.
+    from search_client.cli import main as module_main
+
+    sys.exit(module_main())

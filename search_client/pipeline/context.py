@@ -83,8 +83,18 @@ class PipelineContext:
         """The target's predictor, fetched once (disk-cached; offline fallback). Under torchrun rank 0
         fetches it and hands the same version to every rank."""
         if self._predictor is None:
-            fetched = self._fetch_predictor() if self.dist.is_main else None
-            self._predictor = broadcast_object(self.dist, fetched)
+            fetched: FetchedPredictor | Exception | None = None
+            if self.dist.is_main:
+                try:
+                    fetched = self._fetch_predictor()
+                except Exception as exc:  # handed to every rank, so they all stop with rank 0's message
+                    if not self.dist.distributed:
+                        raise
+                    fetched = exc
+            fetched = broadcast_object(self.dist, fetched)
+            if isinstance(fetched, Exception):
+                raise fetched
+            self._predictor = fetched
         return self._predictor
 
     def _fetch_predictor(self) -> FetchedPredictor:

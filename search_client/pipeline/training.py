@@ -80,8 +80,9 @@ def train_phase(ctx: PipelineContext, phase: str, model: nn.Module, parts: Train
 def phase_loss_shares(folder: Path) -> dict[str, float]:
     """Mean over the logged train rows of ``<phase>/metrics.jsonl`` of each term's share of the loss."""
     rows = read_metrics(folder)
-    keys = sorted({k for r in rows for k in r if k.startswith("share_")})
-    return {k.removeprefix("share_"): sum(r.get(k, 0.0) for r in rows) / len(rows) for k in keys}
+    names = {k.removeprefix("share_") for r in rows for k in r if k.startswith("share_")}
+    order = [n for n in TERM_LABELS if n in names] + sorted(names - set(TERM_LABELS))  # as the objective reads
+    return {n: sum(r.get(f"share_{n}", 0.0) for r in rows) / len(rows) for n in order}
 
 
 def _untrained(ctx: PipelineContext, folder: Path, model: nn.Module) -> dict:
