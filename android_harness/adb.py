@@ -118,7 +118,10 @@ def parse_df_available_kb(text: str) -> int | None:
 
 @dataclass(frozen=True)
 class AdbSettings:
-    """Knobs of the adb runner; defaults follow the measurement protocol in DESIGN.md."""
+    """Knobs of the adb runner. The defaults follow the farm's measurement protocol: the benchmark is
+    pinned to the big cores (mask from the cores' max frequencies), and before each job the phone
+    cools until its hottest thermal zone is under ``cool_threshold_c`` (waiting at most
+    ``cool_max_wait_s``); the temperature is recorded with the result."""
 
     work_dir: str = WORK_DIR
     call_timeout_s: float = 30.0

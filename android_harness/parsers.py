@@ -1,7 +1,7 @@
 """Pure parsers for the on-device benchmark tools' stdout (TFLite ``benchmark_model`` and
 ``onnxruntime_perf_test``). No I/O here: the runners capture output, these turn it into numbers.
 
-Formats handled (see REFERENCE.md): lines with or without an ``INFO:`` prefix; ``count=`` lines with
+Formats handled (each one seen in real output of the tools): lines with or without an ``INFO:`` prefix; ``count=`` lines with
 ``first/curr/min/max/avg/std`` in microseconds and, in newer builds, ``p5=/median=/p95=``; numbers in
 scientific notation (``1.24027e+06``); perf_test averages in ms and percentiles in seconds.
 """

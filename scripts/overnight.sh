@@ -4,7 +4,7 @@
 # (finished phases are skipped; the phase in progress restarts from its last checkpoint).
 #
 #   DATA=/data/cityscapes SERVER=http://farm.lab:8000 TOKEN=... DEVICE_CLASS='SM-G991B/lahaina' \
-#   TARGET_MS=60 scripts/overnight.sh
+#   TARGET_MS=60 NPROC=8 scripts/overnight.sh
 #
 # Every knob below can be overridden from the environment. Logs go to runs/<name>/overnight.log.
 set -euo pipefail
@@ -20,19 +20,24 @@ DATASET="${DATASET:-cityscapes}"
 TOKEN="${TOKEN:-${RTSEG_TOKEN:-}}"
 RETRIES="${RETRIES:-3}"          # restarts after a crash (a kill by the user is not retried)
 PY="${PY:-.venv/bin}"
+DEVICE="${DEVICE:-auto}"         # auto: cuda when available
+NPROC="${NPROC:-1}"              # processes of one DDP job (one GPU each); more than 1 runs under torchrun
 
 args=(run --name "$NAME" --dataset "$DATASET" --data-root "$DATA" --preset "$PRESET"
-      --device-class "$DEVICE_CLASS" --runtime "$RUNTIME" --server "$SERVER")
+      --device-class "$DEVICE_CLASS" --runtime "$RUNTIME" --server "$SERVER" --device "$DEVICE")
 [[ -n "$TOKEN" ]] && args+=(--token "$TOKEN")
 [[ -n "${TARGET_MS:-}" ]] && args+=(--target-ms "$TARGET_MS")
 [[ -n "${EXTRA_ARGS:-}" ]] && read -r -a extra <<<"$EXTRA_ARGS" && args+=("${extra[@]}")
+
+launcher=("$PY/rtseg-search")
+[[ "$NPROC" -gt 1 ]] && launcher=("$PY/torchrun" --standalone --nproc-per-node "$NPROC" -m search_client.cli)
 
 mkdir -p "runs/$NAME"
 log="runs/$NAME/overnight.log"
 for attempt in $(seq 0 "$RETRIES"); do
   echo "[$(date -u +%FT%TZ)] attempt $attempt: rtseg-search ${args[*]/$TOKEN/***}" | tee -a "$log"
   set +e
-  "$PY/rtseg-search" "${args[@]}" 2>&1 | tee -a "$log"
+  "${launcher[@]}" "${args[@]}" 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
   set -e
   if [[ $rc -eq 0 ]]; then

@@ -116,7 +116,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs"), help="parent of run folders (default runs/)")
     p.add_argument("--run-dir", type=Path, help="run folder (default <runs>/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto: cuda when available")
     p.add_argument("--max-steps", type=int, help="stop after this many steps of this call (resume later)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
 
@@ -134,6 +134,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     import torch
 
     from search_client.train import cleanup_distributed, init_distributed
+    from search_client.train.ddp import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,9 +147,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or args.runs / cfg.name
         if any((run_dir / "checkpoints").glob("iter_*.pt")):
             raise UsageError(f"{run_dir} already has checkpoints; pass --resume or pick another --run-dir")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    dist = init_distributed(args.device)
+    dist = init_distributed(resolve_device(args.device))
     try:
         result = train_run(cfg, run_dir, dist, resume=args.resume, max_steps=args.max_steps)
     finally:
@@ -188,7 +187,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="dataset folder (default: the run's)")
     p.add_argument("--split", help="split (default: the run's val split)")
     p.add_argument("--max-images", type=int)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto: cuda when available")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -217,12 +216,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from search_client.eval import evaluate
     from search_client.models import build_model
     from search_client.train.checkpoint import load_checkpoint
+    from search_client.train.ddp import resolve_device
 
+    device = torch.device(resolve_device(args.device))
     path = _weights_file(args)
     state = load_checkpoint(path)
     cfg = RunConfig.model_validate(state["config"])
     data = cfg.data.model_copy(update={"root": args.data_root}) if args.data_root else cfg.data
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(cfg.arch, cfg.num_classes, **cfg.model)
     try:
         model.load_state_dict(state.get("state_dict") or state["model"])
@@ -326,4 +326,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m search_client.cli`` (how torchrun starts it) this file is ``__main__``; the
+    # pipeline's commands import ``search_client.cli``, a second copy whose UsageError this copy's
+    # ``main`` would not catch. Entering through that module keeps one set of classes.
+    from search_client.cli import main as module_main
+
+    sys.exit(module_main())

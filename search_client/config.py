@@ -89,6 +89,10 @@ class SearchConfig(_Frozen):
     aux_weight: float = Field(1.0, ge=0, description="γ")
     latency_weight: float = Field(0.01, ge=0, description="β")
     distill_weight: float = Field(0.001, ge=0, description="λ")
+    # Ld = Σ over pixels of KL(q_s ‖ q_t) (Eq. 10, student first); "teacher-student" is KL(q_t ‖ q_s).
+    distill_direction: Literal["student-teacher", "teacher-student"] = "student-teacher"
+    # "sum": summed over the pixels of each image (Eq. 10), averaged over the batch; "mean": averaged.
+    distill_reduction: Literal["sum", "mean"] = "sum"
     iterations: int = Field(40_000, ge=1)
     finetune_iterations: int = Field(40_000, ge=1)
     arch_lr: float = Field(3e-4, gt=0)
@@ -96,6 +100,8 @@ class SearchConfig(_Frozen):
     reg_mode: Literal["one-sided", "two-sided"] = "one-sided"
     tau_start: float = Field(10.0, gt=0)
     tau_end: float = Field(0.1, gt=0)
+    # Input size (H, W) at which the latency of blocks and networks is predicted, measured and targeted.
+    latency_size: tuple[int, int] = (512, 1024)
 
 
 class RunConfig(_Frozen):
@@ -124,7 +130,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"iterations": 160_000, "batch_size": 8, "lr": 0.1, "warmup_iters": 1000,
                   "checkpoint_every": 2000, "log_every": 50, "eval_every": 10_000},
         "search": {"iterations": 40_000, "finetune_iterations": 40_000, "aux_weight": 1.0,
-                   "latency_weight": 0.01, "distill_weight": 0.001},
+                   "latency_weight": 0.01, "distill_weight": 0.001, "latency_size": (512, 1024)},
     },
     # Minutes on 2 CPU cores: synthetic street scenes (make-synthetic, 256x512) seen at half resolution
     # (base_size), 64x128 crops; evaluation at 128x256 with the logits resized to the 256x512 labels.
@@ -136,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "num_workers": 0, "color_jitter": 0.2},
         "train": {"iterations": 150, "batch_size": 4, "lr": 0.05, "warmup_iters": 10,
                   "checkpoint_every": 50, "log_every": 10, "eval_every": 0},
-        "search": {"iterations": 60, "finetune_iterations": 60},
+        "search": {"iterations": 60, "finetune_iterations": 60, "latency_size": (256, 512)},
     },
 }
 

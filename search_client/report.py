@@ -1,4 +1,6 @@
-"""Run report: ``report.json`` (DESIGN.md fields), ``report.md`` and matplotlib plots.
+"""Run report: ``report.json`` (at least ``target_ms``, ``predicted_ms``, ``measured_ms``,
+``device_class``, ``runtime``, ``gmacs``, ``params_m``, ``miou``, ``supernet_gmacs``,
+``supernet_miou``), ``report.md`` and matplotlib plots.
 
 Pure functions of already-computed numbers; the pipeline and the demo call them at the end.
 """

@@ -13,7 +13,8 @@ import numpy as np
 from search_client.config import IGNORE_INDEX, DataConfig
 from search_client.data.base import DatasetError, Sample, SegmentationDataset, require_dir
 
-# (labelId, trainId, name) of the 19 evaluated classes (REFERENCE.md, "Cityscapes").
+# (labelId, trainId, name) of the 19 evaluated classes, as in the official cityscapesScripts label table
+# (every other labelId maps to 255, ignored).
 TRAIN_CLASSES: tuple[tuple[int, int, str], ...] = (
     (7, 0, "road"), (8, 1, "sidewalk"), (11, 2, "building"), (12, 3, "wall"), (13, 4, "fence"),
     (17, 5, "pole"), (19, 6, "traffic light"), (20, 7, "traffic sign"), (21, 8, "vegetation"),

@@ -1,6 +1,6 @@
 """BiSeNetV2 (Yu et al., IJCV 2021), the baseline RTSeg compares to.
 
-Layer layout as in REFERENCE.md: detail branch of 3x3 conv-BN-ReLU (64, 64, 128 at H/2, H/4, H/8),
+Layer layout of the BiSeNetV2 paper: detail branch of 3x3 conv-BN-ReLU (64, 64, 128 at H/2, H/4, H/8),
 segment branch with the stem (16 ch at H/4), gather-and-expand layers (expansion 6, grouped /
 depthwise 3x3) to 32, 64, 128 channels at H/8, H/16, H/32, context embedding, bilateral guided
 aggregation and the head 128 -> 1024 -> classes, x8. Four aux heads (stem, H/8, H/16, H/32 before

@@ -2,7 +2,9 @@
 
 Picked up by ``search_client.cli`` (``EXTENSION_MODULES``). ``search``, ``finetune`` and ``export``
 run the pipeline up to that phase (earlier phases first, when not done yet); ``run`` runs all of it
-and writes the report. Every command resumes the run folder ``<runs>/<name>/``.
+and writes the report. Every command resumes the run folder ``<runs>/<name>/``, computes on
+``--device`` (auto: cuda when available) and runs under torchrun as one DDP job
+(``torchrun --nproc-per-node N -m search_client.cli run ...``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-iters", type=int, help="default: the preset's search.finetune_iterations")
     p.add_argument("--target-ms", type=float, help="latency target (default: --target-fraction of the supernet)")
     p.add_argument("--target-fraction", type=float, default=0.5, help="target as a share of the supernet (0.5)")
-    p.add_argument("--latency-size", type=_size, default=(256, 512), metavar="HxW",
-                   help="input size at which latency is predicted and measured (default 256x512)")
+    p.add_argument("--latency-size", type=_size, metavar="HxW",
+                   help="input size at which latency is predicted, measured and targeted (default: the "
+                        "preset's: 512x1024 for cityscapes-paper, 256x512 for synthetic-cpu)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where every phase computes (default auto: cuda when available); under torchrun "
+                        "each process takes its own GPU")
     p.add_argument("--device-class", help="target device class (default: this host, host/<cpu>)")
     p.add_argument("--runtime", default="onnxruntime", help="runtime or runtime key, e.g. onnxruntime/t1/cpu")
     p.add_argument("--server", default=os.environ.get("RTSEG_SERVER", "http://127.0.0.1:8000"),
@@ -70,7 +76,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         name=args.name, runs_dir=args.runs, preset=args.preset, overrides=overrides,
         pretrain_iters=args.pretrain_iters, search_iters=args.search_iters, finetune_iters=args.finetune_iters,
         target_ms=args.target_ms, target_fraction=args.target_fraction,
-        latency_height=args.latency_size[0], latency_width=args.latency_size[1],
+        latency_height=args.latency_size[0] if args.latency_size else None,
+        latency_width=args.latency_size[1] if args.latency_size else None, device=args.device,
         device_class=args.device_class, runtime=args.runtime, server=args.server, token=args.token,
         cache_dir=args.cache_dir, measure=not args.no_measure, measure_supernet=args.measure_supernet,
         export_tflite=args.tflite,
@@ -95,7 +102,8 @@ def _run_until(until: str) -> Any:
             return 0
         except RemoteError as exc:
             raise UsageError(str(exc)) from exc
-        _print_outcome(settings, until, report, args.json)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
+            _print_outcome(settings, until, report, args.json)
         return 0
 
     return run

@@ -16,6 +16,7 @@ from search_client.config import RunConfig
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import RunState
 from search_client.remote import FetchedPredictor, ProfilerClient
+from search_client.train.ddp import DistInfo, broadcast_object
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class PipelineContext:
     client: ProfilerClient | None = None
     say: Say = log.info
     max_steps: int | None = None  # stop a training phase after this many steps of this call (a planned kill)
+    dist: DistInfo = field(default_factory=DistInfo)  # rank, world size and device of this process
     _cfg: RunConfig | None = None
     _predictor: FetchedPredictor | None = None
     _datasets: tuple[Any, Any] | None = None
@@ -54,7 +56,11 @@ class PipelineContext:
 
     @property
     def latency_size(self) -> tuple[int, int]:
-        return self.settings.latency_height, self.settings.latency_width
+        return self.settings.latency_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
 
     @property
     def device_class(self) -> str:
@@ -74,14 +80,29 @@ class PipelineContext:
         return self.client
 
     def predictor(self) -> FetchedPredictor:
-        """The target's predictor, fetched once per process (disk-cached; offline fallback)."""
+        """The target's predictor, fetched once (disk-cached; offline fallback). Under torchrun rank 0
+        fetches it and hands the same version to every rank."""
         if self._predictor is None:
-            fetched = self.require_client().fetch_predictor(self.device_class, self.settings.runtime)
-            if fetched.offline:
-                self.say(f"profiler service unreachable: using cached predictor v{fetched.version} ({fetched.path})")
-            fetched.model.requires_grad_(False)
+            fetched: FetchedPredictor | Exception | None = None
+            if self.dist.is_main:
+                try:
+                    fetched = self._fetch_predictor()
+                except Exception as exc:  # handed to every rank, so they all stop with rank 0's message
+                    if not self.dist.distributed:
+                        raise
+                    fetched = exc
+            fetched = broadcast_object(self.dist, fetched)
+            if isinstance(fetched, Exception):
+                raise fetched
             self._predictor = fetched
         return self._predictor
+
+    def _fetch_predictor(self) -> FetchedPredictor:
+        fetched = self.require_client().fetch_predictor(self.device_class, self.settings.runtime)
+        if fetched.offline:
+            self.say(f"profiler service unreachable: using cached predictor v{fetched.version} ({fetched.path})")
+        fetched.model.requires_grad_(False)
+        return fetched
 
     def iterations(self, phase: str) -> int:
         s, c = self.settings, self.cfg
@@ -113,7 +134,7 @@ class PipelineContext:
         model = self.build_supernet()
         model.load_state_dict(load_weights(self.state.result("pretrain")["model"]))
         model.eval().requires_grad_(False)
-        return model
+        return model.to(self.device)
 
     def searched_supernet(self) -> nn.Module:
         """The supernet as the search left it: gates installed, Gumbel logits trained."""
@@ -121,10 +142,11 @@ class PipelineContext:
         model.install_gates(init=self.settings.gate_init)
         model.set_search(self.cfg.search.tau_end)
         model.load_state_dict(load_weights(self.state.result("search")["model"]))
-        return model.eval()
+        return model.eval().to(self.device)
 
     def compact(self, phase: str = "finetune") -> nn.Module:
-        """The derived network with the weights of ``phase`` (``derive`` or ``finetune``)."""
+        """The derived network with the weights of ``phase`` (``derive`` or ``finetune``), on the CPU
+        (export and measurement need it there; training and evaluation move it to the device)."""
         from search_client.models import build_model
 
         spec = self.state.result("derive")["spec"]

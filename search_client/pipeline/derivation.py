@@ -89,16 +89,18 @@ def fit_to_target(model: nn.Module, predictor: LatencyMLP, target: float, size: 
 @torch.no_grad()
 def max_output_difference(a: nn.Module, b: nn.Module, size: tuple[int, int], seed: int = 0) -> float:
     """Largest absolute logit difference of two eval-mode networks on one random input."""
-    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
-    return float((a.eval()(x) - b.eval()(x)).abs().max())
+    device = next(a.parameters()).device
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(device)
+    return float((a.eval()(x) - b.to(device).eval()(x)).abs().max())
 
 
 def measure_network(ctx: PipelineContext, model: nn.Module, name: str) -> float:
-    """Median latency (ms) of ``model`` measured on the run's target device, batch 1."""
+    """Median latency (ms) of ``model`` measured on the run's target device, batch 1 (exported from
+    the CPU: ``model`` moves there)."""
     from search_client.pipeline.finish import export_input, export_onnx
 
     client = ctx.require_client()
-    onnx_bytes = export_onnx(model, export_input(ctx.latency_size))
+    onnx_bytes = export_onnx(model.cpu(), export_input(ctx.latency_size))
     job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name)
     return float(client.wait_job(int(job["job_id"]))["median_ms"])
 

@@ -29,9 +29,9 @@ def run_eval(ctx: PipelineContext) -> dict:
     """Single-scale mIoU of the fine-tuned compact network and of the pretrained supernet."""
     _, val_set = ctx.datasets()
     names = ctx.class_names()
-    compact, supernet = ctx.compact("finetune"), ctx.pretrained_supernet()
-    res_c = evaluate(compact, DataLoader(val_set, batch_size=1), names)
-    res_s = evaluate(supernet, DataLoader(val_set, batch_size=1), names)
+    compact, supernet = ctx.compact("finetune").to(ctx.device), ctx.pretrained_supernet()
+    res_c = evaluate(compact, DataLoader(val_set, batch_size=1), names, ctx.device)
+    res_s = evaluate(supernet, DataLoader(val_set, batch_size=1), names, ctx.device)
     ctx.say(f"[eval] mIoU searched {100 * res_c.miou:.2f} | supernet {100 * res_s.miou:.2f}")
     size = ctx.latency_size
     return {
@@ -89,7 +89,7 @@ def run_export(ctx: PipelineContext) -> dict:
     out = {"onnx": str(path), "onnx_sha256": sha256_bytes(onnx_bytes), "onnx_bytes": len(onnx_bytes),
            "onnx_max_abs_diff": _onnx_matches(onnx_bytes, compact, x)}
     if ctx.settings.measure_supernet:
-        sup = export_onnx(exportable(ctx.pretrained_supernet()), x)
+        sup = export_onnx(exportable(ctx.pretrained_supernet().cpu()), x)
         (folder / "supernet.onnx").write_bytes(sup)
         out["supernet_onnx"] = str(folder / "supernet.onnx")
     if ctx.settings.export_tflite or ctx.settings.runtime.startswith("tflite"):

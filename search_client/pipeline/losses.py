@@ -1,49 +1,97 @@
-"""Self-distillation (pixel-wise KL to the frozen supernet); the latency term is
-``search_client.search.latency.latency_loss``."""
+"""Self-distillation Ld (paper Eq. 10-12): pixel-wise KL between the student's and the frozen
+supernet's class distributions; the latency term is ``search_client.search.latency.latency_loss``.
+
+Direction: ``"student-teacher"`` (the default, as the paper writes Eq. 10) is KL(q_s ‖ q_t) =
+Σ_c q_s(c) (log q_s(c) − log q_t(c)), the student's distribution first; ``"teacher-student"`` is the
+usual knowledge-distillation direction KL(q_t ‖ q_s).
+
+Reduction: ``"sum"`` (the default, Eq. 10's Σ over the pixels i ∈ R) sums the per-pixel KL over the
+pixels of each image and averages over the images of the batch; ``"mean"`` averages over pixels and
+images (the sum divided by H·W). With the paper's λ = 0.001 the sum at 512×1024 weighs about 524
+times the mean.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+KLDirection = Literal["student-teacher", "teacher-student"]
+KLReduction = Literal["sum", "mean"]
+DIRECTIONS: tuple[str, ...] = ("student-teacher", "teacher-student")
+REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
-def pixel_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Mean over pixels of KL(teacher || student) of the per-pixel class distributions.
 
-    ``(B, C, H, W)`` logits each; the teacher is resized to the student's size when they differ
-    (aux heads may predict at their own stride).
+def _check(direction: str, reduction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown KL direction {direction!r}; use one of {', '.join(DIRECTIONS)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown KL reduction {reduction!r}; use one of {', '.join(REDUCTIONS)}")
+
+
+def _kl_map(log_s: torch.Tensor, log_t: torch.Tensor, direction: str) -> torch.Tensor:
+    """(B, C, H, W) log-probabilities -> (B, H, W) per-pixel KL in ``direction``."""
+    if direction == "student-teacher":
+        return (log_s.exp() * (log_s - log_t)).sum(dim=1)
+    return (log_t.exp() * (log_t - log_s)).sum(dim=1)
+
+
+def _reduce(kl: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(B, H, W) -> scalar: per-image sum (or mean) over pixels, averaged over the batch."""
+    per_image = kl.flatten(1).sum(dim=1) if reduction == "sum" else kl.flatten(1).mean(dim=1)
+    return per_image.mean()
+
+
+def _teacher_at(teacher_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(teacher_logits.shape[-2:]) == size:
+        return teacher_logits
+    return F.interpolate(teacher_logits, size=size, mode="bilinear", align_corners=False)
+
+
+def pixel_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    direction: KLDirection = "student-teacher",
+    reduction: KLReduction = "sum",
+) -> torch.Tensor:
+    """KL of the per-pixel class distributions of one output (see the module docstring for the
+    direction and the reduction), times ``temperature²``.
+
+    ``(B, C, H, W)`` logits each; the teacher is detached and resized to the student's size when they
+    differ.
     """
-    if teacher_logits.shape[-2:] != student_logits.shape[-2:]:
-        teacher_logits = F.interpolate(teacher_logits, size=student_logits.shape[-2:], mode="bilinear", align_corners=False)
-    log_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)  # (B, H, W)
-    return kl.mean() * temperature**2
+    _check(direction, reduction)
+    teacher = _teacher_at(teacher_logits.detach(), tuple(student_logits.shape[-2:]))
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_t = F.log_softmax(teacher.float() / temperature, dim=1)
+    return _reduce(_kl_map(log_s, log_t, direction), reduction) * temperature**2
 
 
 def distill_loss(
-    student_out: torch.Tensor, student_aux: Sequence[torch.Tensor], teacher_out: torch.Tensor, temperature: float = 1.0
+    student_out: torch.Tensor,
+    student_aux: Sequence[torch.Tensor],
+    teacher_out: torch.Tensor,
+    temperature: float = 1.0,
+    direction: KLDirection = "student-teacher",
+    reduction: KLReduction = "sum",
 ) -> torch.Tensor:
     """Ld: the teacher's main prediction constrains the student's main output and every aux head.
 
-    Equals the sum of :func:`pixel_kl` over the outputs, with the teacher's distribution and its
-    negative entropy computed once per size instead of once per output (they are constants: the
-    teacher is frozen), which halves the cost of the term at full resolution.
+    Equals the sum of :func:`pixel_kl` over the outputs; the teacher's log-distribution is computed
+    once per output size (the teacher is frozen, so it is a constant of the step).
     """
-    teacher = teacher_out.detach() / temperature
-    by_size: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    _check(direction, reduction)
+    teacher = teacher_out.detach().float() / temperature
+    log_t_by_size: dict[tuple[int, int], torch.Tensor] = {}
     loss = teacher.new_zeros(())
     for logits in (student_out, *student_aux):
         size = tuple(logits.shape[-2:])
-        if size not in by_size:
-            t = teacher if size == tuple(teacher.shape[-2:]) else F.interpolate(
-                teacher, size=size, mode="bilinear", align_corners=False)
-            log_t = F.log_softmax(t, dim=1)
-            p_t = log_t.exp()
-            by_size[size] = (p_t, (p_t * log_t).sum(dim=1).mean())
-        p_t, neg_entropy = by_size[size]
-        cross_entropy = F.cross_entropy(logits / temperature, p_t)  # soft targets: -mean sum p_t log s
-        loss = loss + (neg_entropy + cross_entropy) * temperature**2
+        if size not in log_t_by_size:
+            log_t_by_size[size] = F.log_softmax(_teacher_at(teacher, size), dim=1)
+        log_s = F.log_softmax(logits.float() / temperature, dim=1)
+        loss = loss + _reduce(_kl_map(log_s, log_t_by_size[size], direction), reduction) * temperature**2
     return loss

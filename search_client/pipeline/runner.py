@@ -1,4 +1,11 @@
-"""Run the phases of a search in order, skipping the finished ones, then write the report."""
+"""Run the phases of a search in order, skipping the finished ones, then write the report.
+
+Every phase computes on the run's device (``--device auto|cpu|cuda``). Under torchrun every process
+runs the training phases (pretrain, search, fine-tune) as one DDP job, one device per process; rank 0
+alone runs derive, eval, export and measure, writes the phase results and the report, and the other
+ranks wait for it, then read the results from the run folder. Launch it as
+``torchrun --nproc-per-node N -m search_client.cli run --preset cityscapes-paper ...``.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +23,11 @@ from search_client.pipeline.state import PHASES, RunState
 from search_client.pipeline.training import run_finetune, run_pretrain
 from search_client.remote import ProfilerClient
 from search_client.report import plot_supernet_vs_searched, plot_training_curves, read_jsonl, write_report
+from search_client.train.ddp import barrier, cleanup_distributed, init_distributed, resolve_device
 
 log = logging.getLogger(__name__)
+
+TRAINING_PHASES = frozenset({"pretrain", "search", "finetune"})  # run by every rank under torchrun
 
 PHASE_FUNCS: dict[str, Callable[[PipelineContext], dict]] = {
     "pretrain": run_pretrain,
@@ -41,8 +51,11 @@ def run_phases(ctx: PipelineContext, until: str = "measure") -> RunState:
             continue
         ctx.say(f"[{phase}] running")
         started = time.time()
-        result = PHASE_FUNCS[phase](ctx)
-        state.mark_done(phase, result, started)
+        if phase in TRAINING_PHASES or ctx.dist.is_main:
+            result = PHASE_FUNCS[phase](ctx)
+            if ctx.dist.is_main:
+                state.mark_done(phase, result, started)
+        barrier(ctx.dist)  # every rank sees the phase done before any rank looks at the next one
         ctx.say(f"[{phase}] finished in {time.time() - started:.1f} s")
     return state
 
@@ -54,18 +67,29 @@ def run_pipeline(
     say: Say | None = None,
     max_steps: int | None = None,
 ) -> dict | None:
-    """The whole search (resumable from ``settings.run_dir``); returns the report once measured."""
-    settings = settings.merged_with_saved()
-    settings.save()
-    ctx = PipelineContext(settings, client=client, say=say or log.info, max_steps=max_steps)
-    state = run_phases(ctx, until)
-    if not state.done("measure"):
-        return None
-    return write_run_report(state, settings, ctx.device_class)
+    """The whole search (resumable from ``settings.run_dir``) on ``settings.device``, as one process
+    or as every process of a torchrun job; returns the report once measured (None on ranks > 0)."""
+    dist = init_distributed(resolve_device(settings.device))
+    try:
+        settings = settings.merged_with_saved()
+        barrier(dist)  # every rank has read the saved settings before rank 0 writes them
+        if dist.is_main:
+            settings.save()
+        speak = (say or log.info) if dist.is_main else (lambda _line: None)
+        ctx = PipelineContext(settings, client=client, say=speak, max_steps=max_steps, dist=dist)
+        speak(f"[run] device {dist.device}" + (f", {dist.world_size} processes (DDP)" if dist.distributed else ""))
+        state = run_phases(ctx, until)
+        if not state.done("measure") or not dist.is_main:
+            return None
+        return write_run_report(state, settings, ctx.device_class)
+    finally:
+        cleanup_distributed()
 
 
 def assemble_report(state: RunState, settings: PipelineSettings, device_class: str) -> dict:
-    """report.json content: DESIGN.md fields plus paths, widths, predictor and phase figures."""
+    """report.json content: the fields every run report has (target_ms, predicted_ms, measured_ms,
+    device_class, runtime, gmacs, params_m, miou, supernet_gmacs, supernet_miou) plus paths, widths,
+    predictor and phase figures."""
     search, derive, ev, meas = (state.result(p) for p in ("search", "derive", "eval", "measure"))
     pretrain, finetune = state.result("pretrain"), state.result("finetune")
     predictor = meas.get("predictor") or search["predictor"]
@@ -89,7 +113,7 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         "supernet_miou": ev["supernet_miou"],
         "supernet_predicted_ms": meas["supernet_predicted_ms"], "supernet_measured_ms": meas.get("supernet_measured_ms"),
         "gmacs_512x1024": ev["gmacs_512x1024"], "supernet_gmacs_512x1024": ev["supernet_gmacs_512x1024"],
-        "resolution": [settings.latency_height, settings.latency_width],
+        "resolution": list(settings.latency_size),
         "predictor_id": predictor.get("id"), "predictor_version": predictor.get("version"),
         "predicted_ms_local": derive["predicted_ms_local"],
         "paths": derive["paths"], "widths": derive["widths"], "channels": derive.get("channels", {}), "spec": derive["spec"],

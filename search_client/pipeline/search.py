@@ -4,10 +4,17 @@ One step computes ``L + β·Lreg + γ·Laux + λ·Ld`` (named terms ``task``, ``
 ``distill``; ``loss`` is the weighted sum) and steps three optimizers: SGD on the weights, Adam on the
 Gumbel logits (lr ≈ 3e-4, betas 0.5/0.999) and Adam on the DWBC gate weights. The regularizer runs the
 predictor fetched before the loop through autograd, so no step sends an HTTP request.
+
+Ld is Σ over pixels of KL(q_s ‖ q_t) on the main output and every aux head (direction and reduction
+are ``search.distill_direction`` / ``search.distill_reduction``; see ``search_client.pipeline.losses``).
+Every logged step carries each weighted term's share of the loss (``share_task``, ``share_latency``,
+``share_aux``, ``share_distill``) in ``<run>/search/metrics.jsonl`` and the log lines; the phase's
+result keeps their mean (``loss_shares``), so a run shows whether a booster weighs anything.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -50,7 +57,7 @@ class LatencyTerm:
 
     def expected_ms(self, inputs: StepInputs) -> torch.Tensor:
         """Logged with weight 0: the curve of the expected latency during the search."""
-        return torch.tensor(self.last_ms)
+        return torch.tensor(self.last_ms, device=inputs.images.device)
 
 
 @dataclass
@@ -92,9 +99,14 @@ def search_parts(ctx: PipelineContext, student: nn.Module, teacher: nn.Module, l
                               weight_decay=cfg.train.weight_decay)
     arch = torch.optim.Adam(student.arch_parameters(), lr=s.arch_lr, betas=(0.5, 0.999))
     gates = torch.optim.Adam(student.gate_parameters(), lr=ctx.settings.gate_lr, betas=(0.5, 0.999))
+    # The latency term reaches the gates and path logits outside the forward: averaged by the trainer.
+    reached = {id(p) for p in (*student.arch_parameters(), *student.gate_parameters())}
+    outside = tuple(n for n, p in student.named_parameters() if id(p) in reached)
     return TrainParts(
+        synced_outside_ddp=outside,
         optimizers={"model": weights, "arch": arch, "gates": gates},
-        extra_terms={"distill": TeacherDistill(teacher), "latency": latency, "latency_ms": latency.expected_ms},
+        extra_terms={"distill": TeacherDistill.from_config(teacher, s), "latency": latency,
+                     "latency_ms": latency.expected_ms},
         term_weights={"distill": s.distill_weight, "latency": s.latency_weight, "latency_ms": 0.0},
         hooks=[TemperatureHook(student, s.tau_start, s.tau_end)],
     )
@@ -117,7 +129,8 @@ def run_search(ctx: PipelineContext) -> dict:
     ctx.say(f"[search] target {target:.2f} ms (supernet predicted {supernet_ms:.2f} ms on {ctx.device_class}, "
             f"predictor v{fetched.version})")
     student = search_student(ctx, load_weights(ctx.state.result("pretrain")["model"]))
-    latency = LatencyTerm(student, fetched.model, target, ctx.latency_size, ctx.cfg.search.reg_mode)
+    on_device = copy.deepcopy(fetched.model).to(ctx.device)  # the regularizer runs beside the student
+    latency = LatencyTerm(student, on_device, target, ctx.latency_size, ctx.cfg.search.reg_mode)
     calls_before = ctx.require_client().calls
     tic = time.perf_counter()
     result = train_phase(ctx, "search", student, search_parts(ctx, student, teacher, latency))

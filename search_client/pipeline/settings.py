@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,7 @@ from search_client.config import RunConfig, build_config
 log = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resume without changing what is computed.
-VOLATILE = frozenset({"server", "token", "cache_dir", "measure", "progress"})
+VOLATILE = frozenset({"server", "token", "cache_dir", "measure", "progress", "device"})
 
 
 class PipelineSettings(BaseModel):
@@ -41,9 +41,12 @@ class PipelineSettings(BaseModel):
     target_tolerance: float = Field(0.1, ge=0, lt=1, description="derivation keeps predicted ms within this of target")
     gate_lr: float = Field(0.01, gt=0, description="Adam lr of the DWBC gate weights")
     gate_init: float = Field(0.6, gt=0, description="PaS gate initial value (threshold 0.5)")
-    # resolution at which latency is predicted, exported and measured (batch 1)
-    latency_height: int = Field(256, ge=32)
-    latency_width: int = Field(512, ge=32)
+    # resolution at which latency is predicted, exported, measured and targeted (batch 1);
+    # None: the preset's search.latency_size (cityscapes-paper: 512x1024, as the paper measures)
+    latency_height: int | None = Field(None, ge=32)
+    latency_width: int | None = Field(None, ge=32)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where every phase computes; auto: cuda when available (torchrun: one GPU per process)")
     # farm
     device_class: str | None = Field(None, description="target device class; None: this host's class")
     runtime: str = "onnxruntime"
@@ -60,6 +63,12 @@ class PipelineSettings(BaseModel):
                     "measured/predicted while the measurement misses the target (needs measure)")
     export_tflite: bool = False
     progress: bool | None = Field(None, description="progress bars (None: when on a terminal)")
+
+    @property
+    def latency_size(self) -> tuple[int, int]:
+        """(H, W) of the latency target: the flags when given, else the run config's."""
+        h, w = self.run_config().search.latency_size
+        return self.latency_height or h, self.latency_width or w
 
     @property
     def run_dir(self) -> Path:

@@ -24,7 +24,12 @@ Extension points (how the search and fine-tune phases reuse the loop)
   * ``TrainParts.extra_terms``: ``{"distill": fn, "latency": fn}``, each ``fn(StepInputs) -> scalar``;
     ``StepInputs`` has the batch, the train-mode outputs and the iteration. ``term_weights`` gives each
     its weight (λ, β; missing = 1.0). ``task`` has weight 1 and ``aux`` weight γ = ``cfg.search.aux_weight``.
-    A step returns every term by name plus ``loss``; metrics log them all without code changes.
+    A step returns every term by name plus ``loss`` and each weighted term's share of it
+    (``share_<name>``); metrics log them all without code changes.
+  * ``TrainParts.synced_outside_ddp``: names of parameters that a term computed outside the model's
+    forward also reaches (the search's gates and path logits, through the latency regularizer). DDP
+    ignores them (it refuses a gradient it did not see coming from the forward) and the trainer
+    broadcasts rank 0's values once and averages their gradients over the ranks after each backward.
   * ``TrainParts.hooks``: objects with optional ``before_step(trainer)`` / ``after_step(trainer, terms)``
     (e.g. Gumbel temperature annealing, sampling the active subnet); a hook with ``name``,
     ``state_dict()`` and ``load_state_dict()`` is saved in every checkpoint.

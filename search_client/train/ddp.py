@@ -28,6 +28,21 @@ class DistInfo:
         return self.world_size > 1
 
 
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def resolve_device(choice: str | None) -> str:
+    """``auto`` (or None) -> ``cuda`` when a CUDA device is available, else ``cpu``; ``cuda`` without
+    one is an error that says so."""
+    if choice in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice not in DEVICE_CHOICES:
+        raise ValueError(f"unknown device {choice!r}; use one of {', '.join(DEVICE_CHOICES)}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: no CUDA device is available (use --device cpu or auto)")
+    return choice
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK; starts the process group when world size > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -53,6 +68,37 @@ def all_gather_objects(info: DistInfo, obj: object) -> list[object]:
     out: list[object] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(info: DistInfo, obj: object) -> object:
+    """Rank 0's ``obj`` on every rank (picklable objects); identity in a single process."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=info.device if info.device.type == "cuda" else None)
+    return box[0]
+
+
+def broadcast_parameters(info: DistInfo, params: list[torch.nn.Parameter]) -> None:
+    """Copy rank 0's values of ``params`` to every rank."""
+    if info.distributed:
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
+def average_gradients(info: DistInfo, params: list[torch.nn.Parameter]) -> None:
+    """All-reduce the mean of ``params``' gradients over ranks, in one flat tensor (a missing
+    gradient counts as zero, so every rank steps every parameter alike)."""
+    if not info.distributed or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
+        offset += g.numel()
 
 
 def mean_across_ranks(info: DistInfo, values: dict[str, float]) -> dict[str, float]:

@@ -26,8 +26,15 @@ from search_client.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from search_client.train.ddp import DistInfo, all_gather_objects, barrier, mean_across_ranks
-from search_client.train.losses import OhemCrossEntropy, as_outputs, segmentation_terms
+from search_client.train.ddp import (
+    DistInfo,
+    all_gather_objects,
+    average_gradients,
+    barrier,
+    broadcast_parameters,
+    mean_across_ranks,
+)
+from search_client.train.losses import OhemCrossEntropy, as_outputs, loss_shares, segmentation_terms
 from search_client.train.metrics import MetricsLog
 from search_client.train.sampler import ResumableSampler
 from search_client.train.schedule import warmup_poly
@@ -67,6 +74,10 @@ class TrainParts:
     extra_terms: dict[str, TermFn] = field(default_factory=dict)
     term_weights: dict[str, float] = field(default_factory=dict)
     hooks: list[Any] = field(default_factory=list)
+    # Parameters (by name) that a term computed outside the model's forward also reaches, e.g. the
+    # search's gates and path logits through the latency regularizer. DDP would refuse a gradient it
+    # did not see coming; it ignores these, and the trainer averages their gradients over ranks itself.
+    synced_outside_ddp: tuple[str, ...] = ()
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -108,9 +119,11 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.total = iterations or cfg.train.iterations
         self.model = model.to(self.dist.device)
-        self.ddp_model = self._wrap(self.model)
-        self.train_set, self.val_set, self.class_names = train_set, val_set, class_names
         self.parts = parts or TrainParts()
+        self.ddp_model = self._wrap(self.model)
+        self.outside_ddp = self._params_named(self.parts.synced_outside_ddp)
+        broadcast_parameters(self.dist, self.outside_ddp)
+        self.train_set, self.val_set, self.class_names = train_set, val_set, class_names
         self._default_parts()
         self.criterion = OhemCrossEntropy(cfg.train.ohem_thresh, cfg.train.ohem_min_kept)
         self.use_amp = cfg.train.amp and self.dist.device.type == "cuda"
@@ -132,8 +145,18 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             self.model = model
         ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+        if self.parts.synced_outside_ddp:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, list(self.parts.synced_outside_ddp))
         # Supernets leave paths unused in a step (sampled blocks, pruned branches).
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+    def _params_named(self, names: tuple[str, ...]) -> list[nn.Parameter]:
+        params = dict(self.model.named_parameters())
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise ValueError(f"synced_outside_ddp names parameters the model does not have: {missing[:3]}")
+        return [params[n] for n in names]
 
     def _default_parts(self) -> None:
         t = self.cfg.train
@@ -162,7 +185,10 @@ class Trainer:
         return terms
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """Forward, weighted sum of the named terms, backward, every optimizer and scheduler steps once."""
+        """Forward, weighted sum of the named terms, backward, every optimizer and scheduler steps once.
+
+        Returns ``loss``, every term unweighted, and each weighted term's share of ``loss``
+        (``share_task``, ``share_aux``, ...; see :func:`~search_client.train.losses.loss_shares`)."""
         self.ddp_model.train()
         with torch.autocast(self.dist.device.type, enabled=self.use_amp):
             terms = self.compute_terms(images, labels)
@@ -170,12 +196,14 @@ class Trainer:
         for opt in self.parts.optimizers.values():
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        average_gradients(self.dist, self.outside_ddp)
         for opt in self.parts.optimizers.values():
             self.scaler.step(opt)
         self.scaler.update()
         for sched in self.parts.schedulers.values():
             sched.step()
-        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        return {"loss": float(loss.detach()), **values, **loss_shares(values, self.weights)}
 
     # ---- loop --------------------------------------------------------------------------------
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,3 +54,15 @@ def segmentation_terms(
     task = criterion(out, labels)
     aux_loss = sum((criterion(a, labels) for a in aux), start=torch.zeros((), device=out.device))
     return {"task": task, "aux": aux_loss}
+
+
+def loss_shares(terms: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """Each weighted term's share of the step's total loss: ``share_<name>`` = |w·v| / Σ |w·v|.
+
+    Terms weighted 0 (logged curves such as ``latency_ms``) have no share; a missing weight is 1 as in
+    the loss. The shares sum to 1 (all 0 when every weighted term is 0). In the search they show L,
+    β·Lreg, γ·Laux and λ·Ld side by side, e.g. whether the distillation booster weighs anything.
+    """
+    weighted = {k: abs(weights.get(k, 1.0) * v) for k, v in terms.items() if weights.get(k, 1.0) != 0}
+    total = sum(weighted.values())
+    return {f"share_{k}": (v / total if total > 0 else 0.0) for k, v in weighted.items()}

@@ -1,4 +1,4 @@
-"""Parsers on captured outputs of the real tools (every format listed in REFERENCE.md)."""
+"""Parsers on captured outputs of the real tools (every format the parsers document)."""
 
 from pathlib import Path
 

@@ -17,6 +17,8 @@ def test_paper_preset() -> None:
     assert (cfg.search.latency_weight, cfg.search.aux_weight, cfg.search.distill_weight) == (0.01, 1.0, 0.001)
     assert cfg.search.iterations == cfg.search.finetune_iterations == 40_000
     assert cfg.num_classes == 19 and cfg.train.poly_power == 0.9
+    assert cfg.search.latency_size == (512, 1024)  # the paper measures and targets latency at 512x1024
+    assert (cfg.search.distill_direction, cfg.search.distill_reduction) == ("student-teacher", "sum")
 
 
 def test_synthetic_preset_is_small() -> None:

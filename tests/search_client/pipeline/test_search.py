@@ -10,6 +10,7 @@ from search_client.pipeline.search import LatencyTerm, search_parts, search_stud
 from search_client.pipeline.training import PhaseInterrupted
 from search_client.remote import FetchedPredictor, ProfilerClient
 from search_client.train import Trainer
+from search_client.train.metrics import read_metrics
 from tests.search_client.pipeline.tiny import LATENCY_SIZE, tiny_settings
 
 
@@ -42,6 +43,11 @@ def test_search_step_returns_named_terms_weighted_as_the_paper(tmp_path, tiny_da
     assert terms["loss"] == pytest.approx(expected, rel=1e-5)
     assert all(math.isfinite(v) for v in terms.values())
     assert terms["latency"] == pytest.approx(abs(latency.last_ms / 0.5 - 1), rel=1e-5)
+    # each term's share of the loss: L, β·Lreg, γ·Laux, λ·Ld (latency_ms is a weight-0 curve: no share)
+    shares = {k: v for k, v in terms.items() if k.startswith("share_")}
+    assert set(shares) == {"share_task", "share_aux", "share_distill", "share_latency"}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["share_distill"] == pytest.approx(s.distill_weight * terms["distill"] / terms["loss"], rel=1e-5)
 
 
 def test_latency_term_gradient_reaches_gumbel_logits_and_gates(tmp_path, tiny_data, proxy_predictor):
@@ -78,6 +84,12 @@ def test_search_resumed_after_a_kill_ends_where_an_uninterrupted_one_does(tmp_pa
     ra, rb = straight.state.result("search"), resumed.state.result("search")
     assert ra["terms"] == pytest.approx(rb["terms"], rel=1e-6)
     assert rb["http_calls_during_search"] == 0
+    # the phase's metrics file logs the shares of every row; the result keeps their mean over the phase
+    rows = read_metrics(resumed.state.phase_dir("search"))
+    assert len(rows) == 4 and all(sum(v for k, v in r.items() if k.startswith("share_")) == pytest.approx(1.0)
+                                  for r in rows)
+    assert set(rb["loss_shares"]) == {"task", "aux", "distill", "latency"}
+    assert sum(rb["loss_shares"].values()) == pytest.approx(1.0)
 
 
 def test_derive_with_the_farm_unreachable_skips_the_measured_calibration(tmp_path, tiny_data, proxy_predictor):
