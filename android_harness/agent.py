@@ -144,7 +144,8 @@ class DeviceWorker(threading.Thread):
 
     def _fail(self, lease: JobLease, exc: Exception, retry: bool) -> None:
         log.warning("%s: job %d failed: %s", self.serial, lease.job_id, exc)
-        failure = JobFailure(lease_id=lease.lease_id, serial=self.serial, error=str(exc)[:_MAX_ERROR],
+        failure = JobFailure(lease_id=lease.lease_id, serial=self.serial, agent_id=self.agent.agent_id or None,
+                             error=str(exc)[:_MAX_ERROR],
                              output=getattr(exc, "output", "")[-_MAX_OUTPUT:], retry=retry)
         self._report(lambda: self.agent.client.report_failure(lease.job_id, failure))
 
@@ -205,7 +206,7 @@ class Agent:
                 infos.append(runner.device_info())
             except HarnessError as exc:
                 log.warning("skipping %s: %s", serial, exc)
-        registered = self.client.register(self.config.name, infos)
+        registered = self.client.register(self.config.name, infos, self.agent_id or None)
         self.agent_id, self.heartbeat_s = registered.agent_id, registered.heartbeat_s
         self.runners = {i.serial: found[i.serial] for i in infos}
         for serial, runner in self.runners.items():
@@ -268,7 +269,7 @@ class Agent:
         try:
             for serial, lease in held:
                 log.warning("releasing job %d still running on %s", lease.job_id, serial)
-                client.release(lease.job_id, lease.lease_id)
+                client.release(lease.job_id, lease.lease_id, self.agent_id or None)
             for worker in self.workers.values():
                 worker.join(5.0)  # aborted measurements stop within a fraction of a second
         finally:

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     )
     max_block_mparams: float = Field(200.0, gt=0, description="refuse configs with more weights than this")
     export_workers: int = Field(1, ge=1, le=32, description="threads exporting campaign artifacts")
+    team_max_queued_jobs: int = Field(
+        100_000, ge=1, description="most queued or running jobs one team may have (campaigns still exporting count in full)"
+    )
+    team_max_running_fits: int = Field(2, ge=1, description="most predictor fits one team may have queued or fitting")
 
     @property
     def database_url(self) -> str:

@@ -25,13 +25,15 @@ def training_rows(
     session: Session, device_class: str, runtime: str, statistic: str = "median_ms"
 ) -> tuple[list[dict], list[float]]:
     """Block configs and one latency statistic (``median_ms``, ``p10_ms``, ``mean_ms``) of every
-    stored block measurement (repeats included)."""
+    stored block measurement (repeats included). Whole-network measurements have no config (SQL
+    NULL; rows stored before migration 0002 held the JSON ``null``, dropped here too)."""
     rows = session.execute(
         select(Measurement.config, getattr(Measurement, statistic))
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
         .where(Measurement.config.is_not(None), Measurement.unstable.is_(False))
         .order_by(Measurement.id)
     ).all()
+    rows = [r for r in rows if r[0] is not None]
     return [r[0] for r in rows], [float(r[1]) for r in rows]
 
 
@@ -40,8 +42,18 @@ def count_distinct_configs(session: Session, device_class: str, runtime: str) ->
     return len({json.dumps(c, sort_keys=True) for c in configs})
 
 
-def new_version(session: Session, device_class: str, runtime: str) -> PredictorVersion:
-    """Insert a ``fitting`` row with the next version number of this (device class, runtime).
+def running_fits(session: Session, team_id: int) -> int:
+    """Fits that ``team_id`` asked for that are still queued or fitting."""
+    return session.scalar(
+        select(func.count()).where(PredictorVersion.team_id == team_id, PredictorVersion.state == "fitting")
+    )
+
+
+def new_version(
+    session: Session, device_class: str, runtime: str, team_id: int | None = None
+) -> PredictorVersion:
+    """Insert a ``fitting`` row with the next version number of this (device class, runtime),
+    asked for by ``team_id`` (None: an automatic refit).
 
     On PostgreSQL two concurrent fits can read the same maximum; the unique (device class, runtime,
     version) constraint refuses the second insert, which then retries with the next number (each
@@ -54,7 +66,7 @@ def new_version(session: Session, device_class: str, runtime: str) -> PredictorV
             )
         )
         row = PredictorVersion(
-            device_class=device_class, runtime=runtime, version=(last or 0) + 1, state="fitting"
+            device_class=device_class, runtime=runtime, version=(last or 0) + 1, state="fitting", team_id=team_id
         )
         try:
             with session.begin_nested():
