@@ -63,6 +63,7 @@ class ServerClient:
         self.backoff_initial_s, self.backoff_cap_s = backoff_initial_s, backoff_cap_s
         self.max_outage_s = max_outage_s
         self.stop = stop or threading.Event()
+        self.last_answer = time.monotonic()  # of the last 2xx: how long the server has been gone
 
     def close(self) -> None:
         self.http.close()
@@ -87,6 +88,7 @@ class ServerClient:
                 raise ServerUnavailable(f"{method} {path} abandoned: agent stopping")
         if response.status_code >= 400:
             raise ServerRejected(response.status_code, _detail(response))
+        self.last_answer = time.monotonic()
         return response
 
     def register(self, name: str, devices: list[DeviceInfo], agent_id: str | None = None) -> AgentRegistered:
