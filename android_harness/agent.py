@@ -232,6 +232,8 @@ class Agent:
         self.stop_event.set()
 
     def run(self) -> None:
+        if self.config.parent_pid is not None:
+            threading.Thread(target=self._watch_parent, name="watch-parent", daemon=True).start()
         try:
             self._refresh_devices()
             next_discovery = time.monotonic() + self.config.rediscover_s
@@ -254,11 +256,16 @@ class Agent:
             self.stop_event.set()
             self._shutdown()
 
+    def _watch_parent(self) -> None:
+        """Stop the agent once the process that started it is gone (we were re-parented), even
+        while a request is retrying against its dead server."""
+        while not self.stop_event.wait(0.5):
+            if os.getppid() != self.config.parent_pid:
+                log.error("the process that started this agent (pid %d) is gone; stopping", self.config.parent_pid)
+                self.stop()
+
     def _orphaned(self) -> bool:
-        """True when the parent that started us is gone or the server stayed silent too long."""
-        if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
-            log.error("the process that started this agent (pid %d) is gone; stopping", self.config.parent_pid)
-            return True
+        """True when the server stayed silent too long (gone, or another program on its port)."""
         silent_s = time.monotonic() - self.client.last_answer
         if silent_s > self.config.max_outage_s:
             log.error("no answer from %s for %.0f s; stopping", self.config.server, silent_s)
