@@ -17,10 +17,11 @@ import pytest
 from farm_helpers import ADMIN, LiveServer, bearer, small_configs
 
 from android_harness.host import host_device_class
-from profiler_server.host_agent import TOKEN_FILE, TOKEN_NAME
 
 pytestmark = pytest.mark.slow
 START_S = 240  # a start imports torch; generous on a busy machine
+TOKEN_FILE = "host_agent_token"  # in the data folder (README)
+TOKEN_NAME = "host-device (profiler-server --host-device)"
 
 
 def _start(data: Path, port: int | None = None, **env: str) -> LiveServer:
