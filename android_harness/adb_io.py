@@ -83,6 +83,30 @@ def adb_client(port: int | None = None, host: str = "127.0.0.1", timeout_s: floa
     return HarnessAdbClient(host, port, timeout_s, autostart=port is None)
 
 
+def adb_server_answers(client: adbutils.AdbClient) -> bool:
+    """True when something accepts connections on the client's adb server port."""
+    try:
+        socket.create_connection((client.host, client.port), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def no_stray_server(client: adbutils.AdbClient) -> Iterator[adbutils.AdbClient]:
+    """Use ``client``; on leaving, kill the adb server if this block started it (adbutils starts
+    one when none answers), so a one-off command leaves no daemon behind. A server that was
+    already running is left alone."""
+    was_running = adb_server_answers(client)
+    try:
+        yield client
+    finally:
+        if not was_running and adb_server_answers(client):
+            log.info("stopping the adb server this command started on port %d", client.port)
+            with contextlib.suppress(AdbError, OSError):
+                client.server_kill()
+
+
 def list_serials(client: adbutils.AdbClient) -> list[str]:
     """Serials of devices in state ``device`` (authorized and online)."""
     with convert_errors("list devices"):

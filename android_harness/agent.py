@@ -4,12 +4,15 @@ measures it and reports the result or the failure.
 
 Survives: a server restart (requests retry with capped exponential backoff); a phone unplugged
 mid-job (the job is reported failed with ``retry=True`` so another phone takes it); SIGTERM (workers
-finish the job in hand within a grace period, then any lease still held is released).
+finish the job in hand within a grace period, then any lease still held is released). Stops on its
+own when the server has not answered for ``max_outage_s`` (gone, or another program on its port),
+or when the process that started it is gone (``parent_pid``: the agent of ``--host-device``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -51,7 +54,8 @@ class AgentConfig:
     max_jobs: int | None = None  # stop after this many jobs (tests, one-shot runs)
     request_timeout_s: float = 30.0
     backoff_cap_s: float = 30.0
-    max_outage_s: float = 3600.0
+    max_outage_s: float = 3600.0  # stop after this long without a 2xx answer from the server
+    parent_pid: int | None = None  # stop once this process is no longer our parent
     max_measure_s: float = 120.0  # per-run cap handed to runners (max_seconds)
 
 
@@ -144,7 +148,8 @@ class DeviceWorker(threading.Thread):
 
     def _fail(self, lease: JobLease, exc: Exception, retry: bool) -> None:
         log.warning("%s: job %d failed: %s", self.serial, lease.job_id, exc)
-        failure = JobFailure(lease_id=lease.lease_id, serial=self.serial, error=str(exc)[:_MAX_ERROR],
+        failure = JobFailure(lease_id=lease.lease_id, serial=self.serial, agent_id=self.agent.agent_id or None,
+                             error=str(exc)[:_MAX_ERROR],
                              output=getattr(exc, "output", "")[-_MAX_OUTPUT:], retry=retry)
         self._report(lambda: self.agent.client.report_failure(lease.job_id, failure))
 
@@ -205,7 +210,7 @@ class Agent:
                 infos.append(runner.device_info())
             except HarnessError as exc:
                 log.warning("skipping %s: %s", serial, exc)
-        registered = self.client.register(self.config.name, infos)
+        registered = self.client.register(self.config.name, infos, self.agent_id or None)
         self.agent_id, self.heartbeat_s = registered.agent_id, registered.heartbeat_s
         self.runners = {i.serial: found[i.serial] for i in infos}
         for serial, runner in self.runners.items():
@@ -227,23 +232,45 @@ class Agent:
         self.stop_event.set()
 
     def run(self) -> None:
+        if self.config.parent_pid is not None:
+            threading.Thread(target=self._watch_parent, name="watch-parent", daemon=True).start()
         try:
             self._refresh_devices()
             next_discovery = time.monotonic() + self.config.rediscover_s
+            next_heartbeat = 0.0
             while not self.stop_event.is_set():
                 if self.jobs.exhausted and not any(w.current for w in self.workers.values()):
                     break
-                self._heartbeat()
+                if self._orphaned():
+                    break
+                if time.monotonic() >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = time.monotonic() + self.heartbeat_s
                 if time.monotonic() >= next_discovery:
                     self._refresh_devices()
                     next_discovery = time.monotonic() + self.config.rediscover_s
-                self.stop_event.wait(min(self.heartbeat_s, self.config.poll_s, 1.0) if self.jobs.exhausted
-                                     else self.heartbeat_s)
-        except ServerUnavailable as exc:
+                self.stop_event.wait(min(self.heartbeat_s, self.config.poll_s, 1.0))
+        except (ServerUnavailable, ServerRejected) as exc:
             log.error("giving up: %s", exc)
         finally:
             self.stop_event.set()
             self._shutdown()
+
+    def _watch_parent(self) -> None:
+        """Stop the agent once the process that started it is gone (we were re-parented), even
+        while a request is retrying against its dead server."""
+        while not self.stop_event.wait(0.5):
+            if os.getppid() != self.config.parent_pid:
+                log.error("the process that started this agent (pid %d) is gone; stopping", self.config.parent_pid)
+                self.stop()
+
+    def _orphaned(self) -> bool:
+        """True when the server stayed silent too long (gone, or another program on its port)."""
+        silent_s = time.monotonic() - self.client.last_answer
+        if silent_s > self.config.max_outage_s:
+            log.error("no answer from %s for %.0f s; stopping", self.config.server, silent_s)
+            return True
+        return False
 
     def _heartbeat(self) -> None:
         try:
@@ -268,7 +295,7 @@ class Agent:
         try:
             for serial, lease in held:
                 log.warning("releasing job %d still running on %s", lease.job_id, serial)
-                client.release(lease.job_id, lease.lease_id)
+                client.release(lease.job_id, lease.lease_id, self.agent_id or None)
             for worker in self.workers.values():
                 worker.join(5.0)  # aborted measurements stop within a fraction of a second
         finally:

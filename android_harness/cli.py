@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from android_harness.adb import TOOL_OF_FORMAT, AdbRunner, AdbSettings, discover
-from android_harness.adb_io import adb_client
+from android_harness.adb_io import adb_client, no_stray_server
 from android_harness.agent import Agent, AgentConfig
 from android_harness.errors import HarnessError
 from android_harness.host import HOST_SERIAL, HostRunner, host_device_info
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", type=_positive_int, help="exit after this many jobs")
     p.add_argument("--shutdown-grace", type=float, default=60.0,
                    help="on SIGTERM, seconds to let jobs in hand finish before their leases are released")
+    p.add_argument("--max-outage", type=float, default=3600.0,
+                   help="stop after this many seconds without an answer from the server")
+    p.add_argument("--parent-pid", type=int, help="stop when the process with this id is no longer our parent "
+                                                  "(set by profiler-server --host-device)")
     p.add_argument("--log-level", default="INFO")
     sub = p.add_subparsers(dest="command")
     d = sub.add_parser("devices", help="list the devices this agent would serve")
@@ -97,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_devices(args: argparse.Namespace) -> list[DeviceInfo]:
     devices = [host_device_info()]
-    if not args.no_adb:
-        client = adb_client(args.adb_port)
+    if args.no_adb:
+        return devices
+    with no_stray_server(adb_client(args.adb_port)) as client:
         try:
             serials = discover(client)
         except HarnessError as exc:  # no adb server/binary: the host is still a device
@@ -127,15 +132,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
     options = MeasureOptions(threads=args.threads, warmup=args.warmup, runs=args.runs, min_seconds=min_seconds,
                              max_seconds=args.max_seconds, delegate=args.delegate, clock=args.clock)
     if host:
-        runner, info = HostRunner(), host_device_info()
+        info, stats = host_device_info(), HostRunner().measure(args.model, options)
+    elif args.no_adb:
+        raise UsageError(f"--serial {args.serial} is a phone, reached through adb: drop --no-adb, "
+                         f"or measure this machine with --serial {HOST_SERIAL}")
     else:
-        client = adb_client(args.adb_port)
-        if args.serial not in discover(client):
-            raise UsageError(f"--serial {args.serial}: no such online adb device (see `phone-agent devices`)")
-        binaries = {TOOL_OF_FORMAT[fmt]: args.benchmark_binary} if args.benchmark_binary else {}
-        runner = AdbRunner(args.serial, client, binaries, AdbSettings(cpu_mask=args.cpu_mask))
-        info = runner.device_info()
-    stats = runner.measure(args.model, options)
+        with no_stray_server(adb_client(args.adb_port)) as client:
+            if args.serial not in discover(client):
+                raise UsageError(f"--serial {args.serial}: no such online adb device (see `phone-agent devices`)")
+            binaries = {TOOL_OF_FORMAT[fmt]: args.benchmark_binary} if args.benchmark_binary else {}
+            runner = AdbRunner(args.serial, client, binaries, AdbSettings(cpu_mask=args.cpu_mask))
+            info, stats = runner.device_info(), runner.measure(args.model, options)
     if args.json:
         print(json.dumps({"serial": info.serial, "device_class": info.device_class, **stats.model_dump(mode="json")}))
     else:
@@ -153,7 +160,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     config = AgentConfig(server=args.server, token=args.token, name=args.name or socket.gethostname(),
                          host_device=args.host_device, use_adb=not args.no_adb, adb_port=args.adb_port,
                          binaries=binaries, cache_dir=args.cache_dir, max_jobs=args.max_jobs,
-                         shutdown_grace_s=args.shutdown_grace)
+                         shutdown_grace_s=args.shutdown_grace, max_outage_s=args.max_outage,
+                         parent_pid=args.parent_pid)
     agent = Agent(config)
     agent.install_signal_handlers()
     agent.run()

@@ -63,6 +63,7 @@ class ServerClient:
         self.backoff_initial_s, self.backoff_cap_s = backoff_initial_s, backoff_cap_s
         self.max_outage_s = max_outage_s
         self.stop = stop or threading.Event()
+        self.last_answer = time.monotonic()  # of the last 2xx: how long the server has been gone
 
     def close(self) -> None:
         self.http.close()
@@ -87,10 +88,12 @@ class ServerClient:
                 raise ServerUnavailable(f"{method} {path} abandoned: agent stopping")
         if response.status_code >= 400:
             raise ServerRejected(response.status_code, _detail(response))
+        self.last_answer = time.monotonic()
         return response
 
-    def register(self, name: str, devices: list[DeviceInfo]) -> AgentRegistered:
-        body = AgentRegister(name=name, devices=devices).model_dump(mode="json")
+    def register(self, name: str, devices: list[DeviceInfo], agent_id: str | None = None) -> AgentRegistered:
+        """Register the devices; ``agent_id`` keeps this agent's id (and so its leases) when re-registering."""
+        body = AgentRegister(name=name, devices=devices, agent_id=agent_id).model_dump(mode="json")
         return AgentRegistered.model_validate(self.request("POST", "/v1/agents", json=body).json())
 
     def heartbeat(self, agent_id: str, serials: list[str]) -> None:
@@ -120,8 +123,8 @@ class ServerClient:
                 raise
             log.warning("failure report for job %d refused: %s", job_id, exc.detail)
 
-    def release(self, job_id: int, lease_id: str) -> None:
-        body = JobRelease(lease_id=lease_id).model_dump(mode="json")
+    def release(self, job_id: int, lease_id: str, agent_id: str | None = None) -> None:
+        body = JobRelease(lease_id=lease_id, agent_id=agent_id).model_dump(mode="json")
         try:
             self.request("POST", f"/v1/jobs/{job_id}/release", json=body, retry=False)
         except (ServerRejected, ServerUnavailable) as exc:

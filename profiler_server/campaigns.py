@@ -1,8 +1,9 @@
 """Measurement campaigns: sample configs, export artifacts, queue the jobs nobody has measured yet.
 
 Creating a campaign stores its configs and hands the export to a worker thread (exports take tens
-of ms per block). The worker queues jobs as it goes, so agents start before the export finishes,
-and a server restarted mid-export resumes it (``resume_exports``). One job is queued per
+of ms per block). The worker queues jobs as it goes, so agents start before the export finishes;
+``exported`` in the campaign view shows its progress. At shutdown the export stops after the config
+in hand, and the next start resumes it (``resume_exports``): configs already queued are skipped. One job is queued per
 (artifact, device class, runtime key) without a measurement or live job; the rest are ``cached``.
 """
 
@@ -12,6 +13,7 @@ import importlib
 import logging
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from profiler_server import jobs
 from profiler_server.artifacts import export_block_artifact
 from profiler_server.auth import Principal, admin_team
 from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
-from profiler_server.errors import BadRequest, NotFound
+from profiler_server.errors import BadRequest, NotFound, TooManyRequests
 from profiler_server.settings import Settings
 from shared.config import AnyBlock, BlockConfig, parse_blocks
 from shared.costs import block_macs, block_params
@@ -62,7 +64,9 @@ class CampaignCreate(BaseModel):
         False, description="measure every config again, even those already measured (a new session)"
     )
     max_attempts: int = Field(3, ge=1, le=20)
-    wait_s: float = Field(30.0, ge=0, le=600, description="wait this long for the export before answering")
+    wait_s: float = Field(
+        30.0, ge=0, le=60, description="wait up to this long for the export before answering (0: answer at once)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> CampaignCreate:
@@ -109,6 +113,30 @@ def check_limits(configs: list[AnyBlock], limits: Settings) -> None:
         )
 
 
+def team_live_jobs(session: Session, team_id: int) -> int:
+    """Jobs of the team that are queued or running, plus every config of its campaigns still
+    exporting (their jobs are about to be queued)."""
+    live = session.scalar(select(func.count()).where(Job.team_id == team_id, Job.state.in_(jobs.LIVE)))
+    exporting = session.scalar(
+        select(func.coalesce(func.sum(Campaign.n), 0)).where(
+            Campaign.team_id == team_id, Campaign.state == "exporting"
+        )
+    )
+    return live + exporting
+
+
+def check_team_queue(session: Session, principal: Principal, adding: int, limits: Settings) -> None:
+    """429 when ``adding`` more jobs would take a team past ``team_max_queued_jobs`` (admin: no limit)."""
+    if principal.role == "admin" or principal.team_id is None:
+        return
+    live = team_live_jobs(session, principal.team_id)
+    if live + adding > limits.team_max_queued_jobs:
+        raise TooManyRequests(
+            f"your team has {live} jobs queued or running; {adding} more would pass the limit of "
+            f"{limits.team_max_queued_jobs} per team (RTSEG_TEAM_MAX_QUEUED_JOBS): wait for them to finish"
+        )
+
+
 def create_campaign(
     session: Session, principal: Principal, body: CampaignCreate, limits: Settings
 ) -> Campaign:
@@ -120,6 +148,7 @@ def create_campaign(
         raise BadRequest(f"n={body.n} exceeds this server's limit of {limits.max_campaign_configs} configs")
     configs, sampling = choose_configs(session, body, runtime.key())
     check_limits(configs, limits)
+    check_team_queue(session, principal, len(configs), limits)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
     settings = jobs.job_settings(runtime, body.warmup, body.runs, body.min_seconds)
     settings.update(
@@ -151,16 +180,20 @@ class Exporter:
         self.db = db
         self.root = artifacts_root
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
+        self.stop = threading.Event()
 
     def submit(self, campaign_id: int) -> Future:
         return self.pool.submit(self._run, campaign_id)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Stop every export after the config in hand (the campaign stays ``exporting`` and the
+        next start resumes it); waits for that one config, not for the whole campaign."""
+        self.stop.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, campaign_id: int) -> None:
         try:
-            export_campaign(self.db, self.root, campaign_id)
+            export_campaign(self.db, self.root, campaign_id, self.stop.is_set)
         except Exception as exc:  # recorded on the campaign, where its owner will look
             log.exception("export of campaign %d failed", campaign_id)
             with self.db.session() as session:
@@ -168,8 +201,11 @@ class Exporter:
                 campaign.state, campaign.error = "failed", f"export failed: {type(exc).__name__}: {exc}"
 
 
-def export_campaign(db: Database, root: Path, campaign_id: int) -> None:
-    """Export every config of the campaign and queue its jobs; idempotent (safe to resume)."""
+def export_campaign(
+    db: Database, root: Path, campaign_id: int, stopping: Callable[[], bool] = lambda: False
+) -> None:
+    """Export every config of the campaign and queue its jobs; idempotent (safe to resume). When
+    ``stopping()`` turns true, queue what is exported and return with the campaign ``exporting``."""
     with db.sessions() as session:
         campaign = session.get(Campaign, campaign_id)
         settings = dict(campaign.settings)
@@ -184,6 +220,10 @@ def export_campaign(db: Database, root: Path, campaign_id: int) -> None:
     rng = random.Random(campaign.seed or 0)
     batch: list[Artifact] = []
     for cfg in configs:
+        if stopping():
+            _queue_batch(db, campaign_id, batch, done, rng)
+            log.info("export of campaign %d stopped at shutdown; the next start resumes it", campaign_id)
+            return
         batch.append(export_block_artifact(db, root, cfg, fmt))
         if len(batch) >= BATCH:
             _queue_batch(db, campaign_id, batch, done, rng)
@@ -312,12 +352,16 @@ def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
     )
     counts = {state: counts.get(state, 0) for state in ("queued", "running", "done", "failed")}
     remaining = counts["queued"] + counts["running"]
+    exported = campaign.n
+    if campaign.state == "exporting":  # distinct configs exported and queued so far
+        exported = session.scalar(select(func.count()).where(CampaignItem.campaign_id == campaign.id))
     return {
         "id": campaign.id,
         "state": campaign.state,
         "device_class": campaign.device_class,
         "runtime": campaign.runtime,
         "n": campaign.n,
+        "exported": exported,
         "sampling": campaign.sampling,
         "priority": campaign.priority,
         "jobs": sum(counts.values()),

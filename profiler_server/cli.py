@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
+import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from profiler_server import auth
 from profiler_server.app import create_app
+from profiler_server.host_agent import HostAgentSupervisor, agent_command, host_agent_token
 from profiler_server.settings import Settings
 
 log = logging.getLogger("profiler_server")
+DRIVER_HINTS = {  # driver module -> what to install
+    "psycopg": "install the 'postgres' extra: pip install 'rtseg-farm[postgres]'",
+    "psycopg2": "install the 'postgres' extra (pip install 'rtseg-farm[postgres]') and use postgresql+psycopg://",
+    "MySQLdb": "pip install mysqlclient, or pip install pymysql and use mysql+pymysql://",
+    "pymysql": "pip install pymysql",
+    "asyncpg": "the server needs a synchronous driver: use postgresql+psycopg:// with the 'postgres' extra",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,38 +49,49 @@ def make_settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def agent_command(port: int, token: str) -> list[str]:
-    exe = Path(sys.executable).with_name("phone-agent")
-    binary = str(exe) if exe.exists() else shutil.which("phone-agent")
-    if binary is None:
-        raise FileNotFoundError("phone-agent not found: install the project (pip install -e .) first")
-    return [binary, "--server", f"http://127.0.0.1:{port}", "--token", token, "--host-device", "--no-adb"]
+class FarmServer(uvicorn.Server):
+    """uvicorn that, on SIGTERM/SIGINT, stops the host agent before itself: the agent reports the
+    measurement in hand (or releases its lease) while the server still answers. A second signal
+    during that wait gets uvicorn's own handling."""
+
+    def __init__(self, config: uvicorn.Config, agent: HostAgentSupervisor | None = None) -> None:
+        super().__init__(config)
+        self.agent = agent
+        self._agent_stopping = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.agent is None or self._agent_stopping:
+            super().handle_exit(sig, frame)
+            return
+        self._agent_stopping = True
+        self._captured_signals.append(sig)  # re-raised after the shutdown, like uvicorn's own
+
+        def agent_then_server() -> None:
+            self.agent.stop()
+            self.should_exit = True
+
+        threading.Thread(target=agent_then_server, name="stop-host-agent", daemon=True).start()
 
 
-def issue_agent_token(app) -> str:  # noqa: ANN001 - a FastAPI app
-    with app.state.db.session() as session:
-        return auth.issue_token(session, "agent", name="host-device (profiler-server --host-device)")
-
-
-def start_agent_when_ready(server: uvicorn.Server, command: list[str], holder: dict) -> None:
-    """Start the agent once the server accepts connections (it registers on start)."""
-    deadline = time.monotonic() + 60
-    while not server.started and not server.should_exit and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if server.started and not server.should_exit:
-        holder["proc"] = subprocess.Popen(command)
-        print(f"host-device agent started (pid {holder['proc'].pid})", flush=True)
-
-
-def stop_agent(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def database_error(url: str | None, exc: BaseException) -> str:
+    """One line for a database that cannot be opened: the URL and message with the password
+    hidden, and for a missing driver which package to install."""
+    password, shown = None, url or "(default)"
+    if url:
+        try:
+            parsed = make_url(url)
+            password, shown = parsed.password, parsed.render_as_string(hide_password=True)
+        except ArgumentError:
+            pass
+    if isinstance(exc, ImportError):
+        module = exc.name or str(exc)
+        hint = DRIVER_HINTS.get(module, f"install the Python package that provides {module!r}")
+        message = f"the database driver {module!r} is not installed: {hint}"
+    else:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if password:
+        message = message.replace(str(password), "***")
+    return f"profiler-server: cannot open the database {shown}: {message}"
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -88,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = make_settings(args)
         app = create_app(settings)
-    except (ArgumentError, SQLAlchemyError, OSError, ValueError) as exc:
-        print(f"profiler-server: cannot open the database {args.db or '(default)'}: {exc}", file=sys.stderr)
+    except (ArgumentError, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
+        print(database_error(args.db or os.environ.get("RTSEG_DB_URL"), exc), file=sys.stderr)
         return 2
     if app.state.generated_admin_token:
         print(f"admin token (shown once; also in {settings.data_dir / 'admin_token'}):", flush=True)
@@ -97,17 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5
     )
-    server = uvicorn.Server(config)
-    holder: dict = {}
+    agent = None
     if args.host_device:
-        try:
-            command = agent_command(args.port, issue_agent_token(app))
-        except FileNotFoundError as exc:
-            print(f"profiler-server: {exc}", file=sys.stderr)
-            return 2
-        threading.Thread(target=start_agent_when_ready, args=(server, command, holder), daemon=True).start()
+        token = host_agent_token(app.state.db, settings.data_dir)
+        command = agent_command(args.port, settings.host_agent_grace_s, settings.host_agent_max_outage_s)
+        agent = HostAgentSupervisor(command, token, settings.host_agent_grace_s)
+    server = FarmServer(config, agent)
+    if agent is not None:
+        ready = lambda: server.started or server.should_exit  # noqa: E731
+        threading.Thread(target=agent.run, args=(ready,), name="host-agent", daemon=True).start()
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turning them into SystemExit
-    # here lets the finally block stop the agent instead of the process dying on the spot.
+    # here lets the finally block run instead of the process dying on the spot.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_on_signal)
     try:
@@ -115,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         pass
     finally:
-        stop_agent(holder.get("proc"))
+        if agent is not None:
+            agent.stop()  # already stopped on a signal; here when uvicorn failed to start
     return 0 if server.started else 1
 
 

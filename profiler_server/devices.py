@@ -25,10 +25,14 @@ log = logging.getLogger(__name__)
 
 
 def register_agent(session: Session, principal: Principal, body: AgentRegister) -> Agent:
-    """A new agent id for this process; its devices are (re)bound to it by serial."""
-    agent = Agent(id=uuid.uuid4().hex, name=body.name, token_id=principal.token_id)
-    session.add(agent)
-    session.flush()
+    """The agent's id (a new one, or the one it re-registers under when that was registered with
+    the same token: its leases stay its own); its devices are (re)bound to it by serial."""
+    agent = session.get(Agent, body.agent_id) if body.agent_id else None
+    if agent is None or agent.token_id != principal.token_id:
+        agent = Agent(id=uuid.uuid4().hex, name=body.name, token_id=principal.token_id)
+        session.add(agent)
+        session.flush()
+    agent.name, agent.last_seen = body.name, utcnow()
     now = utcnow()
     for info in body.devices:
         device = session.scalar(select(Device).where(Device.serial == info.serial))

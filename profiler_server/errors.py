@@ -27,3 +27,9 @@ class Conflict(ServerError):
 
 class TooLarge(ServerError):
     status = 413
+
+
+class TooManyRequests(ServerError):
+    """A per-team limit is reached; the message says which and how to get below it."""
+
+    status = 429

@@ -37,7 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from profiler_server.db import Artifact, Campaign, CampaignItem, Job, Measurement, Team, utcnow
+from profiler_server.auth import AuthError, Principal
+from profiler_server.db import Agent, Artifact, Campaign, CampaignItem, Job, Measurement, Team, utcnow
 from profiler_server.db.models import UTCDateTime
 from profiler_server.errors import Conflict, NotFound
 from shared.schemas import JobFailure, JobLease, JobRelease, JobResult, RuntimeSettings
@@ -143,14 +144,18 @@ def _lease_statement(skip_locked: bool = False) -> Executable:
             lease_id=bindparam("b_lease"),
             lease_expires_at=bindparam("b_expires", type_=UTCDateTime),
             leased_by_device=bindparam("b_serial"),
+            leased_by_agent=bindparam("b_agent"),
             attempts=t.c.attempts + 1,
         )
         .returning(t.c.id, t.c.team_id, t.c.artifact_sha256, t.c.settings, t.c.lease_id, t.c.lease_expires_at)
     )
 
 
-def lease_job(session: Session, serial: str, device_class: str, lease_s: float) -> JobLease | None:
-    """Lease the next job for device ``serial`` of ``device_class`` (None when nothing is queued).
+def lease_job(
+    session: Session, serial: str, device_class: str, lease_s: float, agent_id: str | None = None
+) -> JobLease | None:
+    """Lease the next job for device ``serial`` of ``device_class`` (None when nothing is queued)
+    to agent ``agent_id``, the only agent that may renew or release it.
 
     The conditional UPDATE is atomic even without SQLite's write lock: a row that another server
     process took no longer matches ``state = 'queued'``. On PostgreSQL the pick skips rows that
@@ -163,7 +168,8 @@ def lease_job(session: Session, serial: str, device_class: str, lease_s: float) 
     if conn.execute(_ANY_EXPIRED, {"now": now}).first() is not None:
         expire_leases(session, now=now)
         session.flush()  # the core UPDATE below must see the requeued rows
-    params = {"b_class": device_class, "b_serial": serial, "b_expires": now + timedelta(seconds=lease_s)}
+    params = {"b_class": device_class, "b_serial": serial, "b_agent": agent_id,
+              "b_expires": now + timedelta(seconds=lease_s)}  # fmt: skip
     for attempt in range(8):  # only loops when another server process won the same row
         statement = _lease_statement(skip_locked and attempt % 2 == 0)
         row = conn.execute(statement, {**params, "b_lease": uuid.uuid4().hex}).first()
@@ -208,7 +214,7 @@ def _return_to_queue(session: Session, job: Job, reason: str) -> None:
         job.error = reason
     job.lease_id = None
     job.lease_expires_at = None
-    job.leased_by_device = None
+    job.leased_by_device = job.leased_by_agent = None
 
 
 def expire_leases(session: Session, device_class: str | None = None, now: datetime | None = None) -> int:
@@ -238,13 +244,29 @@ def requeue_device_leases(session: Session, serials: list[str]) -> int:
     return len(jobs)
 
 
-def extend_leases(session: Session, serials: list[str], lease_s: float) -> None:
-    """A heartbeat keeps the leases of the agent's busy devices alive (long phone jobs)."""
+def extend_leases(session: Session, agent_id: str, serials: list[str], lease_s: float) -> None:
+    """A heartbeat keeps alive the leases that this agent holds on its listed devices (long phone
+    jobs). A lease held by another agent on the same serial (one that died and was replaced) is
+    left to expire, so its job returns to the queue."""
     session.execute(
         update(Job)
-        .where(Job.state == "running", Job.leased_by_device.in_(serials), Job.lease_expires_at >= utcnow())
+        .where(Job.state == "running", Job.leased_by_agent == agent_id, Job.leased_by_device.in_(serials))
+        .where(Job.lease_expires_at >= utcnow())
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
     )
+
+
+def check_holder(session: Session, job: Job, principal: Principal, agent_id: str | None) -> None:
+    """403 when the agent holding ``job`` was registered with another token; 409 when the caller
+    names another agent than the holder. Leases taken before agents were recorded pass."""
+    if job.leased_by_agent is None:
+        return
+    if agent_id is not None and agent_id != job.leased_by_agent:
+        raise Conflict(f"job {job.id} is leased by agent {job.leased_by_agent!r}, not {agent_id!r}: "
+                       "an agent renews and releases only its own leases")  # fmt: skip
+    holder = session.get(Agent, job.leased_by_agent)
+    if principal.role != "admin" and holder is not None and holder.token_id != principal.token_id:
+        raise AuthError(403, f"job {job.id} is leased by an agent registered with another token")
 
 
 def _check_lease(job_id: int, job: Any, lease_id: str, serial: str | None) -> None:
@@ -291,7 +313,8 @@ def _result_statements() -> tuple[Executable, Executable]:
         update(jobs_t)
         .where(jobs_t.c.id == bindparam("b_job"), jobs_t.c.lease_id == bindparam("b_lease"))
         .values(
-            state="done", error=None, finished_at=bindparam("b_now"), lease_id=None, lease_expires_at=None
+            state="done", error=None, finished_at=bindparam("b_now"), lease_id=None, lease_expires_at=None,
+            leased_by_agent=None,
         )
     )
     return insert_stmt, done_stmt
@@ -325,8 +348,11 @@ def record_result(session: Session, job_id: int, body: JobResult) -> tuple[int, 
     return measurement_id, _complete_campaigns(session, done)
 
 
-def record_failure(session: Session, job_id: int, body: JobFailure) -> tuple[Job, list[Campaign]]:
+def record_failure(
+    session: Session, principal: Principal, job_id: int, body: JobFailure
+) -> tuple[Job, list[Campaign]]:
     job = _held_job(session, job_id, body.lease_id, body.serial)
+    check_holder(session, job, principal, body.agent_id)
     tail = body.output[-4000:]
     reason = f"{body.error}\n{tail}".strip() if tail else body.error
     if not body.retry:
@@ -335,12 +361,13 @@ def record_failure(session: Session, job_id: int, body: JobFailure) -> tuple[Job
     return job, _complete_campaigns(session, job)
 
 
-def release_job(session: Session, job_id: int, body: JobRelease) -> Job:
-    """The agent gives a job back untried (shutting down): it does not count as an attempt."""
+def release_job(session: Session, principal: Principal, job_id: int, body: JobRelease) -> Job:
+    """The agent holding the job gives it back untried (shutting down): not counted as an attempt."""
     job = _held_job(session, job_id, body.lease_id)
+    check_holder(session, job, principal, body.agent_id)
     job.attempts = max(0, job.attempts - 1)
     job.state = "queued"
-    job.lease_id = job.lease_expires_at = job.leased_by_device = None
+    job.lease_id = job.lease_expires_at = job.leased_by_device = job.leased_by_agent = None
     return job
 
 

@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     )
     max_block_mparams: float = Field(200.0, gt=0, description="refuse configs with more weights than this")
     export_workers: int = Field(1, ge=1, le=32, description="threads exporting campaign artifacts")
+    host_agent_grace_s: float = Field(
+        20.0, ge=0, description="--host-device: at shutdown, time the agent gets to finish its job in hand"
+    )
+    host_agent_max_outage_s: float = Field(
+        60.0, gt=0, description="--host-device: the agent stops after this long without an answer from the server"
+    )
+    team_max_queued_jobs: int = Field(
+        100_000, ge=1, description="most queued or running jobs one team may have (campaigns still exporting count in full)"
+    )
+    team_max_running_fits: int = Field(2, ge=1, description="most predictor fits one team may have queued or fitting")
 
     @property
     def database_url(self) -> str:

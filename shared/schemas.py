@@ -85,6 +85,9 @@ class MeasurementStats(_Model):
 class AgentRegister(_Model):
     name: str = Field(min_length=1, max_length=200)
     devices: list[DeviceInfo] = Field(max_length=256)
+    agent_id: str | None = Field(
+        None, max_length=64, description="re-register under this id (kept when registered with the same token)"
+    )
 
 
 class AgentRegistered(_Model):
@@ -130,6 +133,7 @@ class JobResult(_Model):
 class JobFailure(_Model):
     lease_id: str = Field(max_length=64)
     serial: str = Field(max_length=128)
+    agent_id: str | None = Field(None, max_length=64, description="the agent holding the lease")
     error: str = Field(max_length=2000)
     output: str = Field("", max_length=200_000)
     retry: bool = True  # False: the model itself is at fault, don't retry elsewhere
@@ -137,6 +141,7 @@ class JobFailure(_Model):
 
 class JobRelease(_Model):
     lease_id: str = Field(max_length=64)
+    agent_id: str | None = Field(None, max_length=64, description="the agent holding the lease")
 
 
 # --- prediction ----------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class Artifact(Base):
     format: Mapped[str] = mapped_column(String(16))  # onnx | tflite
     size: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(32), index=True)  # block kind or "network"
-    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     # BlockConfig.key() + format: lets a repeat campaign find its artifact without exporting again.
     config_key: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -153,6 +153,7 @@ class Job(Base):
     lease_id: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     leased_by_device: Mapped[str | None] = mapped_column(String(128), default=None)
+    leased_by_agent: Mapped[str | None] = mapped_column(String(64), default=None)  # renews and releases it
     error: Mapped[str | None] = mapped_column(Text, default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -165,7 +166,7 @@ class Measurement(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
     artifact_sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), index=True)
-    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     kind: Mapped[str] = mapped_column(String(32))
     device_class: Mapped[str] = mapped_column(String(200))
     runtime: Mapped[str] = mapped_column(String(100))
@@ -205,3 +206,4 @@ class PredictorVersion(Base):
     n_train: Mapped[int] = mapped_column(Integer, default=0)
     n_test: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    team_id: Mapped[int | None] = mapped_column(Integer, default=None)  # who asked; None: automatic refit

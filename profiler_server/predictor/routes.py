@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from profiler_server.db import PredictorVersion
-from profiler_server.deps import DatabaseDep, SessionDep, TeamDep
-from profiler_server.errors import BadRequest, NotFound
+from profiler_server.deps import DatabaseDep, SessionDep, SettingsDep, TeamDep
+from profiler_server.errors import BadRequest, NotFound, TooManyRequests
 from profiler_server.predictor import store
 from profiler_server.predictor.fit import Statistic
 from profiler_server.predictor.service import service_for
@@ -71,9 +71,18 @@ def list_predictors(
 
 
 @router.post("/predictors", status_code=202)
-def start_fit(body: FitRequest, db: DatabaseDep, session: SessionDep, _team: TeamDep) -> dict[str, Any]:
-    """Fit a new version in a worker; poll ``GET /v1/predictors/{id}`` until ``state`` is ready."""
-    row = service_for(db).start_fit(body.device_class, _runtime_or_400(body.runtime), session, body.statistic)
+def start_fit(
+    body: FitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep, team: TeamDep
+) -> dict[str, Any]:
+    """Fit a new version in a worker; poll ``GET /v1/predictors/{id}`` until ``state`` is ready.
+    429 when the team already has ``team_max_running_fits`` fits queued or fitting."""
+    runtime = _runtime_or_400(body.runtime)
+    if team.team_id is not None and store.running_fits(session, team.team_id) >= settings.team_max_running_fits:
+        raise TooManyRequests(
+            f"your team already has {settings.team_max_running_fits} predictor fits queued or fitting "
+            "(RTSEG_TEAM_MAX_RUNNING_FITS): wait for one to finish (GET /v1/predictors)"
+        )
+    row = service_for(db).start_fit(body.device_class, runtime, session, body.statistic, team.team_id)
     return {"id": row.id, "task_id": row.id, "state": row.state, "version": row.version,
             "device_class": row.device_class, "runtime": row.runtime}
 

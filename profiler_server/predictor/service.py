@@ -88,7 +88,12 @@ class PredictorService:
     # --- training ------------------------------------------------------------------------
 
     def start_fit(
-        self, device_class: str, runtime: str, session: Session | None = None, statistic: str | None = None
+        self,
+        device_class: str,
+        runtime: str,
+        session: Session | None = None,
+        statistic: str | None = None,
+        team_id: int | None = None,
     ) -> PredictorVersion:
         """Queue a fit of a new version on ``statistic`` (default: the service's); Conflict (409)
         when there are too few measured configs.
@@ -99,14 +104,14 @@ class PredictorService:
         runtime = store.runtime_key(runtime)
         if session is None:
             with self.db.session() as own:
-                return self.start_fit(device_class, runtime, own, statistic)
+                return self.start_fit(device_class, runtime, own, statistic, team_id)
         n = store.count_distinct_configs(session, device_class, runtime)
         if n < MIN_CONFIGS:
             raise Conflict(
                 f"{n} distinct block configs measured on {device_class!r} with {runtime!r}; "
                 f"a predictor needs at least {MIN_CONFIGS}: run a campaign first"
             )
-        row = store.new_version(session, device_class, runtime)
+        row = store.new_version(session, device_class, runtime, team_id)
         row.metrics = {"statistic": statistic or self.settings.statistic}  # what the (resumed) fit learns
         session.commit()  # the worker reads the row from its own session
         self.futures[row.id] = self._pool.submit(self._run_fit, row.id)

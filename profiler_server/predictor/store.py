@@ -27,14 +27,16 @@ def training_rows(
 ) -> tuple[list[dict], list[float]]:
     """Block configs and one latency statistic (``median_ms``, ``p10_ms``, ``mean_ms``) of every
     stored block measurement (repeats included) of a block's current definition: a measurement
-    of an older form of a block (see ``shared.config``) never trains or judges a predictor."""
+    of an older form of a block (see ``shared.config``) never trains or judges a predictor.
+    Whole-network measurements have no config (SQL NULL; rows stored before migration
+    0003_lease_owner held the JSON ``null``, dropped here too)."""
     rows = session.execute(
         select(Measurement.config, getattr(Measurement, statistic))
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
         .where(Measurement.config.is_not(None), Measurement.unstable.is_(False))
         .order_by(Measurement.id)
     ).all()
-    rows = [r for r in rows if is_current_definition(r[0])]
+    rows = [r for r in rows if r[0] is not None and is_current_definition(r[0])]
     return [r[0] for r in rows], [float(r[1]) for r in rows]
 
 
@@ -43,8 +45,18 @@ def count_distinct_configs(session: Session, device_class: str, runtime: str) ->
     return len({json.dumps(c, sort_keys=True) for c in configs})
 
 
-def new_version(session: Session, device_class: str, runtime: str) -> PredictorVersion:
-    """Insert a ``fitting`` row with the next version number of this (device class, runtime).
+def running_fits(session: Session, team_id: int) -> int:
+    """Fits that ``team_id`` asked for that are still queued or fitting."""
+    return session.scalar(
+        select(func.count()).where(PredictorVersion.team_id == team_id, PredictorVersion.state == "fitting")
+    )
+
+
+def new_version(
+    session: Session, device_class: str, runtime: str, team_id: int | None = None
+) -> PredictorVersion:
+    """Insert a ``fitting`` row with the next version number of this (device class, runtime),
+    asked for by ``team_id`` (None: an automatic refit).
 
     On PostgreSQL two concurrent fits can read the same maximum; the unique (device class, runtime,
     version) constraint refuses the second insert, which then retries with the next number (each
@@ -57,7 +69,7 @@ def new_version(session: Session, device_class: str, runtime: str) -> PredictorV
             )
         )
         row = PredictorVersion(
-            device_class=device_class, runtime=runtime, version=(last or 0) + 1, state="fitting"
+            device_class=device_class, runtime=runtime, version=(last or 0) + 1, state="fitting", team_id=team_id
         )
         try:
             with session.begin_nested():

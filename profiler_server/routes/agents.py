@@ -30,7 +30,7 @@ def heartbeat(
     body: Heartbeat, session: SessionDep, settings: SettingsDep, principal: AgentDep, agent_id: str = AgentId
 ) -> dict:
     devices.heartbeat(session, principal, agent_id, body.serials)
-    jobs.extend_leases(session, body.serials, settings.lease_s)
+    jobs.extend_leases(session, agent_id, body.serials, settings.lease_s)
     session.commit()
     return {"ok": True}
 

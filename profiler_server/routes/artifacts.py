@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from profiler_server import artifacts, jobs
 from profiler_server.auth import admin_team
+from profiler_server.campaigns import check_team_queue
 from profiler_server.db import Job
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import TooLarge
@@ -69,6 +70,7 @@ def upload_network(
     )  # fmt: skip
     if existing is not None and not repeat:
         return {"job_id": existing.id, "artifact_sha256": artifact.sha256, "cached": True}
+    check_team_queue(session, principal, 1, settings)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
     rs = RuntimeSettings.parse(key)
     job = jobs.new_job(

@@ -29,7 +29,7 @@ def _lease(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: Lease
         principal = require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
         cache = app.state.device_cache
         device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
-        view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s)
+        view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s, body.agent_id)
         session.commit()
         campaigns.fire_pending(session)  # leasing requeues expired jobs, which may fail a campaign's last
     return LeaseResponse(job=view)
@@ -54,16 +54,16 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:
 
 
 @router.post("/{job_id}/failure")
-def failure(body: JobFailure, session: SessionDep, _: AgentDep, job_id: int = JobId) -> dict:
-    job, _ = jobs.record_failure(session, job_id, body)
+def failure(body: JobFailure, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> dict:
+    job, _ = jobs.record_failure(session, principal, job_id, body)
     session.commit()
     campaigns.fire_pending(session)
     return {"state": job.state, "attempts": job.attempts, "error": job.error}
 
 
 @router.post("/{job_id}/release")
-def release(body: JobRelease, session: SessionDep, _: AgentDep, job_id: int = JobId) -> dict:
-    job = jobs.release_job(session, job_id, body)
+def release(body: JobRelease, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> dict:
+    job = jobs.release_job(session, principal, job_id, body)
     session.commit()
     return {"state": job.state}
 

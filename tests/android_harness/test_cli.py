@@ -67,3 +67,44 @@ def test_devices_lists_the_host_when_no_adb_server_answers():
     assert proc.returncode == 0, proc.stderr
     assert [d["serial"] for d in json.loads(proc.stdout)] == ["host"]
     assert "no adb devices listed" in proc.stderr and "--no-adb" in proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_one_off_commands_stop_the_adb_server_they_started(conv_onnx):
+    """With no adb server on its port, adb (through adbutils) starts one; `devices` and `measure`
+    must not leave it running after they exit. --no-adb on `measure` touches adb not at all."""
+    import adbutils
+
+    port = _free_port()  # ANDROID_ADB_SERVER_PORT: the port the auto-started server listens on
+    try:
+        proc = phone_agent("devices", "--json", adb_port=port)
+        assert proc.returncode == 0, proc.stderr
+        assert "host" in [d["serial"] for d in json.loads(proc.stdout)]
+        assert not _answers(port), "phone-agent devices left an adb server running"
+        proc = phone_agent("measure", "--serial", "NOPE", "--model", str(conv_onnx), "--json", adb_port=port)
+        assert proc.returncode == 2 and "no such online adb device" in proc.stderr
+        assert not _answers(port), "phone-agent measure left an adb server running"
+        proc = phone_agent("measure", "--serial", "NOPE", "--model", str(conv_onnx), "--json", "--no-adb",
+                           adb_port=port)
+        assert proc.returncode == 2 and "drop --no-adb" in proc.stderr.strip().splitlines()[-1]
+        assert "daemon" not in proc.stderr  # adb was not started at all
+    finally:
+        if _answers(port):  # what the old code left behind
+            adbutils.AdbClient(port=port).server_kill()

@@ -88,8 +88,11 @@ def free_port() -> int:
 class LiveServer:
     """``profiler-server`` as a real process on loopback; ``kill()`` is SIGKILL (no clean shutdown)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, env: dict | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
+        self.args = args  # e.g. ("--host-device",)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN, "RTSEG_REAPER_INTERVAL_S": "0.2", **(env or {})}
@@ -97,7 +100,7 @@ class LiveServer:
 
     def start(self, timeout: float = 60) -> LiveServer:
         cmd = [sys.executable, "-m", "profiler_server.cli", "--data", str(self.data_dir), "--port", str(self.port),
-               "--log-level", "warning"]  # fmt: skip
+               "--log-level", "warning", *self.args]  # fmt: skip
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

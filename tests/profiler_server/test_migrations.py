@@ -58,3 +58,34 @@ def test_database_from_an_older_revision_upgrades(tmp_path):
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM teams")).scalar() == "old"
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head(db)
+
+
+def test_json_null_configs_from_older_revisions_become_sql_null(tmp_path):
+    """Revision 0001 stored a network's missing config as the JSON text 'null', which passes an
+    IS NOT NULL filter and broke every later predictor fit of that device class."""
+    db = Database(f"sqlite:///{tmp_path}/nulls.db")
+    upgrade_database(db.engine, "0001")
+    now = "'2026-01-01 00:00:00'"
+    with db.engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO teams (id, name, created_at) VALUES (1, 't', {now})"))
+        conn.execute(text(
+            "INSERT INTO artifacts (sha256, format, size, kind, config, name, created_at) VALUES "
+            f"('{'a' * 64}', 'onnx', 1, 'network', 'null', 'net', {now}), "
+            f"('{'b' * 64}', 'onnx', 1, 'conv', '{{\"kind\": \"conv\"}}', '', {now})"
+        ))  # fmt: skip
+        conn.execute(text(
+            "INSERT INTO jobs (id, team_id, artifact_sha256, kind, device_class, runtime, settings, state, "
+            f"priority, attempts, max_attempts, name, created_at) VALUES (1, 1, '{'a' * 64}', 'network', 'd', "
+            f"'r', '{{}}', 'done', 0, 1, 3, '', {now})"
+        ))  # fmt: skip
+        conn.execute(text(
+            "INSERT INTO measurements (job_id, artifact_sha256, config, kind, device_class, runtime, serial, "
+            "median_ms, mean_ms, p10_ms, p90_ms, std_ms, runs, warmup, samples, tool, tool_version, flags, "
+            f"unstable, created_at) VALUES (1, '{'a' * 64}', 'null', 'network', 'd', 'r', 's', 1, 1, 1, 1, 0, "
+            f"1, 0, '[]', '', '', '[]', 0, {now})"
+        ))  # fmt: skip
+    upgrade_database(db.engine)
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM measurements WHERE config IS NULL")).scalar() == 1
+        configs = dict(conn.execute(text("SELECT kind, config FROM artifacts")).all())
+    assert configs == {"network": None, "conv": '{"kind": "conv"}'}

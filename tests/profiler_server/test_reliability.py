@@ -3,6 +3,7 @@ an agent killed mid-job, the server killed mid-campaign, eight agents racing for
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -163,3 +164,35 @@ def test_eight_concurrent_agents_measure_every_job_exactly_once(live_server: Liv
     assert len(serials) == 8
     for a in agents:
         a.http.close()
+
+
+def test_sigterm_stops_a_long_export_which_resumes_after_restart(tmp_path: Path):
+    """SIGTERM waits for the config in hand, not the whole export; the next start exports the rest
+    and every config gets its job (none lost, none twice)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    server = LiveServer(data).start(timeout=240)  # generous: the start imports torch
+    team = _team(server.url)
+    n = 60  # a few hundred ms per config on a busy 2-core machine: tens of seconds in all
+    campaign = _campaign(team, n, wait_s=0)
+    assert campaign["state"] == "exporting"
+    time.sleep(3)
+    server.proc.terminate()
+    started = time.monotonic()
+    server.proc.wait(timeout=120)
+    stopped_in = time.monotonic() - started
+    server.log.close()
+    assert stopped_in < 10, f"SIGTERM waited {stopped_in:.1f} s for the export"
+    server = LiveServer(data, port=server.port).start(timeout=240)
+    try:
+        deadline = time.monotonic() + 240
+        view = team.get(f"/v1/campaigns/{campaign['id']}").json()
+        while view["state"] == "exporting" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            view = team.get(f"/v1/campaigns/{campaign['id']}").json()
+        assert view["state"] == "running" and view["jobs"] == n and view["exported"] == n, view
+        with sqlite3.connect(data / "profiler.db") as conn:
+            shas = conn.execute("SELECT artifact_sha256 FROM jobs WHERE campaign_id = ?", (campaign["id"],)).fetchall()
+        assert len(set(shas)) == len(shas) == n
+    finally:
+        server.stop()

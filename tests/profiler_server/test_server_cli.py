@@ -76,3 +76,21 @@ def _up(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_missing_database_driver_names_what_to_install(tmp_path, capsys):
+    assert main(["--db", "mysql://farm:s3cret-pw@127.0.0.1/farm", "--data", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "'MySQLdb' is not installed" in lines[0] and "pip install" in lines[0]
+    assert "s3cret-pw" not in lines[0]
+
+
+def test_unreachable_postgres_never_echoes_the_password(tmp_path, capsys):
+    pytest.importorskip("psycopg")
+    url = f"postgresql+psycopg://farm:s3cret-pw@127.0.0.1:{free_port()}/farm"  # nothing listens there
+    assert main(["--db", url, "--data", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and "farm:***@127.0.0.1" in lines[0], lines
+    assert "s3cret-pw" not in out.out + out.err
