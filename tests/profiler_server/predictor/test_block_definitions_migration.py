@@ -8,7 +8,7 @@ import json
 from predictor_data import DEVICE_CLASS, RUNTIME, store_measurements, synthetic_blocks
 from sqlalchemy import text
 
-from profiler_server.db import Database, PredictorVersion, upgrade_database
+from profiler_server.db import Database, upgrade_database
 from profiler_server.predictor import store
 
 
@@ -29,13 +29,16 @@ def _as_before_fig2(db: Database) -> int:
 
 def test_upgrade_stamps_old_blocks_and_keeps_them_out_of_training(tmp_path):
     db = Database(f"sqlite:///{tmp_path}/old.db")
-    upgrade_database(db.engine, "0001")
+    upgrade_database(db.engine)  # stored through today's models, then taken back to the first schema
     cfgs = synthetic_blocks(40)
     store_measurements(db, DEVICE_CLASS, RUNTIME, cfgs)
+    upgrade_database_down(db)
     old_lir = _as_before_fig2(db)
     assert old_lir > 0
-    with db.session() as s:
-        s.add(PredictorVersion(device_class=DEVICE_CLASS, runtime=RUNTIME, version=1, state="ready"))
+    with db.engine.begin() as conn:  # a predictor fitted before the upgrade (raw SQL: the 0001 schema)
+        conn.execute(text("INSERT INTO predictor_versions (device_class, runtime, version, state, created_at, "
+                          "metrics, feature_ranges, n_train, n_test) "
+                          "VALUES (:d, :r, 1, 'ready', CURRENT_TIMESTAMP, '{}', '{}', 0, 0)"), {"d": DEVICE_CLASS, "r": RUNTIME})
 
     upgrade_database(db.engine)
 

@@ -35,7 +35,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("predictor_versions", schema=None) as batch_op:
-        batch_op.drop_column("team_id")
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_column("leased_by_agent")
+    # Plain DROP COLUMN (SQLite >= 3.35 and PostgreSQL): a batch copy of ``jobs`` would drop a table
+    # that measurements reference, which SQLite's foreign keys refuse once jobs hold rows.
+    op.drop_column("predictor_versions", "team_id")
+    op.drop_column("jobs", "leased_by_agent")
