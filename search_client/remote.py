@@ -126,6 +126,10 @@ class ProfilerClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
 
+    def ping(self) -> None:
+        """``GET /readyz``: raises :class:`ServiceUnavailable` when nothing answers, RemoteError when not ready."""
+        self._request("GET", "/readyz")
+
     def ready(self) -> bool:
         try:
             return self._request("GET", "/readyz").status_code == 200

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from search_client.cli import Command, UsageError, _parse_set
+from search_client.pipeline.state import PHASES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -53,6 +54,9 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="stop a training phase after this many steps (resume later)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--restart-from", choices=PHASES, metavar="PHASE",
+                   help="redo this phase and every later one (their folders are deleted), e.g. to change "
+                        "settings they started with; phases: " + ", ".join(PHASES))
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -83,22 +87,56 @@ def _run_until(until: str) -> Any:
 
         from search_client.pipeline.runner import run_pipeline
         from search_client.pipeline.training import PhaseInterrupted
-        from search_client.remote import RemoteError
+        from search_client.remote import RemoteError, ServiceUnavailable
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        settings = settings_from_args(args)
         try:
-            report = run_pipeline(settings, until=until, say=print, max_steps=args.max_steps)
+            settings, client = _checked_settings(args, until)
+            report = run_pipeline(settings, until=until, client=client, say=print, max_steps=args.max_steps)
         except PhaseInterrupted as exc:
             print(f"stopped: {exc}")
             return 0
+        except ServiceUnavailable as exc:
+            print(f"rtseg-search {args.command}: error: {exc}", file=sys.stderr)
+            return 3
         except RemoteError as exc:
             raise UsageError(str(exc)) from exc
         _print_outcome(settings, until, report, args.json)
         return 0
 
     return run
+
+
+def _checked_settings(args: argparse.Namespace, until: str) -> tuple[Any, Any]:
+    """The run's settings (a rerun's changed flags applied, or refused when a started phase pinned
+    them), checked against the farm before any training; ``--restart-from`` clears phases last."""
+    from search_client.pipeline.preflight import FarmUnreachable, PreflightError, preflight
+    from search_client.pipeline.state import RunState
+    from search_client.remote import ProfilerClient, ServiceUnavailable
+
+    settings = settings_from_args(args).merged_with_saved(restart_from=args.restart_from)
+    client = ProfilerClient(settings.server, settings.token, cache_dir=settings.cache_dir)
+    try:
+        checked = preflight(settings, client, _device_class(settings), until)
+    except FarmUnreachable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    except PreflightError as exc:
+        raise UsageError(str(exc)) from exc
+    if checked:
+        print(f"[preflight] {'; '.join(checked)}")
+    if args.restart_from:
+        RunState(settings.run_dir).restart_from(args.restart_from)
+        print(f"[{args.restart_from}] restarting: it and every later phase run again")
+    return settings, client
+
+
+def _device_class(settings: Any) -> str:
+    if settings.device_class:
+        return settings.device_class
+    from android_harness.host import host_device_class
+
+    return host_device_class()
 
 
 def _print_outcome(settings: Any, until: str, report: dict | None, as_json: bool) -> None:
