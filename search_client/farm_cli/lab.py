@@ -103,11 +103,15 @@ def _job_label(d: DeviceView) -> str | None:
 
 
 def cmd_devices(args: argparse.Namespace, client: ProfilerClient) -> int:
-    """The list, then each device's detail (temperature, current job): a lab has a handful."""
-    devices = [client.device(d.serial) for d in client.devices()]
+    devices = [d if _has_detail(d) else client.device(d.serial) for d in client.devices()]
     headers = ["SERIAL", "CLASS", "KIND", "ONLINE", "RUNTIMES", "TEMP C", "CURRENT JOB", "TODAY", "LAST SEEN"]
     text = render_table(headers, device_rows(devices)) if devices else "no devices registered"
     return _emit(args, devices, text)
+
+
+def _has_detail(device: DeviceView) -> bool:
+    """The listing already carries temperature and current job (else: one detail request per device)."""
+    return {"temperature_c", "current_job"} <= device.model_fields_set
 
 
 # --- campaigns ----------------------------------------------------------------------------------
