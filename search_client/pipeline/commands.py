@@ -44,6 +44,9 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="input size at which latency is predicted and measured (default 256x512)")
     p.add_argument("--device-class", help="target device class (default: this host, host/<cpu>)")
     p.add_argument("--runtime", default="onnxruntime", help="runtime or runtime key, e.g. onnxruntime/t1/cpu")
+    p.add_argument("--campaign", type=int, default=0, metavar="N",
+                   help="no predictor for the device class and runtime yet: measure N block configs of the "
+                        "supernet there (queued before pretraining) and fit one before the search")
     p.add_argument("--server", default=os.environ.get("RTSEG_SERVER", "http://127.0.0.1:8000"),
                    help="profiler service URL (env RTSEG_SERVER)")
     p.add_argument("--token", default=os.environ.get("RTSEG_TOKEN"), help="bearer token (env RTSEG_TOKEN)")
@@ -77,7 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         latency_height=args.latency_size[0], latency_width=args.latency_size[1],
         device_class=args.device_class, runtime=args.runtime, server=args.server, token=args.token,
         cache_dir=args.cache_dir, measure=not args.no_measure, measure_supernet=args.measure_supernet,
-        export_tflite=args.tflite,
+        export_tflite=args.tflite, campaign_configs=args.campaign,
     )
 
 
@@ -111,6 +114,7 @@ def _run_until(until: str) -> Any:
 def _checked_settings(args: argparse.Namespace, until: str) -> tuple[Any, Any]:
     """The run's settings (a rerun's changed flags applied, or refused when a started phase pinned
     them), checked against the farm before any training; ``--restart-from`` clears phases last."""
+    from search_client.pipeline.campaign import needs_campaign, start_campaign
     from search_client.pipeline.preflight import FarmUnreachable, PreflightError, preflight
     from search_client.pipeline.state import RunState
     from search_client.remote import ProfilerClient, ServiceUnavailable
@@ -118,13 +122,16 @@ def _checked_settings(args: argparse.Namespace, until: str) -> tuple[Any, Any]:
     settings = settings_from_args(args).merged_with_saved(restart_from=args.restart_from)
     client = ProfilerClient(settings.server, settings.token, cache_dir=settings.cache_dir)
     try:
-        checked = preflight(settings, client, _device_class(settings), until)
+        device_class = _device_class(settings)
+        checked = preflight(settings, client, device_class, until)
     except FarmUnreachable as exc:
         raise ServiceUnavailable(str(exc)) from exc
     except PreflightError as exc:
         raise UsageError(str(exc)) from exc
     if checked:
         print(f"[preflight] {'; '.join(checked)}")
+    if checked and needs_campaign(settings, client, device_class):
+        start_campaign(settings, client, device_class, say=print)
     if args.restart_from:
         RunState(settings.run_dir).restart_from(args.restart_from)
         print(f"[{args.restart_from}] restarting: it and every later phase run again")

@@ -47,12 +47,15 @@ def preflight(settings: PipelineSettings, client: ProfilerClient, device_class: 
         return []
     runtime = _runtime(settings.runtime)
     checked = [_reachable(client)]
-    devices = _devices(client, settings, needs) if settings.token or needs.device else None
+    campaign = needs.predictor and settings.campaign_configs > 0
+    devices = _devices(client, settings, needs) if settings.token or needs.device or campaign else None
     if settings.token:
         checked.append("token accepted")
+    measures_campaign = False
     if needs.predictor:
-        checked.append(_predictor(client, device_class, runtime, devices))
-    if needs.device:
+        line, measures_campaign = _predictor(client, settings, device_class, runtime, devices)
+        checked.append(line)
+    if needs.device or measures_campaign:
         checked.append(_served(devices or [], device_class, runtime))
     return checked
 
@@ -77,7 +80,7 @@ def _reachable(client: ProfilerClient) -> str:
 
 def _devices(client: ProfilerClient, settings: PipelineSettings, needs: FarmNeeds) -> list[DeviceView]:
     if not settings.token:
-        raise PreflightError(f"no token: the run measures its network on {client.server}, which needs a team "
+        raise PreflightError(f"no token: the run measures on {client.server}'s devices, which needs a team "
                              "token; pass --token or set RTSEG_TOKEN (or --no-measure to skip measuring)")
     try:
         return client.devices()
@@ -92,20 +95,25 @@ def _detail(exc: RemoteError) -> str:
     return str(exc).split(": ", 1)[-1]
 
 
-def _predictor(client: ProfilerClient, device_class: str, runtime: str, devices: list[DeviceView] | None) -> str:
+def _predictor(client: ProfilerClient, settings: PipelineSettings, device_class: str, runtime: str,
+               devices: list[DeviceView] | None) -> tuple[str, bool]:
+    """What was found, and whether the run measures a campaign for want of a predictor."""
     rows = client.list_predictors()
     mine = [r for r in rows if r["device_class"] == device_class and r["runtime"] == runtime]
     if mine:
-        return f"predictor v{max(r['version'] for r in mine)} for {device_class} / {runtime}"
+        return f"predictor v{max(r['version'] for r in mine)} for {device_class} / {runtime}", False
+    if settings.campaign_configs > 0:
+        return (f"no predictor for {device_class} / {runtime} yet: the run measures a campaign of "
+                f"{settings.campaign_configs} configs and fits one"), True
     known = {r["device_class"] for r in rows} | {d.device_class for d in devices or []}
     if device_class not in known:
         raise PreflightError(f"device class {device_class!r} is unknown to {client.server} (no predictor, no "
                              f"device); known: {_listing(known)}; check --device-class")
     other = sorted(r["runtime"] for r in rows if r["device_class"] == device_class)
     there = f" (it has predictors for {_listing(other)})" if other else ""
-    raise PreflightError(f"no predictor for {device_class} / {runtime} on {client.server}{there}: measure a "
-                         f"campaign of the supernet's blocks there, then 'rtseg-farm fit --device-class "
-                         f"{device_class} --runtime {runtime}'")
+    raise PreflightError(f"no predictor for {device_class} / {runtime} on {client.server}{there}: pass "
+                         f"--campaign N to measure N block configs of the supernet there first (e.g. 1000), "
+                         f"or fit one with 'rtseg-farm fit --device-class {device_class} --runtime {runtime}'")
 
 
 def _served(devices: list[DeviceView], device_class: str, runtime: str) -> str:

@@ -60,6 +60,10 @@ class PipelineSettings(BaseModel):
         3, ge=0, le=10,
         description="derive: measure the compact network on the device and re-aim the predicted target by "
                     "measured/predicted while the measurement misses the target (needs measure)")
+    campaign_configs: int = Field(
+        0, ge=0, le=50_000,
+        description="when the device class has no predictor for the runtime: measure this many block configs of "
+                    "the supernet's space on it (queued before pretraining) and fit one before the search")
     export_tflite: bool = False
     progress: bool | None = Field(None, description="progress bars (None: when on a terminal)")
 
@@ -129,7 +133,7 @@ PINNED_BY: dict[str, str] = {
     "preset": "pretrain", "pretrain_iters": "pretrain",
     "search_iters": "search", "target_ms": "search", "target_fraction": "search", "gate_lr": "search",
     "gate_init": "search", "latency_height": "search", "latency_width": "search", "device_class": "search",
-    "runtime": "search",
+    "runtime": "search", "campaign_configs": "search",
     "target_tolerance": "derive", "calibrate_rounds": "derive",
     "finetune_iters": "finetune",
     "measure_supernet": "export", "export_tflite": "export",
@@ -141,7 +145,7 @@ FLAGS: dict[str, str] = {
     "preset": "--preset", "pretrain_iters": "--pretrain-iters", "search_iters": "--search-iters",
     "finetune_iters": "--finetune-iters", "target_ms": "--target-ms", "target_fraction": "--target-fraction",
     "latency_height": "--latency-size", "latency_width": "--latency-size", "device_class": "--device-class",
-    "runtime": "--runtime", "measure_supernet": "--measure-supernet", "export_tflite": "--tflite",
+    "runtime": "--runtime", "campaign_configs": "--campaign", "measure_supernet": "--measure-supernet", "export_tflite": "--tflite",
 }
 
 
