@@ -21,7 +21,7 @@ from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
 from profiler_server.limits import BodyLimitMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
-from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, teams
+from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, status, teams
 from profiler_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.generated_admin_token = generated
     app.state.metrics = Metrics(db)
-    app.state.token_cache = TTLCache(ttl_s=30)  # tokens are never edited, only created
+    app.state.token_cache = TTLCache(ttl_s=300)  # hash -> role and team (fixed); revocation is read per request
     app.state.device_cache = TTLCache(ttl_s=5)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, _overflow_error)
     app.add_exception_handler(DataError, _data_error)
-    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):
+    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts, status):
         app.include_router(module.router)
     predictor = _predictor_router()
     app.state.predictor = None
