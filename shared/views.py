@@ -41,11 +41,14 @@ class MeasurementSummary(_View):
 
 
 class JobView(_View):
+    """A job; another team's job shows only id, state, kind and device class (``detail`` says so)."""
+
     id: int
     state: str
     campaign_id: int | None = None
-    device_class: str
-    runtime: str
+    device_class: str | None = None
+    runtime: str | None = None
+    detail: str | None = None
     kind: str | None = None
     name: str | None = None
     attempts: int = 0

@@ -98,8 +98,8 @@ def _job_label(d: DeviceView) -> str | None:
     job = d.current_job
     if job is None:
         return None
-    owner = f" (campaign {job.campaign_id})" if job.campaign_id else f" ({job.name})" if job.name else ""
-    return f"{job.id}{owner}"
+    owner = (f"campaign {job.campaign_id}" if job.campaign_id else job.name) or job.detail
+    return f"{job.id} ({owner})" if owner else str(job.id)
 
 
 def cmd_devices(args: argparse.Namespace, client: ProfilerClient) -> int:
@@ -118,10 +118,10 @@ def _has_detail(device: DeviceView) -> bool:
 
 
 def progress_bar(campaign: CampaignView, width: int = 10) -> str:
-    """``[####------]  40% 4/10``: finished (done + failed) jobs of all jobs."""
+    """``[####------] 40% 4/10``: finished (done + failed) jobs of all jobs."""
     filled = round(campaign.progress * width)
     finished = campaign.done + campaign.failed
-    return f"[{'#' * filled}{'-' * (width - filled)}] {100 * campaign.progress:3.0f}% {finished}/{campaign.jobs}"
+    return f"[{'#' * filled}{'-' * (width - filled)}] {100 * campaign.progress:.0f}% {finished}/{campaign.jobs}"
 
 
 def _eta(campaign: CampaignView) -> str | None:
