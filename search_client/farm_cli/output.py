@@ -31,14 +31,19 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Columns padded to their widest cell, numbers right-aligned; a header line on top."""
     text = [[cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(isinstance(r[i], int | float) and not isinstance(r[i], bool) or r[i] is None
-                                  for r in rows) for i in range(len(headers))]
+    numeric = [_numeric([r[i] for r in rows]) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(headers), *(line(r) for r in text)])
+
+
+def _numeric(column: Sequence[Any]) -> bool:
+    """A column of numbers (some may be missing) is right-aligned."""
+    numbers = [v for v in column if isinstance(v, int | float) and not isinstance(v, bool)]
+    return bool(numbers) and all(v is None or v in numbers for v in column)
 
 
 def render_fields(pairs: Sequence[tuple[str, Any]]) -> str:
