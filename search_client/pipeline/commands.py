@@ -30,7 +30,7 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--name", default="search", help="run name: the folder <runs>/<name>/ (default search)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="parent of run folders (default runs/)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="synthetic-cpu", help="training preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="training preset (default synthetic-cpu)")
     p.add_argument("--data-root", help="dataset folder")
     p.add_argument("--dataset", choices=["cityscapes", "ade20k", "voc"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -39,12 +39,12 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-iters", type=int, help="default: the preset's search.iterations")
     p.add_argument("--finetune-iters", type=int, help="default: the preset's search.finetune_iterations")
     p.add_argument("--target-ms", type=float, help="latency target (default: --target-fraction of the supernet)")
-    p.add_argument("--target-fraction", type=float, default=0.5, help="target as a share of the supernet (0.5)")
-    p.add_argument("--latency-size", type=_size, default=(256, 512), metavar="HxW",
+    p.add_argument("--target-fraction", type=float, help="target as a share of the supernet (default 0.5)")
+    p.add_argument("--latency-size", type=_size, metavar="HxW",
                    help="input size at which latency is predicted and measured (default 256x512)")
     p.add_argument("--device-class", help="target device class (default: this host, host/<cpu>)")
-    p.add_argument("--runtime", default="onnxruntime", help="runtime or runtime key, e.g. onnxruntime/t1/cpu")
-    p.add_argument("--campaign", type=int, default=0, metavar="N",
+    p.add_argument("--runtime", help="runtime or runtime key, e.g. onnxruntime/t1/cpu (default onnxruntime)")
+    p.add_argument("--campaign", type=int, metavar="N",
                    help="no predictor for the device class and runtime yet: measure N block configs of the "
                         "supernet there (queued before pretraining) and fit one before the search")
     p.add_argument("--server", default=os.environ.get("RTSEG_SERVER", "http://127.0.0.1:8000"),
@@ -52,8 +52,9 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=os.environ.get("RTSEG_TOKEN"), help="bearer token (env RTSEG_TOKEN)")
     p.add_argument("--cache-dir", type=Path, help="predictor cache (default ~/.cache/rtseg-farm/predictors)")
     p.add_argument("--no-measure", action="store_true", help="skip the real measurement of the final network")
-    p.add_argument("--measure-supernet", action="store_true", help="also measure the supernet on the device")
-    p.add_argument("--tflite", action="store_true", help="also export TFLite (needs the tflite extra)")
+    p.add_argument("--measure-supernet", action="store_true", default=None,
+                   help="also measure the supernet on the device")
+    p.add_argument("--tflite", action="store_true", default=None, help="also export TFLite (needs the tflite extra)")
     p.add_argument("--max-steps", type=int, help="stop a training phase after this many steps (resume later)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -62,7 +63,9 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                         "settings they started with; phases: " + ", ".join(PHASES))
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> tuple[Any, frozenset[str]]:
+    """The run's settings from the flags given (defaults for the rest), and the names of the settings
+    the flags gave: on a rerun only those may change; the others keep the run's saved values."""
     from search_client.pipeline.settings import PipelineSettings
 
     overrides = _parse_set(args.set)
@@ -73,15 +76,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         data["kind"] = args.dataset
     if not data:
         overrides.pop("data")
-    return PipelineSettings(
-        name=args.name, runs_dir=args.runs, preset=args.preset, overrides=overrides,
-        pretrain_iters=args.pretrain_iters, search_iters=args.search_iters, finetune_iters=args.finetune_iters,
-        target_ms=args.target_ms, target_fraction=args.target_fraction,
-        latency_height=args.latency_size[0], latency_width=args.latency_size[1],
-        device_class=args.device_class, runtime=args.runtime, server=args.server, token=args.token,
-        cache_dir=args.cache_dir, measure=not args.no_measure, measure_supernet=args.measure_supernet,
-        export_tflite=args.tflite, campaign_configs=args.campaign,
-    )
+    size = args.latency_size or (None, None)
+    flags = {
+        "preset": args.preset, "overrides": overrides or None, "pretrain_iters": args.pretrain_iters,
+        "search_iters": args.search_iters, "finetune_iters": args.finetune_iters, "target_ms": args.target_ms,
+        "target_fraction": args.target_fraction, "latency_height": size[0], "latency_width": size[1],
+        "device_class": args.device_class, "runtime": args.runtime, "campaign_configs": args.campaign,
+        "measure_supernet": args.measure_supernet, "export_tflite": args.tflite,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    settings = PipelineSettings(name=args.name, runs_dir=args.runs, server=args.server, token=args.token,
+                                cache_dir=args.cache_dir, measure=not args.no_measure, **given)
+    return settings, frozenset(given)
 
 
 def _run_until(until: str) -> Any:
@@ -119,7 +125,8 @@ def _checked_settings(args: argparse.Namespace, until: str) -> tuple[Any, Any]:
     from search_client.pipeline.state import RunState
     from search_client.remote import ProfilerClient, ServiceUnavailable
 
-    settings = settings_from_args(args).merged_with_saved(restart_from=args.restart_from)
+    settings, given = settings_from_args(args)
+    settings = settings.merged_with_saved(restart_from=args.restart_from, given=given)
     client = ProfilerClient(settings.server, settings.token, cache_dir=settings.cache_dir)
     try:
         device_class = _device_class(settings)

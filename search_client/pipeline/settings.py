@@ -105,15 +105,20 @@ class PipelineSettings(BaseModel):
                                              getattr(saved, name), getattr(self, name)))
         return changes
 
-    def merged_with_saved(self, restart_from: str | None = None) -> PipelineSettings:
+    def merged_with_saved(self, restart_from: str | None = None, given: frozenset[str] | None = None) -> PipelineSettings:
         """Resume rule: a changed setting applies while the phase that first uses it has not started
         (``restart_from`` counts that phase and the later ones as not started); otherwise the run stops
-        with :class:`PinnedSettings`. Farm access (server, token, cache) may always change."""
+        with :class:`PinnedSettings`. Farm access (server, token, cache) may always change.
+
+        ``given``: the settings the command line gave; the others keep their saved values (a rerun of
+        a shorter command resumes). None: every field of ``self`` counts.
+        """
         path = self.run_dir / "pipeline.json"
         if not path.exists():
             return self
         saved = PipelineSettings.load(self.run_dir)
-        changes = self.changes_from(saved)
+        wanted = self if given is None else saved.updated_with(self, given)
+        changes = wanted.changes_from(saved)
         state = RunState(self.run_dir)
         restarted = PHASES[PHASES.index(restart_from):] if restart_from else ()
         pinned = [c for c in changes if c.phase not in restarted and state.started(c.phase)]
@@ -122,7 +127,17 @@ class PipelineSettings(BaseModel):
         for c in changes:
             log.info("run %s: %s changed from %s to %s (phase %s has not started: applied)",
                      self.name, c.flag, _show(c.old), _show(c.new), c.phase)
-        return self
+        return wanted
+
+    def updated_with(self, other: PipelineSettings, fields: frozenset[str]) -> PipelineSettings:
+        """These settings with ``fields`` (and farm access) taken from ``other``; run-config
+        overrides are merged leaf by leaf."""
+        from search_client.config import merge_dicts
+
+        update = {k: getattr(other, k) for k in (fields | VOLATILE) - {"overrides"}}
+        if "overrides" in fields:
+            update["overrides"] = merge_dicts(self.overrides, other.overrides)
+        return self.model_copy(update=update)
 
 
 # Fields that only say which folder the run lives in.

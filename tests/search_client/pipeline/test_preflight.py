@@ -109,12 +109,13 @@ def test_passing_preflight_trains_and_a_rerun_applies_or_refuses_changed_flags(f
     assert PipelineSettings.load(runs / "r").pretrain_iters == 3  # nothing changed on disk
     assert sorted(p.name for p in (runs / "r" / "pretrain" / "checkpoints").iterdir()) == checkpoints
 
-    # --restart-from pretrain: the change applies and pretraining starts over
-    assert main(run_args(runs, farm.url, token, *changed, data=tiny_data)
-                + ["--pretrain-iters", "5", "--restart-from", "pretrain"]) == 0
+    # --restart-from pretrain: the change applies and pretraining starts over; flags left out of this
+    # shorter command keep the run's saved values
+    assert main(run_args(runs, farm.url, token, data=tiny_data) + ["--pretrain-iters", "5", "--restart-from", "pretrain"]) == 0
     out = capsys.readouterr().out
     assert "[pretrain] restarting" in out and "stopped: pretrain stopped at iteration 1/5" in out
-    assert PipelineSettings.load(runs / "r").pretrain_iters == 5
+    saved = PipelineSettings.load(runs / "r")
+    assert (saved.pretrain_iters, saved.search_iters, saved.target_ms) == (5, 7, 2.5)
 
 
 def test_a_class_without_predictor_runs_with_a_campaign_queued_before_pretraining(farm, tmp_path, capsys, tiny_data,

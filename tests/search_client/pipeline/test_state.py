@@ -53,3 +53,23 @@ def test_run_config_overrides_are_pinned_leaf_by_leaf(tmp_path):
     lr = saved.model_copy(update={"overrides": {"train": {"lr": 0.05}, "search": {"arch_lr": 1e-3}}})
     with pytest.raises(PinnedSettings, match=r"--set train.lr 0.01 -> 0.05, but phase 'pretrain' already started"):
         lr.merged_with_saved()
+
+
+def test_a_second_demo_run_reuses_every_finished_phase(tmp_path):
+    from search_client.demo import DEFAULT, Progress, _restart_if_changed, demo_settings
+
+    def settings(port: int) -> PipelineSettings:  # each demo run starts its farm on a new port and token
+        return demo_settings(DEFAULT, tmp_path / "demo").model_copy(
+            update={"device_class": "host/x", "server": f"http://127.0.0.1:{port}", "token": f"t{port}"})
+
+    first = settings(8001)
+    first.save()
+    state = RunState(first.run_dir)
+    for phase in PHASES:
+        (state.phase_dir(phase) / "out.json").write_text("{}")
+        state.mark_done(phase, {})
+    again = settings(8002)
+    _restart_if_changed(again, Progress())
+    merged = again.merged_with_saved()
+    assert state.summary() == {p: True for p in PHASES}  # nothing restarted
+    assert merged.server == "http://127.0.0.1:8002" and merged.changed_fields(first) == set()
