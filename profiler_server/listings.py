@@ -92,5 +92,6 @@ def job_item(job: Job, meas: Measurement | None, team: str | None) -> dict[str, 
         "device_class": job.device_class, "runtime": job.runtime, "artifact_sha256": job.artifact_sha256,
         "kind": job.kind, "name": job.name, "priority": job.priority, "attempts": job.attempts,
         "error": job.error, "leased_by_device": job.leased_by_device, "created_at": job.created_at,
-        "finished_at": job.finished_at, "measurement": None if meas is None else measurement_summary(meas),
+        "finished_at": job.finished_at, "predicted_ms": (job.settings or {}).get("predicted_ms"),
+        "measurement": None if meas is None else measurement_summary(meas),
     }  # fmt: skip

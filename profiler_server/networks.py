@@ -32,6 +32,7 @@ class NetworkRequest:
     runs: int
     min_seconds: float
     repeat: bool
+    predicted_ms: float | None = None  # the client's prediction, shown beside the measurement
 
 
 def submit_network(
@@ -48,8 +49,11 @@ def submit_network(
     if own is not None and not req.repeat:
         session.commit()
         return _answer(session, own, artifact, cached=True)
+    job_settings = jobs.job_settings(rs, req.warmup, req.runs, req.min_seconds)
+    if req.predicted_ms is not None:
+        job_settings["predicted_ms"] = req.predicted_ms
     job = jobs.new_job(
-        artifact, team_id, req.device_class, rs, jobs.job_settings(rs, req.warmup, req.runs, req.min_seconds),
+        artifact, team_id, req.device_class, rs, job_settings,
         priority=NETWORK_PRIORITY, name=req.name, max_attempts=settings.max_attempts,
     )  # fmt: skip
     session.add(job)

@@ -52,6 +52,9 @@ def upload_network(
     runs: Annotated[int, Form(ge=1, le=100_000)] = 50,
     min_seconds: Annotated[float, Form(ge=0, le=3600)] = 1.0,
     repeat: Annotated[bool, Form(description="a fresh job even if this network was measured before")] = False,
+    predicted_ms: Annotated[
+        float | None, Form(gt=0, le=1e7, description="the latency the client predicted (shown beside the measurement)")
+    ] = None,
 ) -> dict:
     """Store the network and give the team a measurement job: its own identical job when it has
     one (unless ``repeat``: measuring again shows the device's run-to-run spread), a job answered
@@ -59,5 +62,5 @@ def upload_network(
     when no online agent serves the device class (the job waits; ``POST /v1/jobs/{id}/cancel``)."""
     data = _read_limited(file, settings.max_upload_bytes)
     request = networks.NetworkRequest(device_class, runtime, name or file.filename or "", warmup, runs,
-                                      min_seconds, repeat)  # fmt: skip
+                                      min_seconds, repeat, predicted_ms)  # fmt: skip
     return networks.submit_network(session, db, settings, principal, data, request)

@@ -21,7 +21,7 @@ from shared.export import export_module_onnx, sha256_bytes
 def lab(tmp_path_factory):
     data = tmp_path_factory.mktemp("tenancy") / "data"
     data.mkdir()
-    server = LiveServer(data).start()
+    server = LiveServer(data).start(timeout=240)  # a loaded shared CI machine starts slowly
     http = httpx.Client(base_url=server.url, timeout=60)
     admin = bearer(ADMIN)
     teams = {name: bearer(http.post("/v1/teams", json={"name": name}, headers=admin).json()["token"])
