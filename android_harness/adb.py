@@ -22,7 +22,7 @@ import adbutils
 from android_harness.adb_io import DeviceIO, RemoteFile, adb_client, list_serials
 from android_harness.errors import BenchmarkFailed, HarnessError, UnsupportedModel
 from android_harness.parsers import BenchmarkSummary, parse_output
-from android_harness.runner import MeasureOptions, model_format
+from android_harness.runner import RUNTIME_OF_FORMAT, MeasureOptions, model_format
 from android_harness.stats import measure_until_stable, summary_stats
 from shared.schemas import DeviceInfo, MeasurementStats
 
@@ -168,8 +168,13 @@ class AdbRunner:
                 manufacturer=props.get("ro.product.manufacturer", ""), soc=soc,
                 android_release=props.get("ro.build.version.release", ""),
                 abi=props.get("ro.product.cpu.abi", ""), cpu_max_freq_khz=freqs[:64], thermal_zones=len(zones),
+                runtimes=self.runtimes(),
             )
         return self._info
+
+    def runtimes(self) -> list[str]:
+        """The runtimes whose benchmark tool this agent was given for the phone."""
+        return sorted(RUNTIME_OF_FORMAT[fmt] for fmt, tool in TOOL_OF_FORMAT.items() if tool in self.binaries)
 
     def _grep_files(self, pattern: str) -> str:
         _, out = self.io.shell(grep_command(pattern))

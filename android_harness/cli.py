@@ -25,6 +25,7 @@ from android_harness.errors import HarnessError
 from android_harness.host import HOST_SERIAL, HostRunner, host_device_info
 from android_harness.runner import MeasureOptions, model_format
 from shared.schemas import DeviceInfo
+from shared.version import add_version_flag
 
 # Minimum timed seconds per measurement: phones run at least 1 s (after >= 10 warm-ups and >= 50 timed
 # runs); the host CPU has no thermal drift to average over, so it may use a shorter minimum.
@@ -61,6 +62,7 @@ def _add_adb_options(parser: argparse.ArgumentParser, default: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phone-agent", description=__doc__.split("\n\n")[0])
+    add_version_flag(p)
     p.add_argument("--server", help="profiler server URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--token", default=os.environ.get("RTSEG_AGENT_TOKEN"), help="agent bearer token (or RTSEG_AGENT_TOKEN)")
     p.add_argument("--name", help="agent name (default: host name)")

@@ -92,6 +92,7 @@ def host_device_info() -> DeviceInfo:
         abi=platform.machine(),
         cpu_max_freq_khz=_cpu_max_freqs(),
         thermal_zones=len(glob.glob("/sys/class/thermal/thermal_zone*")),
+        runtimes=["onnxruntime", "tflite"] if litert_available() else ["onnxruntime"],
     )
 
 

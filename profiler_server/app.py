@@ -16,12 +16,13 @@ from sqlalchemy.exc import DataError
 from profiler_server import auth
 from profiler_server.cache import TTLCache
 from profiler_server.campaigns import Exporter, resume_exports
+from profiler_server.dashboard import routes as dashboard
 from profiler_server.db import Database, upgrade_database
 from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
 from profiler_server.limits import BodyLimitMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
-from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, teams
+from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, status, teams
 from profiler_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,19 +106,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db, generated = open_database(settings)
     set_current_database(db)
-    app = FastAPI(title="rtseg profiler server", version="0.1.0", lifespan=_lifespan)
+    # /docs is served by the dashboard from local Swagger UI assets (works offline); ReDoc would
+    # need a CDN, so it is off.
+    app = FastAPI(title="rtseg profiler server", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.db = db
     app.state.generated_admin_token = generated
     app.state.metrics = Metrics(db)
-    app.state.token_cache = TTLCache(ttl_s=30)  # tokens are never edited, only created
+    app.state.token_cache = TTLCache(ttl_s=300)  # hash -> role and team (fixed); revocation is read per request
     app.state.device_cache = TTLCache(ttl_s=5)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, _overflow_error)
     app.add_exception_handler(DataError, _data_error)
-    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):
+    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts, status):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    dashboard.mount_assets(app)
     predictor = _predictor_router()
     app.state.predictor = None
     if predictor is not None:

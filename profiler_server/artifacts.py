@@ -103,10 +103,38 @@ def check_onnx(data: bytes) -> None:
         raise BadRequest(f"not a valid ONNX model: {type(exc).__name__}: {str(exc)[:500]}") from exc
 
 
-def store_network(db: Database, root: Path, data: bytes, name: str) -> Artifact:
+def is_tflite(data: bytes) -> bool:
+    """A TFLite flatbuffer carries the file identifier ``TFL3`` at bytes 4-7."""
+    return len(data) >= 8 and data[4:8] == b"TFL3"
+
+
+def check_model_format(data: bytes, fmt: str) -> None:
+    """400 unless ``data`` is a model of format ``fmt`` (``onnx`` or ``tflite``), naming the fix."""
+    if fmt == "tflite":
+        if is_tflite(data):
+            return
+        kind = "an ONNX model" if _parses_as_onnx(data) else "not a TFLite model (no TFL3 identifier)"
+        raise BadRequest(f"this file is {kind}; runtime 'tflite' measures .tflite files: convert it to "
+                         "TFLite, or send runtime=onnxruntime for an ONNX file")  # fmt: skip
+    if is_tflite(data):
+        raise BadRequest("this file is a TFLite model; runtime 'onnxruntime' measures ONNX files: "
+                         "send runtime=tflite for a .tflite file")  # fmt: skip
     check_onnx(data)
+
+
+def _parses_as_onnx(data: bytes) -> bool:
+    try:
+        check_onnx(data)
+    except BadRequest:
+        return False
+    return True
+
+
+def store_network(db: Database, root: Path, data: bytes, name: str, fmt: str = "onnx") -> Artifact:
+    """Check that ``data`` is a model of format ``fmt`` and store it (kind ``network``)."""
+    check_model_format(data, fmt)
     sha = write_file(root, data)
-    row = Artifact(sha256=sha, format="onnx", size=len(data), kind="network", config=None, name=name)
+    row = Artifact(sha256=sha, format=fmt, size=len(data), kind="network", config=None, name=name)
     return register(db, row)
 
 

@@ -7,19 +7,22 @@ sha256 is enough to make a leaked database useless for logging in (no password s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Executable, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from profiler_server.cache import TTLCache
-from profiler_server.db import Team, Token
-from profiler_server.errors import Conflict, ServerError
+from profiler_server.db import Team, Token, utcnow
+from profiler_server.errors import Conflict, NotFound, ServerError
 
 log = logging.getLogger(__name__)
 ROLES = ("admin", "team", "agent")
@@ -58,19 +61,42 @@ def issue_token(session: Session, role: str, name: str = "", team_id: int | None
     return token
 
 
+_TOUCH_EVERY = timedelta(seconds=60)  # how stale ``last_used_at`` may get
+
+
+@functools.lru_cache(maxsize=1)
+def _token_state() -> Executable:
+    """Revocation and last use of one token by primary key, prebuilt (runs on every request)."""
+    t = Token.__table__
+    return select(t.c.revoked, t.c.last_used_at).where(t.c.id == bindparam("b_id"))
+
+
 def authenticate(session: Session, token: str | None, cache: TTLCache | None = None) -> Principal:
-    """The principal of a bearer token; ``cache`` saves the lookup on hot paths (lease, report)."""
+    """The principal of a bearer token.
+
+    ``cache`` keeps what never changes (hash -> id, role, team); whether the token is revoked is
+    read from the database on every call (a primary-key lookup), so a revocation made by any server
+    process takes effect on the next request everywhere. ``last_used_at`` is written at most once a
+    minute; that write is committed at once, before the caller does anything with the session."""
     if not token:
         raise AuthError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
     digest = hash_token(token)
 
     def load() -> Principal:
         row = session.scalar(select(Token).where(Token.token_hash == digest))
-        if row is None or row.revoked:
+        if row is None:
             raise AuthError(401, "unknown or revoked token")
         return Principal(row.id, row.role, row.team_id, row.name)
 
-    return cache.get_or_load(digest, load) if cache is not None else load()
+    principal = cache.get_or_load(digest, load) if cache is not None else load()
+    state = session.execute(_token_state(), {"b_id": principal.token_id}).first()
+    if state is None or state.revoked:
+        raise AuthError(401, "unknown or revoked token")
+    now = utcnow()
+    if state.last_used_at is None or now - state.last_used_at.replace(tzinfo=UTC) > _TOUCH_EVERY:
+        session.execute(update(Token).where(Token.id == principal.token_id).values(last_used_at=now))
+        session.commit()
+    return principal
 
 
 def require_role(principal: Principal, *roles: str) -> Principal:
@@ -78,6 +104,50 @@ def require_role(principal: Principal, *roles: str) -> Principal:
     if principal.role == "admin" or principal.role in roles:
         return principal
     raise AuthError(403, f"a {principal.role} token may not do this; needs role {' or '.join(roles)}")
+
+
+def check_priority(principal: Principal, priority: int, team_limit: int) -> None:
+    """Teams may ask for priorities up to ``team_limit``; only the admin goes higher (to 1000)."""
+    if priority > team_limit and principal.role != "admin":
+        raise AuthError(
+            403, f"priority {priority} is above {team_limit}, the most a team token may ask for; "
+            "lower it or ask the lab admin"
+        )
+
+
+def token_item(token: Token, team_name: str | None) -> dict[str, Any]:
+    """A token as listed (never its secret nor its hash)."""
+    return {
+        "id": token.id, "team": team_name, "role": token.role, "name": token.name,
+        "created_at": token.created_at, "last_used_at": token.last_used_at, "revoked_at": token.revoked_at,
+    }  # fmt: skip
+
+
+def list_tokens(session: Session, principal: Principal) -> list[dict[str, Any]]:
+    """Every token for the admin; a team token sees its own team's tokens."""
+    require_role(principal, "team")
+    query = select(Token, Team.name).outerjoin(Team, Team.id == Token.team_id).order_by(Token.id)
+    if principal.role != "admin":
+        query = query.where(Token.team_id == principal.team_id)
+    return [token_item(token, team) for token, team in session.execute(query)]
+
+
+def revoke_token(session: Session, principal: Principal, token_id: int) -> dict[str, Any]:
+    """Revoke a token (admin: any; team: its team's). Revoking twice keeps the first time."""
+    require_role(principal, "team")
+    token = session.get(Token, token_id, with_for_update=True)
+    if token is None or (principal.role != "admin" and token.team_id != principal.team_id):
+        raise NotFound(f"token {token_id} does not exist or belongs to another team")
+    if not token.revoked and token.role == "admin" and _active_admins(session) <= 1:
+        raise Conflict("this is the last active admin token: create another admin token before revoking it")
+    if not token.revoked:
+        token.revoked, token.revoked_at = True, utcnow()
+    team = session.get(Team, token.team_id) if token.team_id is not None else None
+    return token_item(token, team.name if team else None)
+
+
+def _active_admins(session: Session) -> int:
+    return len(list(session.scalars(select(Token.id).where(Token.role == "admin", Token.revoked.is_(False)))))
 
 
 def create_team(session: Session, name: str) -> tuple[Team, str]:

@@ -226,17 +226,21 @@ def export_campaign(
             return
         batch.append(export_block_artifact(db, root, cfg, fmt))
         if len(batch) >= BATCH:
-            _queue_batch(db, campaign_id, batch, done, rng)
+            if not _queue_batch(db, campaign_id, batch, done, rng):
+                return  # cancelled while exporting: nothing more to export or queue
             batch = []
-    _queue_batch(db, campaign_id, batch, done, rng)
-    _finish_export(db, campaign_id)
+    if _queue_batch(db, campaign_id, batch, done, rng):
+        _finish_export(db, campaign_id)
 
 
 def _queue_batch(
     db: Database, campaign_id: int, artifacts: list[Artifact], done: set[str], rng: random.Random
-) -> None:
+) -> bool:
+    """Queue the jobs of one batch; False (and nothing queued) once the campaign was cancelled."""
     with db.session() as session:
-        campaign = session.get(Campaign, campaign_id)
+        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        if campaign.state == "cancelled":
+            return False
         s = campaign.settings
         runtime = RuntimeSettings(**s["runtime"])
         job_settings = {k: s[k] for k in ("runtime", "warmup", "runs", "min_seconds")}
@@ -263,12 +267,15 @@ def _queue_batch(
                         max_attempts=s.get("max_attempts", 3),
                     )
                 )
+    return True
 
 
 def _finish_export(db: Database, campaign_id: int) -> None:
     """Export done: the campaign runs until no job it waits for is live (maybe none already)."""
     with db.session() as session:
-        campaign = session.get(Campaign, campaign_id)
+        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        if campaign.state == "cancelled":
+            return
         own_jobs = session.scalar(select(func.count()).where(Job.campaign_id == campaign_id))
         campaign.state = "running"
         if jobs.campaign_live_jobs(session, campaign) == 0:
@@ -350,7 +357,7 @@ def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
             select(Job.state, func.count()).where(Job.campaign_id == campaign.id).group_by(Job.state)
         ).all()
     )
-    counts = {state: counts.get(state, 0) for state in ("queued", "running", "done", "failed")}
+    counts = {state: counts.get(state, 0) for state in ("queued", "running", "done", "failed", "cancelled")}
     remaining = counts["queued"] + counts["running"]
     exported = campaign.n
     if campaign.state == "exporting":  # distinct configs exported and queued so far

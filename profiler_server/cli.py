@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from profiler_server.app import create_app
 from profiler_server.host_agent import HostAgentSupervisor, agent_command, host_agent_token
 from profiler_server.settings import Settings
+from shared.version import add_version_flag
 
 log = logging.getLogger("profiler_server")
 DRIVER_HINTS = {  # driver module -> what to install
@@ -31,6 +32,7 @@ DRIVER_HINTS = {  # driver module -> what to install
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="profiler-server", description=__doc__)
+    add_version_flag(p)
     p.add_argument("--db", help="SQLAlchemy URL (default sqlite:///<data>/profiler.db; env RTSEG_DB_URL)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve the lab network)")

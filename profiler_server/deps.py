@@ -11,7 +11,7 @@
   authenticate the bearer token and check its role (401 missing/unknown token, 403 wrong role).
 - Outside a request (worker threads, hooks): ``profiler_server.db.current_database()``.
 
-Read endpoints for measurements and predictors need no token (lab-wide reads); every write does.
+Predictor reads need no token; measurements need one (see ``tenancy``); every write does.
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from profiler_server.auth import Principal
 from profiler_server.db import Campaign, CampaignItem, Measurement
 from profiler_server.errors import BadRequest, NotFound
+from profiler_server.tenancy import visible_measurements
 from shared.schemas import RuntimeSettings
 
 COLUMNS = (
@@ -40,8 +42,8 @@ def runtime_key(text: str) -> str:
         raise BadRequest(f"bad runtime {text!r}: {exc}") from exc
 
 
-def build_query(session: Session, f: MeasurementFilter) -> Select:
-    query = select(Measurement)
+def build_query(session: Session, f: MeasurementFilter, principal: Principal) -> Select:
+    query = select(Measurement).where(visible_measurements(principal))
     if f.campaign_id is not None:
         campaign = session.get(Campaign, f.campaign_id)
         if campaign is None:
@@ -72,10 +74,11 @@ def row_dict(m: Measurement, samples: bool = True) -> dict[str, Any]:
 
 
 def list_measurements(
-    session: Session, f: MeasurementFilter, samples: bool | None = None
+    session: Session, f: MeasurementFilter, principal: Principal, samples: bool | None = None
 ) -> list[dict[str, Any]]:
+    """The rows ``principal`` may see (``tenancy.visible_measurements``) that match ``f``."""
     keep = f.samples if samples is None else samples
-    return [row_dict(m, keep) for m in session.scalars(build_query(session, f))]
+    return [row_dict(m, keep) for m in session.scalars(build_query(session, f, principal))]
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         100.0, gt=0, description="refuse configs costlier than this (export runs them)"
     )
     max_block_mparams: float = Field(200.0, gt=0, description="refuse configs with more weights than this")
+    max_team_priority: int = Field(
+        100, ge=0, le=1000, description="highest job priority a team token may ask for (admin: up to 1000)"
+    )
     export_workers: int = Field(1, ge=1, le=32, description="threads exporting campaign artifacts")
     host_agent_grace_s: float = Field(
         20.0, ge=0, description="--host-device: at shutdown, time the agent gets to finish its job in hand"

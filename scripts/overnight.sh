@@ -45,6 +45,8 @@ for attempt in $(seq 0 "$RETRIES"); do
     exit 0
   fi
   # 130/143: interrupted on purpose (Ctrl-C / kill): stop here; rerun this script to resume.
+  # 2 on the first attempt: the preflight or a flag is wrong (one line above says what); a retry won't fix it.
+  if [[ $rc -eq 2 && $attempt -eq 0 ]]; then exit 2; fi
   if [[ $rc -eq 130 || $rc -eq 143 ]]; then exit "$rc"; fi
   echo "[$(date -u +%FT%TZ)] exit $rc; resuming in 30 s" | tee -a "$log"
   sleep 30

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.version import add_version_flag
+
 log = logging.getLogger("rtseg-search")
 
 EXTENSION_MODULES: tuple[str, ...] = ("search_client.pipeline.commands",)
@@ -292,6 +294,7 @@ def all_commands() -> dict[str, Command]:
 
 def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtseg-search", description="Latency-aware segmentation search client")
+    add_version_flag(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in commands.items():

@@ -24,6 +24,7 @@ import httpx
 from shared.config import AnyBlock
 from shared.predictor import LatencyMLP, load_predictor
 from shared.schemas import RuntimeSettings
+from shared.views import CampaignView, DeviceView, FarmStatus, JobView, Page, PredictorView, TokenView
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,10 @@ class ProfilerClient:
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
+
+    def ping(self) -> None:
+        """``GET /readyz``: raises :class:`ServiceUnavailable` when nothing answers, RemoteError when not ready."""
+        self._request("GET", "/readyz")
 
     def ready(self) -> bool:
         try:
@@ -298,6 +303,77 @@ class ProfilerClient:
                 )
             time.sleep(poll)
 
+
+    # --- lab control: status, devices, listings, cancel, tokens ----------------------------
+
+    def status(self) -> FarmStatus:
+        """``GET /v1/status``: devices online, queue depth, throughput, failures, predictors."""
+        return FarmStatus.model_validate(self._json("GET", "/v1/status"))
+
+    def devices(self) -> list[DeviceView]:
+        """``GET /v1/devices`` (any valid token): every registered device, online or not."""
+        return [DeviceView.model_validate(d) for d in self._json("GET", "/v1/devices")]
+
+    def device(self, serial: str) -> DeviceView:
+        """``GET /v1/devices/{serial}``: the device plus last temperature, current job, measured today."""
+        return DeviceView.model_validate(self._json("GET", f"/v1/devices/{_quote(serial)}"))
+
+    def campaigns(self, state: str | None = None, device_class: str | None = None, team: str | None = None,
+                  limit: int = 50, offset: int = 0) -> Page[CampaignView]:
+        """``GET /v1/campaigns``: one page, newest first as the server orders them."""
+        params = _params(state=state, device_class=device_class, team=team, limit=limit, offset=offset)
+        return Page[CampaignView].model_validate(self._json("GET", "/v1/campaigns", params=params))
+
+    def jobs(self, campaign_id: int | None = None, state: str | None = None, device_class: str | None = None,
+             kind: str | None = None, limit: int = 50, offset: int = 0) -> Page[JobView]:
+        params = _params(campaign_id=campaign_id, state=state, device_class=device_class, kind=kind,
+                         limit=limit, offset=offset)
+        return Page[JobView].model_validate(self._json("GET", "/v1/jobs", params=params))
+
+    def cancel_campaign(self, campaign_id: int) -> CampaignView:
+        """``POST /v1/campaigns/{id}/cancel``: queued jobs leave the queue; running ones finish."""
+        return CampaignView.model_validate(self._json("POST", f"/v1/campaigns/{campaign_id}/cancel"))
+
+    def tokens(self) -> list[TokenView]:
+        """``GET /v1/tokens``: the caller's team's tokens (admin: all), never their secrets."""
+        return [TokenView.model_validate(t) for t in self._json("GET", "/v1/tokens")["items"]]
+
+    def revoke_token(self, token_id: int) -> TokenView:
+        """``DELETE /v1/tokens/{id}``: refused at once by every server process from now on."""
+        return TokenView.model_validate(self._json("DELETE", f"/v1/tokens/{token_id}"))
+
+    def predictors(self, device_class: str | None = None, runtime: str | None = None) -> list[PredictorView]:
+        """Every predictor version (fitting and failed ones too), typed."""
+        params = _params(device_class=device_class, runtime=runtime)
+        return [PredictorView.model_validate(r) for r in self._json("GET", "/v1/predictors", params=params)]
+
+    def predictor(self, predictor_id: int) -> PredictorView:
+        return PredictorView.model_validate(self._json("GET", f"/v1/predictors/{predictor_id}"))
+
+    def wait_fit(self, predictor_id: int, timeout: float = 900, poll: float = 1.0) -> PredictorView:
+        """Poll a fit until it is ready (returned) or failed (raises); bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.predictor(predictor_id)
+            if row.state == "ready":
+                return row
+            if row.state == "failed":
+                raise RemoteError(f"predictor fit {predictor_id} failed: {row.error or 'no error text'}")
+            if time.monotonic() > deadline:
+                raise RemoteError(f"predictor fit {predictor_id} still {row.state} after {timeout:.0f} s")
+            time.sleep(poll)
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """Query parameters without the unset ones."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _quote(segment: str) -> str:
+    """A device serial as one URL path segment (serials may hold ':' and '/')."""
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
 
 def campaign_counts(camp: dict) -> dict[str, int]:
     """Job counts by state from a campaign answer (``counts``/``jobs`` dict or flat fields)."""

@@ -57,6 +57,9 @@ class DeviceInfo(_Model):
     abi: str = ""
     cpu_max_freq_khz: list[int] = Field(default_factory=list, max_length=64)
     thermal_zones: int = Field(0, ge=0, le=1000)
+    runtimes: list[Runtime] = Field(
+        default_factory=list, max_length=8,
+        description="runtimes the agent can measure on this device; empty: not declared (an older agent)")
 
 
 class MeasurementStats(_Model):

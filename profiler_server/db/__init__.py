@@ -5,6 +5,7 @@ from profiler_server.db.migrate import upgrade_database
 from profiler_server.db.models import (
     Agent,
     Artifact,
+    ArtifactOwner,
     Base,
     Campaign,
     CampaignItem,
@@ -20,6 +21,7 @@ from profiler_server.db.models import (
 __all__ = [
     "Agent",
     "Artifact",
+    "ArtifactOwner",
     "Base",
     "Campaign",
     "CampaignItem",

@@ -1,7 +1,7 @@
 """ORM tables (SQLAlchemy 2). Wire schemas live in ``shared.schemas``; routes convert at the edge.
 
 Job states: ``queued`` -> ``running`` (leased) -> ``done`` | ``failed``; an expired or released lease
-goes back to ``queued``. A measurement belongs to exactly one job (``job_id`` is unique), which is
+goes back to ``queued``; a queued job whose campaign (or owner) cancels it becomes ``cancelled``. A measurement belongs to exactly one job (``job_id`` is unique), which is
 what makes "a result is accepted once" hold even under races.
 """
 
@@ -70,6 +70,9 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Written at most once a minute per token (see auth.authenticate), not on every request.
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Agent(Base):
@@ -105,6 +108,15 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ArtifactOwner(Base):
+    """A team that uploaded a network: only its owners (and an agent measuring it) may read it."""
+
+    __tablename__ = "artifact_owners"
+    artifact_sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Campaign(Base):
     __tablename__ = "campaigns"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -116,7 +128,8 @@ class Campaign(Base):
     seed: Mapped[int | None] = mapped_column(Integer, default=None)
     n: Mapped[int] = mapped_column(Integer, default=0)
     sampling: Mapped[str] = mapped_column(String(32), default="explicit")
-    state: Mapped[str] = mapped_column(String(16), default="exporting")  # exporting|running|done|failed
+    # exporting | running | done | failed | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="exporting")
     cached: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

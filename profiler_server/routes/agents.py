@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Path
-from sqlalchemy import select
 
-from profiler_server import devices, jobs
-from profiler_server.db import Device
+from profiler_server import devices, farm_status, jobs
 from profiler_server.deps import AgentDep, PrincipalDep, SessionDep, SettingsDep
 from shared.schemas import AgentRegister, AgentRegistered, Heartbeat
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 AgentId = Path(max_length=64, pattern=r"^[0-9a-f]{1,64}$")
+Serial = Path(min_length=1, max_length=128)
 
 
 @router.post("/agents", response_model=AgentRegistered, status_code=201)
@@ -36,7 +35,11 @@ def heartbeat(
 
 
 @router.get("/devices")
-def list_devices(session: SessionDep, _: PrincipalDep) -> list[dict[str, Any]]:
-    rows = session.scalars(select(Device).order_by(Device.device_class, Device.serial))
-    keys = ("serial", "device_class", "agent_id", "online", "last_seen", "info")
-    return [{k: getattr(d, k) for k in keys} for d in rows]
+def list_devices(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """Every device with its last temperature, current job and measurements today."""
+    return farm_status.device_views(session, principal)
+
+
+@router.get("/devices/{serial}")
+def get_device(session: SessionDep, principal: PrincipalDep, serial: str = Serial) -> dict[str, Any]:
+    return farm_status.device_views(session, principal, serial)[0]

@@ -1,4 +1,4 @@
-"""Artifact download (any token) and whole-network upload (team token) for a real measurement."""
+"""Artifact download and whole-network upload (team token) for a real measurement."""
 
 from __future__ import annotations
 
@@ -6,16 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
 from fastapi.responses import FileResponse
-from sqlalchemy import select
 
-from profiler_server import artifacts, jobs
-from profiler_server.auth import admin_team
-from profiler_server.campaigns import check_team_queue
-from profiler_server.db import Job
+from profiler_server import artifacts, networks, tenancy
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import TooLarge
-from profiler_server.measurements import runtime_key
-from shared.schemas import RuntimeSettings
 
 router = APIRouter(prefix="/v1", tags=["artifacts"])
 Sha256 = Path(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")
@@ -24,9 +18,12 @@ CHUNK = 1 << 20
 
 @router.get("/artifacts/{sha256}", response_class=FileResponse)
 def get_artifact(
-    session: SessionDep, settings: SettingsDep, _: PrincipalDep, sha256: str = Sha256
+    session: SessionDep, settings: SettingsDep, principal: PrincipalDep, sha256: str = Sha256
 ) -> FileResponse:
+    """Block artifacts: any token. An uploaded network: its teams, the admin, and an agent while
+    one of its devices holds a job measuring it."""
     row, path = artifacts.open_artifact(session, settings.artifacts_dir, sha256)
+    tenancy.check_artifact_readable(session, principal, row)
     media = "application/octet-stream"
     return FileResponse(path, media_type=media, filename=f"{sha256}.{row.format}", headers={"ETag": sha256})
 
@@ -43,7 +40,7 @@ def _read_limited(upload: UploadFile, limit: int) -> bytes:
 
 @router.post("/networks", status_code=201)
 def upload_network(
-    file: Annotated[UploadFile, File(description="whole-network ONNX model")],
+    file: Annotated[UploadFile, File(description="whole-network model: ONNX for onnxruntime, .tflite for tflite")],
     device_class: Annotated[str, Form(min_length=1, max_length=200)],
     session: SessionDep,
     db: DatabaseDep,
@@ -55,28 +52,15 @@ def upload_network(
     runs: Annotated[int, Form(ge=1, le=100_000)] = 50,
     min_seconds: Annotated[float, Form(ge=0, le=3600)] = 1.0,
     repeat: Annotated[bool, Form(description="a fresh job even if this network was measured before")] = False,
+    predicted_ms: Annotated[
+        float | None, Form(gt=0, le=1e7, description="the latency the client predicted (shown beside the measurement)")
+    ] = None,
 ) -> dict:
-    """Store the network and queue one measurement job (an identical live or done job is reused
-    unless ``repeat``: measuring again is how a client sees the device's run-to-run spread)."""
-    key = runtime_key(runtime)
+    """Store the network and give the team a measurement job: its own identical job when it has
+    one (unless ``repeat``: measuring again shows the device's run-to-run spread), a job answered
+    at once from a stored measurement of the same network, or a new queued job. ``waiting`` says
+    when no online agent serves the device class (the job waits; ``POST /v1/jobs/{id}/cancel``)."""
     data = _read_limited(file, settings.max_upload_bytes)
-    session.rollback()  # hold no transaction while checking and writing a large file
-    artifact = artifacts.store_network(db, settings.artifacts_dir, data, name or file.filename or "")
-    existing = session.scalar(
-        select(Job).where(
-            Job.artifact_sha256 == artifact.sha256, Job.device_class == device_class, Job.runtime == key,
-            Job.state.in_(("queued", "running", "done")),
-        ).order_by(Job.id.desc()).limit(1)
-    )  # fmt: skip
-    if existing is not None and not repeat:
-        return {"job_id": existing.id, "artifact_sha256": artifact.sha256, "cached": True}
-    check_team_queue(session, principal, 1, settings)
-    team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
-    rs = RuntimeSettings.parse(key)
-    job = jobs.new_job(
-        artifact, team_id, device_class, rs, jobs.job_settings(rs, warmup, runs, min_seconds),
-        priority=10, name=name, max_attempts=settings.max_attempts,
-    )  # fmt: skip
-    session.add(job)
-    session.commit()
-    return {"job_id": job.id, "artifact_sha256": artifact.sha256, "cached": False}
+    request = networks.NetworkRequest(device_class, runtime, name or file.filename or "", warmup, runs,
+                                      min_seconds, repeat, predicted_ms)  # fmt: skip
+    return networks.submit_network(session, db, settings, principal, data, request)

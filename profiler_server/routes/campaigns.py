@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Path, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 
-from profiler_server import campaigns
-from profiler_server.auth import authenticate, require_role
-from profiler_server.db import Campaign
-from profiler_server.deps import Credentials, PrincipalDep, SessionDep
+from profiler_server import campaigns, listings
+from profiler_server.auth import authenticate, check_priority, require_role
+from profiler_server.cancel import cancel_campaign
+from profiler_server.db import Campaign, Team
+from profiler_server.deps import Credentials, PrincipalDep, SessionDep, TeamDep
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 CampaignId = Path(ge=1, le=2**62)
@@ -28,24 +30,44 @@ async def create_campaign(body: campaigns.CampaignCreate, request: Request, cred
     # small campaigns answer with final counts; big ones are followed with GET (see "exported")
     with contextlib.suppress(TimeoutError):  # shield: a timeout must not cancel a queued export
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=body.wait_s)
-    return await run_in_threadpool(_view, app, campaign_id)
+    return await run_in_threadpool(_view_by_id, app, campaign_id)
 
 
 def _create(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: campaigns.CampaignCreate) -> int:
     with app.state.db.sessions() as session:
         token = creds.credentials if creds else None
         principal = require_role(authenticate(session, token, app.state.token_cache), "team")
+        check_priority(principal, body.priority, app.state.settings.max_team_priority)
         campaign = campaigns.create_campaign(session, principal, body, app.state.settings)
         session.commit()
         return campaign.id
 
 
-def _view(app: FastAPI, campaign_id: int) -> dict:
+def _view_by_id(app: FastAPI, campaign_id: int) -> dict:
     with app.state.db.sessions() as session:
-        return campaigns.campaign_view(session, session.get(Campaign, campaign_id))
+        return _view(session, session.get(Campaign, campaign_id))
+
+
+@router.get("")
+def list_campaigns(
+    session: SessionDep, principal: PrincipalDep, f: Annotated[listings.CampaignFilter, Query()]
+) -> dict[str, Any]:
+    """Campaigns, newest first: a team token sees its own, the admin all (``team`` filters)."""
+    return listings.list_campaigns(session, principal, f)
 
 
 @router.get("/{campaign_id}")
 def get_campaign(session: SessionDep, principal: PrincipalDep, campaign_id: int = CampaignId) -> dict:
-    campaign = campaigns.get_campaign(session, principal, campaign_id)
-    return campaigns.campaign_view(session, campaign)
+    return _view(session, campaigns.get_campaign(session, principal, campaign_id))
+
+
+@router.post("/{campaign_id}/cancel")
+def cancel(session: SessionDep, principal: TeamDep, campaign_id: int = CampaignId) -> dict:
+    """Queued jobs leave the queue; running ones finish and their results are kept."""
+    campaign = cancel_campaign(session, principal, campaign_id)
+    session.commit()
+    return _view(session, campaign)
+
+
+def _view(session: SessionDep, campaign: Campaign) -> dict[str, Any]:
+    return {**campaigns.campaign_view(session, campaign), "team": session.get(Team, campaign.team_id).name}

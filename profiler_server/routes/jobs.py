@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Path, Request
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 
-from profiler_server import campaigns, devices, jobs
+from profiler_server import campaigns, devices, jobs, listings
 from profiler_server.auth import authenticate, require_role
+from profiler_server.cancel import cancel_job
 from profiler_server.db import Job
-from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep
+from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep, TeamDep
 from profiler_server.errors import NotFound
 from shared.schemas import JobFailure, JobRelease, JobResult, LeaseRequest, LeaseResponse
 
@@ -68,10 +71,26 @@ def release(body: JobRelease, session: SessionDep, principal: AgentDep, job_id: 
     return {"state": job.state}
 
 
+@router.get("")
+def list_jobs(
+    session: SessionDep, principal: PrincipalDep, f: Annotated[listings.JobFilter, Query()]
+) -> dict[str, Any]:
+    """Jobs, newest first: a team token sees its own, the admin all."""
+    return listings.list_jobs(session, principal, f)
+
+
 @router.get("/{job_id}")
 def get_job(session: SessionDep, principal: PrincipalDep, job_id: int = JobId) -> dict:
     job = session.get(Job, job_id)
     visible = principal.role in ("admin", "agent") or (job is not None and job.team_id == principal.team_id)
     if job is None or not visible:
         raise NotFound(f"job {job_id} does not exist or belongs to another team")
-    return jobs.job_view(session, job)
+    return listings.job_views(session, [job])[0]
+
+
+@router.post("/{job_id}/cancel")
+def cancel(session: SessionDep, principal: TeamDep, job_id: int = JobId) -> dict:
+    """Take a queued job that belongs to no campaign (a network upload) out of the queue."""
+    job = cancel_job(session, principal, job_id)
+    session.commit()
+    return listings.job_views(session, [job])[0]

@@ -1,4 +1,5 @@
-"""Measurements, readable lab-wide without a token: JSON rows, CSV and Parquet."""
+"""Measurements (any token): lab-wide block rows, network rows of the token's own team only;
+JSON rows, CSV and Parquet."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from profiler_server import measurements
-from profiler_server.deps import SessionDep
+from profiler_server.deps import PrincipalDep, SessionDep
 from profiler_server.measurements import MeasurementFilter
 
 router = APIRouter(prefix="/v1", tags=["measurements"])
@@ -15,17 +16,17 @@ Filter = Annotated[MeasurementFilter, Query()]
 
 
 @router.get("/measurements")
-def list_measurements(session: SessionDep, f: Filter) -> list[dict[str, Any]]:
-    return measurements.list_measurements(session, f)
+def list_measurements(session: SessionDep, principal: PrincipalDep, f: Filter) -> list[dict[str, Any]]:
+    return measurements.list_measurements(session, f, principal)
 
 
 @router.get("/measurements.csv", response_class=Response)
-def measurements_csv(session: SessionDep, f: Filter) -> Response:
-    body = measurements.to_csv(measurements.list_measurements(session, f, samples=True))
+def measurements_csv(session: SessionDep, principal: PrincipalDep, f: Filter) -> Response:
+    body = measurements.to_csv(measurements.list_measurements(session, f, principal, samples=True))
     return Response(body, media_type="text/csv")
 
 
 @router.get("/measurements.parquet", response_class=Response)
-def measurements_parquet(session: SessionDep, f: Filter) -> Response:
-    body = measurements.to_parquet(measurements.list_measurements(session, f, samples=True))
+def measurements_parquet(session: SessionDep, principal: PrincipalDep, f: Filter) -> Response:
+    body = measurements.to_parquet(measurements.list_measurements(session, f, principal, samples=True))
     return Response(body, media_type="application/vnd.apache.parquet")

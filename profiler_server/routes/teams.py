@@ -1,14 +1,14 @@
-"""Teams and tokens (admin only)."""
+"""Teams and tokens: creating them is the admin's; a team token lists and revokes its team's."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from profiler_server import auth
-from profiler_server.deps import AdminDep, SessionDep
+from profiler_server.deps import AdminDep, SessionDep, TeamDep
 from profiler_server.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/v1", tags=["teams"])
@@ -54,3 +54,17 @@ def create_token(body: TokenCreate, session: SessionDep, _: AdminDep) -> TokenCr
     token = auth.issue_token(session, body.role, name=body.name, team_id=body.team_id)
     session.commit()
     return TokenCreated(role=body.role, name=body.name, token=token)
+
+
+@router.get("/tokens")
+def list_tokens(session: SessionDep, principal: TeamDep) -> dict[str, Any]:
+    """Tokens without their secrets: the admin sees all, a team token its team's."""
+    return {"items": auth.list_tokens(session, principal)}
+
+
+@router.delete("/tokens/{token_id}")
+def revoke_token(session: SessionDep, principal: TeamDep, token_id: int = Path(ge=1, le=2**62)) -> dict[str, Any]:
+    """Refused (401) from the next request on, on every server process of this database."""
+    item = auth.revoke_token(session, principal, token_id)
+    session.commit()
+    return item

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from search_client.remote import ProfilerClient, RemoteError, ServiceUnavailable
+from shared.version import add_version_flag
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -27,16 +27,9 @@ class UsageError(Exception):
     """Bad command-line input; the message says what to fix."""
 
 
-def package_version() -> str:
-    try:
-        return version("rtseg-farm")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtseg-farm", description="Client of a running rtseg farm.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    add_version_flag(parser)
     parser.add_argument("--server", default=os.environ.get("RTSEG_SERVER", DEFAULT_SERVER),
                         help="farm URL (default RTSEG_SERVER or %(default)s)")
     parser.add_argument("--token", default=os.environ.get("RTSEG_TOKEN"),
@@ -49,11 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list:
-    """Every module of this package that defines ``register``, in name order."""
+    """Every public module of this package that defines ``register``, in name order."""
     import pkgutil
     from importlib import import_module
 
-    names = sorted(info.name for info in pkgutil.iter_modules(__path__))
+    names = sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
     modules = [import_module(f"{__name__}.{name}") for name in names]
     return [m for m in modules if hasattr(m, "register")]
 

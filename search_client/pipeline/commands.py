@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from search_client.cli import Command, UsageError, _parse_set
+from search_client.pipeline.state import PHASES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -31,7 +32,7 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--name", default="search", help="run name: the folder <runs>/<name>/ (default search)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="parent of run folders (default runs/)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="synthetic-cpu", help="training preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="training preset (default synthetic-cpu)")
     p.add_argument("--data-root", help="dataset folder")
     p.add_argument("--dataset", choices=["cityscapes", "ade20k", "voc"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -40,7 +41,7 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-iters", type=int, help="default: the preset's search.iterations")
     p.add_argument("--finetune-iters", type=int, help="default: the preset's search.finetune_iterations")
     p.add_argument("--target-ms", type=float, help="latency target (default: --target-fraction of the supernet)")
-    p.add_argument("--target-fraction", type=float, default=0.5, help="target as a share of the supernet (0.5)")
+    p.add_argument("--target-fraction", type=float, help="target as a share of the supernet (default 0.5)")
     p.add_argument("--latency-size", type=_size, metavar="HxW",
                    help="input size at which latency is predicted, measured and targeted (default: the "
                         "preset's: 512x1024 for cityscapes-paper, 256x512 for synthetic-cpu)")
@@ -48,20 +49,29 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="where every phase computes (default auto: cuda when available); under torchrun "
                         "each process takes its own GPU")
     p.add_argument("--device-class", help="target device class (default: this host, host/<cpu>)")
-    p.add_argument("--runtime", default="onnxruntime", help="runtime or runtime key, e.g. onnxruntime/t1/cpu")
+    p.add_argument("--runtime", help="runtime or runtime key, e.g. onnxruntime/t1/cpu (default onnxruntime)")
+    p.add_argument("--campaign", type=int, metavar="N",
+                   help="no predictor for the device class and runtime yet: measure N block configs of the "
+                        "supernet there (queued before pretraining) and fit one before the search")
     p.add_argument("--server", default=os.environ.get("RTSEG_SERVER", "http://127.0.0.1:8000"),
                    help="profiler service URL (env RTSEG_SERVER)")
     p.add_argument("--token", default=os.environ.get("RTSEG_TOKEN"), help="bearer token (env RTSEG_TOKEN)")
     p.add_argument("--cache-dir", type=Path, help="predictor cache (default ~/.cache/rtseg-farm/predictors)")
     p.add_argument("--no-measure", action="store_true", help="skip the real measurement of the final network")
-    p.add_argument("--measure-supernet", action="store_true", help="also measure the supernet on the device")
-    p.add_argument("--tflite", action="store_true", help="also export TFLite (needs the tflite extra)")
+    p.add_argument("--measure-supernet", action="store_true", default=None,
+                   help="also measure the supernet on the device")
+    p.add_argument("--tflite", action="store_true", default=None, help="also export TFLite (needs the tflite extra)")
     p.add_argument("--max-steps", type=int, help="stop a training phase after this many steps (resume later)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--restart-from", choices=PHASES, metavar="PHASE",
+                   help="redo this phase and every later one (their folders are deleted), e.g. to change "
+                        "settings they started with; phases: " + ", ".join(PHASES))
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> tuple[Any, frozenset[str]]:
+    """The run's settings from the flags given (defaults for the rest), and the names of the settings
+    the flags gave: on a rerun only those may change; the others keep the run's saved values."""
     from search_client.pipeline.settings import PipelineSettings
 
     overrides = _parse_set(args.set)
@@ -72,16 +82,19 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         data["kind"] = args.dataset
     if not data:
         overrides.pop("data")
-    return PipelineSettings(
-        name=args.name, runs_dir=args.runs, preset=args.preset, overrides=overrides,
-        pretrain_iters=args.pretrain_iters, search_iters=args.search_iters, finetune_iters=args.finetune_iters,
-        target_ms=args.target_ms, target_fraction=args.target_fraction,
-        latency_height=args.latency_size[0] if args.latency_size else None,
-        latency_width=args.latency_size[1] if args.latency_size else None, device=args.device,
-        device_class=args.device_class, runtime=args.runtime, server=args.server, token=args.token,
-        cache_dir=args.cache_dir, measure=not args.no_measure, measure_supernet=args.measure_supernet,
-        export_tflite=args.tflite,
-    )
+    size = args.latency_size or (None, None)
+    flags = {
+        "preset": args.preset, "overrides": overrides or None, "pretrain_iters": args.pretrain_iters,
+        "search_iters": args.search_iters, "finetune_iters": args.finetune_iters, "target_ms": args.target_ms,
+        "target_fraction": args.target_fraction, "latency_height": size[0], "latency_width": size[1],
+        "device_class": args.device_class, "runtime": args.runtime, "campaign_configs": args.campaign,
+        "measure_supernet": args.measure_supernet, "export_tflite": args.tflite,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    settings = PipelineSettings(name=args.name, runs_dir=args.runs, server=args.server, token=args.token,
+                                device=args.device,
+                                cache_dir=args.cache_dir, measure=not args.no_measure, **given)
+    return settings, frozenset(given)
 
 
 def _run_until(until: str) -> Any:
@@ -90,16 +103,19 @@ def _run_until(until: str) -> Any:
 
         from search_client.pipeline.runner import run_pipeline
         from search_client.pipeline.training import PhaseInterrupted
-        from search_client.remote import RemoteError
+        from search_client.remote import RemoteError, ServiceUnavailable
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        settings = settings_from_args(args)
         try:
-            report = run_pipeline(settings, until=until, say=print, max_steps=args.max_steps)
+            settings, client = _checked_settings(args, until)
+            report = run_pipeline(settings, until=until, client=client, say=print, max_steps=args.max_steps)
         except PhaseInterrupted as exc:
             print(f"stopped: {exc}")
             return 0
+        except ServiceUnavailable as exc:
+            print(f"rtseg-search {args.command}: error: {exc}", file=sys.stderr)
+            return 3
         except RemoteError as exc:
             raise UsageError(str(exc)) from exc
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
@@ -107,6 +123,42 @@ def _run_until(until: str) -> Any:
         return 0
 
     return run
+
+
+def _checked_settings(args: argparse.Namespace, until: str) -> tuple[Any, Any]:
+    """The run's settings (a rerun's changed flags applied, or refused when a started phase pinned
+    them), checked against the farm before any training; ``--restart-from`` clears phases last."""
+    from search_client.pipeline.campaign import needs_campaign, start_campaign
+    from search_client.pipeline.preflight import FarmUnreachable, PreflightError, preflight
+    from search_client.pipeline.state import RunState
+    from search_client.remote import ProfilerClient, ServiceUnavailable
+
+    settings, given = settings_from_args(args)
+    settings = settings.merged_with_saved(restart_from=args.restart_from, given=given)
+    client = ProfilerClient(settings.server, settings.token, cache_dir=settings.cache_dir)
+    try:
+        device_class = _device_class(settings)
+        checked = preflight(settings, client, device_class, until)
+    except FarmUnreachable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    except PreflightError as exc:
+        raise UsageError(str(exc)) from exc
+    if checked:
+        print(f"[preflight] {'; '.join(checked)}")
+    if checked and needs_campaign(settings, client, device_class):
+        start_campaign(settings, client, device_class, say=print)
+    if args.restart_from:
+        RunState(settings.run_dir).restart_from(args.restart_from)
+        print(f"[{args.restart_from}] restarting: it and every later phase run again")
+    return settings, client
+
+
+def _device_class(settings: Any) -> str:
+    if settings.device_class:
+        return settings.device_class
+    from android_harness.host import host_device_class
+
+    return host_device_class()
 
 
 def _print_outcome(settings: Any, until: str, report: dict | None, as_json: bool) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from search_client.pipeline.campaign import await_campaign_predictor
 from search_client.pipeline.context import PipelineContext, load_weights
 from search_client.pipeline.training import TeacherDistill, train_phase
 from search_client.search.gumbel import temperature_at
@@ -119,6 +120,7 @@ def resolve_target(ctx: PipelineContext, supernet_ms: float) -> float:
 
 def run_search(ctx: PipelineContext) -> dict:
     seed_everything(ctx.cfg.train.seed + 1, ctx.cfg.train.deterministic)
+    await_campaign_predictor(ctx)
     fetched = ctx.predictor()
     teacher = ctx.pretrained_supernet()
     supernet_ms = supernet_predicted_ms(teacher, fetched.model, ctx.latency_size)

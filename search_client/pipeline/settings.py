@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from search_client.config import RunConfig, build_config
+from search_client.pipeline.state import PHASES, RunState
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ class PipelineSettings(BaseModel):
         3, ge=0, le=10,
         description="derive: measure the compact network on the device and re-aim the predicted target by "
                     "measured/predicted while the measurement misses the target (needs measure)")
+    campaign_configs: int = Field(
+        0, ge=0, le=50_000,
+        description="when the device class has no predictor for the runtime: measure this many block configs of "
+                    "the supernet's space on it (queued before pretraining) and fit one before the search")
     export_tflite: bool = False
     progress: bool | None = Field(None, description="progress bars (None: when on a terminal)")
 
@@ -94,15 +100,120 @@ class PipelineSettings(BaseModel):
     def changed_fields(self, other: PipelineSettings) -> set[str]:
         # Compare as saved (JSON): tuples and lists, Paths and strings must not count as changes.
         mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
-        return {k for k in mine if k not in VOLATILE and mine[k] != theirs[k]}
+        return {k for k in mine if k not in VOLATILE | IDENTITY and mine[k] != theirs[k]}
 
-    def merged_with_saved(self) -> PipelineSettings:
-        """Resume rule: a run folder keeps the settings it started with (only farm access may change)."""
+    def changes_from(self, saved: PipelineSettings) -> list[SettingChange]:
+        """Every setting that differs from ``saved``, with the phase that first uses it (run-config
+        overrides one leaf at a time, e.g. ``search.latency_weight``)."""
+        changes = []
+        for name in sorted(self.changed_fields(saved)):
+            if name == "overrides":
+                changes.extend(_override_changes(saved.overrides, self.overrides))
+            else:
+                changes.append(SettingChange(name, FLAGS.get(name, name), PINNED_BY[name],
+                                             getattr(saved, name), getattr(self, name)))
+        return changes
+
+    def merged_with_saved(self, restart_from: str | None = None, given: frozenset[str] | None = None) -> PipelineSettings:
+        """Resume rule: a changed setting applies while the phase that first uses it has not started
+        (``restart_from`` counts that phase and the later ones as not started); otherwise the run stops
+        with :class:`PinnedSettings`. Farm access (server, token, cache) may always change.
+
+        ``given``: the settings the command line gave; the others keep their saved values (a rerun of
+        a shorter command resumes). None: every field of ``self`` counts.
+        """
         path = self.run_dir / "pipeline.json"
         if not path.exists():
             return self
         saved = PipelineSettings.load(self.run_dir)
-        changed = self.changed_fields(saved)
-        if changed:
-            log.warning("run %s resumes with its saved settings; ignoring changes to %s", self.name, ", ".join(sorted(changed)))
-        return saved.model_copy(update={k: getattr(self, k) for k in VOLATILE})
+        wanted = self if given is None else saved.updated_with(self, given)
+        changes = wanted.changes_from(saved)
+        state = RunState(self.run_dir)
+        restarted = PHASES[PHASES.index(restart_from):] if restart_from else ()
+        pinned = [c for c in changes if c.phase not in restarted and state.started(c.phase)]
+        if pinned:
+            raise PinnedSettings(self, pinned, state)
+        for c in changes:
+            log.info("run %s: %s changed from %s to %s (phase %s has not started: applied)",
+                     self.name, c.flag, _show(c.old), _show(c.new), c.phase)
+        return wanted
+
+    def updated_with(self, other: PipelineSettings, fields: frozenset[str]) -> PipelineSettings:
+        """These settings with ``fields`` (and farm access) taken from ``other``; run-config
+        overrides are merged leaf by leaf."""
+        from search_client.config import merge_dicts
+
+        update = {k: getattr(other, k) for k in (fields | VOLATILE) - {"overrides"}}
+        if "overrides" in fields:
+            update["overrides"] = merge_dicts(self.overrides, other.overrides)
+        return self.model_copy(update=update)
+
+
+# Fields that only say which folder the run lives in.
+IDENTITY = frozenset({"name", "runs_dir"})
+
+# The phase that first uses each setting: once it has started, the setting is pinned.
+PINNED_BY: dict[str, str] = {
+    "preset": "pretrain", "pretrain_iters": "pretrain",
+    "search_iters": "search", "target_ms": "search", "target_fraction": "search", "gate_lr": "search",
+    "gate_init": "search", "latency_height": "search", "latency_width": "search", "device_class": "search",
+    "runtime": "search", "campaign_configs": "search",
+    "target_tolerance": "derive", "calibrate_rounds": "derive",
+    "finetune_iters": "finetune",
+    "measure_supernet": "export", "export_tflite": "export",
+    "measure_repeats": "measure",
+}
+# Run-config overrides: these leaves are first used after pretraining; every other one by pretrain.
+OVERRIDE_PINNED_BY: dict[str, str] = {"search.finetune_iterations": "finetune", "search": "search"}
+FLAGS: dict[str, str] = {
+    "preset": "--preset", "pretrain_iters": "--pretrain-iters", "search_iters": "--search-iters",
+    "finetune_iters": "--finetune-iters", "target_ms": "--target-ms", "target_fraction": "--target-fraction",
+    "latency_height": "--latency-size", "latency_width": "--latency-size", "device_class": "--device-class",
+    "runtime": "--runtime", "campaign_configs": "--campaign", "measure_supernet": "--measure-supernet", "export_tflite": "--tflite",
+}
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    field: str  # settings field, or the dotted run-config path of an override
+    flag: str  # how the user sets it
+    phase: str  # the phase that first uses it
+    old: Any
+    new: Any
+
+
+class PinnedSettings(ValueError):
+    """A rerun changed settings that a phase already started with; the message says how to go on."""
+
+    def __init__(self, settings: PipelineSettings, pinned: list[SettingChange], state: RunState):
+        self.pinned = pinned
+        first = min((c.phase for c in pinned), key=PHASES.index)
+        what = ", ".join(f"{c.flag} {_show(c.old)} -> {_show(c.new)}" for c in pinned)
+        super().__init__(
+            f"run {settings.name!r} changed {what}, but phase {first!r} already started with the old "
+            f"value{'s' if len(pinned) > 1 else ''} ({state.dir / first}); rerun without the change, start a "
+            f"new run with another --name, or pass --restart-from {first} to redo {first} and every later phase")
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _override_changes(old: dict[str, Any], new: dict[str, Any]) -> list[SettingChange]:
+    old_leaves = _leaves(json.loads(json.dumps(old, default=str)))
+    new_leaves = _leaves(json.loads(json.dumps(new, default=str)))
+    changes = []
+    for path in sorted(set(old_leaves) | set(new_leaves)):
+        if old_leaves.get(path) != new_leaves.get(path):
+            phase = OVERRIDE_PINNED_BY.get(path) or OVERRIDE_PINNED_BY.get(path.split(".")[0], "pretrain")
+            changes.append(SettingChange(path, f"--set {path}", phase, old_leaves.get(path), new_leaves.get(path)))
+    return changes

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -46,6 +47,18 @@ class RunState:
 
     def done(self, phase: str) -> bool:
         return self._mark(phase).exists()
+
+    def started(self, phase: str) -> bool:
+        """Done, or begun: its working folder holds something (checkpoints, metrics, exported files).
+        A phase that failed before writing anything (e.g. the farm refused it) has not started."""
+        folder = self.dir / phase
+        return self.done(phase) or (folder.is_dir() and any(folder.iterdir()))
+
+    def restart_from(self, phase: str) -> None:
+        """Forget ``phase`` and every later one and delete their working folders: they run again."""
+        self.reset(phase)
+        for p in PHASES[PHASES.index(phase):]:
+            shutil.rmtree(self.dir / p, ignore_errors=True)
 
     def result(self, phase: str) -> dict:
         path = self._mark(phase)

@@ -38,6 +38,10 @@ def test_device_info_and_class_from_getprop_and_sysfs(connected):
     assert (info.manufacturer, info.android_release, info.abi) == ("Google", "14", "arm64-v8a")
     assert info.cpu_max_freq_khz == [1803000] * 4 + [2348000] * 2 + [2850000] * 2
     assert info.thermal_zones == 2
+    assert info.runtimes == ["onnxruntime", "tflite"]  # both benchmark tools were given
+    client, serial, _ = connected
+    only_tflite = AdbRunner(serial, client, {"benchmark_model": standin_path("benchmark_model")}, AdbSettings())
+    assert only_tflite.device_info().runtimes == ["tflite"]
 
 
 def test_measure_onnx_pushes_once_pins_big_cores_and_matches_host(connected, conv_onnx):

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from android_harness.errors import UnsupportedModel
-from android_harness.host import HostRunner, cpu_model_name, host_device_class, host_device_info, slugify_cpu
+from android_harness.host import (
+    HostRunner,
+    cpu_model_name,
+    host_device_class,
+    host_device_info,
+    litert_available,
+    slugify_cpu,
+)
 from android_harness.runner import MeasureOptions
 
 OPTIONS = MeasureOptions(warmup=10, runs=50, min_seconds=0.1)
@@ -21,6 +28,7 @@ def test_device_class_is_host_slash_cpu_slug():
     assert host_device_class() == f"host/{slugify_cpu(cpu_model_name())}"
     info = host_device_info()
     assert (info.serial, info.kind, info.device_class) == ("host", "host", host_device_class())
+    assert info.runtimes == (["onnxruntime", "tflite"] if litert_available() else ["onnxruntime"])
 
 
 def test_measure_keeps_every_sample_and_meets_the_protocol(conv_onnx):

@@ -38,8 +38,9 @@ def test_campaigns_belong_to_their_team_but_measurements_are_lab_wide(farm):
     assert c.get(f"/v1/campaigns/{campaign['id']}", headers=bearer(ADMIN)).status_code == 200
     job = farm.lease()
     assert farm.report(job).status_code == 200
-    rows = c.get("/v1/measurements", params={"campaign_id": campaign["id"]}).json()  # no token at all
-    assert [r["median_ms"] for r in rows] == [1.0]
+    rows = c.get("/v1/measurements", params={"campaign_id": campaign["id"]}, headers=bearer(other)).json()
+    assert [r["median_ms"] for r in rows] == [1.0]  # block measurements: any team
+    assert c.get("/v1/measurements").status_code == 401
 
 
 def test_an_agent_cannot_use_another_agents_id(farm):

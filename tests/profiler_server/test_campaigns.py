@@ -36,7 +36,7 @@ def test_repeat_is_answered_from_the_cache(farm: Farm):
         small_configs(3), runtime="onnxruntime/t2/cpu"
     )  # runtime is part of the key
     assert (other_runtime["cached"], other_runtime["jobs"]) == (0, 3)
-    rows = farm.client.get("/v1/measurements", params={"campaign_id": again["id"]}).json()
+    rows = farm.client.get("/v1/measurements", params={"campaign_id": again["id"]}, headers=farm.team).json()
     assert len(rows) == 3  # the cached measurements count for the new campaign too
     assert farm.client.get(f"/v1/campaigns/{first['id']}", headers=farm.team).json()["state"] == "done"
 
@@ -49,7 +49,7 @@ def test_refresh_measures_configs_again_in_a_new_session(farm: Farm):
     assert (again["cached"], again["jobs"]) == (0, 2)
     while (job := farm.lease()) is not None:
         assert farm.report(job).status_code == 200
-    rows = farm.client.get("/v1/measurements").json()
+    rows = farm.client.get("/v1/measurements", headers=farm.team).json()
     assert sorted(Counter(r["artifact_sha256"] for r in rows).values()) == [2, 2]
 
 
@@ -79,7 +79,7 @@ def test_sampled_campaign_covers_kinds_and_reports_eta(farm: Farm):
         time.sleep(0.02)
     view = farm.client.get(f"/v1/campaigns/{view['id']}", headers=farm.team).json()
     assert view["done"] == 3 and view["queued"] == 3 and view["eta_s"] > 0
-    kinds = {row["kind"] for row in farm.client.get("/v1/measurements").json()}
+    kinds = {row["kind"] for row in farm.client.get("/v1/measurements", headers=farm.team).json()}
     assert kinds <= {"conv", "context"}
 
 

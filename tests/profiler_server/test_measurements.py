@@ -20,7 +20,7 @@ def test_filters_and_raw_samples(farm: Farm):
     _measure_all(farm, 2.0)
     b = farm.campaign(small_configs(1, offset=50), runtime="onnxruntime/t2/cpu")
     _measure_all(farm, 3.0)
-    get = lambda **p: farm.client.get("/v1/measurements", params=p).json()  # noqa: E731
+    get = lambda **p: farm.client.get("/v1/measurements", params=p, headers=farm.team).json()  # noqa: E731
     assert [r["median_ms"] for r in get(campaign_id=a["id"])] == [2.0, 2.0]
     assert [r["median_ms"] for r in get(campaign_id=b["id"])] == [3.0]
     assert len(get(runtime="onnxruntime")) == 2  # bare name = default settings key onnxruntime/t1/cpu
@@ -33,16 +33,16 @@ def test_filters_and_raw_samples(farm: Farm):
         and row["samples_ms"] == [2.0, 2.0, 2.2]
         and row["tool"] == "synthetic"
     )
-    assert "samples_ms" not in farm.client.get("/v1/measurements", params={"samples": False}).json()[0]
-    assert farm.client.get("/v1/measurements", params={"campaign_id": 999}).status_code == 404
-    assert farm.client.get("/v1/measurements", params={"runtime": "x/y"}).status_code == 400
+    assert "samples_ms" not in farm.client.get("/v1/measurements", params={"samples": False}, headers=farm.team).json()[0]
+    assert farm.client.get("/v1/measurements", params={"campaign_id": 999}, headers=farm.team).status_code == 404
+    assert farm.client.get("/v1/measurements", params={"runtime": "x/y"}, headers=farm.team).status_code == 400
 
 
 def test_csv_and_parquet_round_trip(farm: Farm):
     farm.campaign(small_configs(3))
     _measure_all(farm, 1.5)
-    csv = pd.read_csv(io.StringIO(farm.client.get("/v1/measurements.csv").text))
-    parquet = pd.read_parquet(io.BytesIO(farm.client.get("/v1/measurements.parquet").content))
+    csv = pd.read_csv(io.StringIO(farm.client.get("/v1/measurements.csv", headers=farm.team).text))
+    parquet = pd.read_parquet(io.BytesIO(farm.client.get("/v1/measurements.parquet", headers=farm.team).content))
     for frame in (csv, parquet):
         assert len(frame) == 3 and list(frame["median_ms"]) == [1.5] * 3
         assert sorted(frame["cfg_cout"]) == [4, 5, 6]

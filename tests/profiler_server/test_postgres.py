@@ -159,7 +159,7 @@ def test_lease_then_report_round_trip_is_stored_in_postgres(cluster: Cluster, tm
         again = httpx.post(f"{url}/v1/jobs/{job['job_id']}/result", json=body, headers=agent)
         assert again.status_code == 409, "a result is accepted once"
         assert httpx.get(f"{url}/v1/campaigns/{campaign_id}", headers=team).json()["state"] == "done"
-        rows = httpx.get(f"{url}/v1/measurements", params={"device_class": DEVICE_CLASS}).json()
+        rows = httpx.get(f"{url}/v1/measurements", params={"device_class": DEVICE_CLASS}, headers=team).json()
         assert [r["median_ms"] for r in rows] == [2.5]
         # Values PostgreSQL enforces (and SQLite does not) are the client's error, not a 500.
         assert (

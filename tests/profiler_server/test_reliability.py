@@ -66,7 +66,7 @@ def _drain(agent: Agent, team: httpx.Client, campaign_id: int, timeout: float = 
 
 
 def _rows_per_job(url: str, campaign_id: int) -> Counter:
-    rows = httpx.get(f"{url}/v1/measurements", params={"campaign_id": campaign_id, "samples": False}).json()
+    rows = httpx.get(f"{url}/v1/measurements", params={"campaign_id": campaign_id, "samples": False}, headers=bearer(ADMIN)).json()
     return Counter(r["job_id"] for r in rows)
 
 
@@ -160,7 +160,7 @@ def test_eight_concurrent_agents_measure_every_job_exactly_once(live_server: Liv
     assert sum(accepted) == 300 and all(n > 0 for n in accepted)
     rows = _rows_per_job(live_server.url, campaign["id"])
     assert len(rows) == 300 and set(rows.values()) == {1}
-    serials = Counter(r["serial"] for r in httpx.get(f"{live_server.url}/v1/measurements").json())
+    serials = Counter(r["serial"] for r in httpx.get(f"{live_server.url}/v1/measurements", headers=bearer(ADMIN)).json())
     assert len(serials) == 8
     for a in agents:
         a.http.close()

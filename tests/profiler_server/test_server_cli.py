@@ -59,7 +59,7 @@ def test_host_device_flag_runs_an_agent_that_measures_and_stops_with_the_server(
                 break
             time.sleep(0.3)
         assert view["done"] == 2, view
-        rows = httpx.get(f"{url}/v1/measurements", params={"campaign_id": campaign["id"]}).json()
+        rows = httpx.get(f"{url}/v1/measurements", params={"campaign_id": campaign["id"]}, headers=bearer(ADMIN)).json()
         assert all(r["median_ms"] > 0 and len(r["samples_ms"]) >= 5 for r in rows)  # real onnxruntime timings
         agents = _children(server.pid)
         assert agents, "the agent child process is missing"

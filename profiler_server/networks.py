@@ -1,0 +1,88 @@
+"""Whole-network uploads: store the model, then give the asking team its own measurement job.
+
+An identical live or done job of the same team is reused (unless ``repeat``). A network another
+team already measured is answered from that measurement, copied into a job of the asking team
+(see ``tenancy``). A device class that no online agent serves still gets its job, and the answer
+says that it waits and how to cancel it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from profiler_server import artifacts, jobs, tenancy
+from profiler_server.auth import Principal, admin_team
+from profiler_server.campaigns import check_team_queue
+from profiler_server.db import Artifact, Database, Job
+from profiler_server.measurements import runtime_key
+from profiler_server.settings import Settings
+from shared.schemas import RuntimeSettings
+
+NETWORK_PRIORITY = 10  # a finished search waits on its network: ahead of bulk block campaigns
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    device_class: str
+    runtime: str
+    name: str
+    warmup: int
+    runs: int
+    min_seconds: float
+    repeat: bool
+    predicted_ms: float | None = None  # the client's prediction, shown beside the measurement
+
+
+def submit_network(
+    session: Session, db: Database, settings: Settings, principal: Principal, data: bytes, req: NetworkRequest
+) -> dict[str, Any]:
+    key = runtime_key(req.runtime)
+    rs = RuntimeSettings.parse(key)
+    session.rollback()  # hold no transaction while checking and writing a large file
+    fmt = "tflite" if rs.runtime == "tflite" else "onnx"
+    artifact = artifacts.store_network(db, settings.artifacts_dir, data, req.name, fmt)
+    team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
+    tenancy.add_owner(session, artifact.sha256, team_id)
+    own = tenancy.own_network_job(session, team_id, artifact.sha256, req.device_class, key)
+    if own is not None and not req.repeat:
+        session.commit()
+        return _answer(session, own, artifact, cached=True)
+    check_team_queue(session, principal, 1, settings)
+    job_settings = jobs.job_settings(rs, req.warmup, req.runs, req.min_seconds)
+    if req.predicted_ms is not None:
+        job_settings["predicted_ms"] = req.predicted_ms
+    job = jobs.new_job(
+        artifact, team_id, req.device_class, rs, job_settings,
+        priority=NETWORK_PRIORITY, name=req.name, max_attempts=settings.max_attempts,
+    )  # fmt: skip
+    session.add(job)
+    session.flush()
+    stored = None if req.repeat else tenancy.shared_measurement(session, artifact.sha256, req.device_class, key)
+    if stored is not None:
+        tenancy.copy_measurement(session, job, stored)
+    session.commit()
+    return _answer(session, job, artifact, cached=stored is not None)
+
+
+def _answer(session: Session, job: Job, artifact: Artifact, cached: bool) -> dict[str, Any]:
+    answer = {"job_id": job.id, "artifact_sha256": artifact.sha256, "cached": cached, "state": job.state,
+              "waiting": None}  # fmt: skip
+    if job.state == "queued":
+        answer["waiting"] = waiting_note(session, job)
+    return answer
+
+
+def waiting_note(session: Session, job: Job) -> str | None:
+    """Why a queued job may wait long (no online agent serves its class), and how to cancel it."""
+    known, online = tenancy.device_class_known(session, job.device_class)
+    if online:
+        return None
+    cancel = f"cancel it with POST /v1/jobs/{job.id}/cancel"
+    if known:
+        return f"every device of class {job.device_class!r} is offline: the job waits until one is back; {cancel}"
+    classes = ", ".join(tenancy.known_device_classes(session)) or "none yet"
+    return (f"no agent has registered a device of class {job.device_class!r} (known classes: {classes}): "
+            f"the job waits until one does; {cancel}")  # fmt: skip

@@ -1,0 +1,19 @@
+"""The farm at a glance: devices online, queue depth, pace, failures, predictors served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from profiler_server import farm_status
+from profiler_server.deps import PrincipalDep, SessionDep
+
+router = APIRouter(prefix="/v1", tags=["status"])
+
+
+@router.get("/status")
+def status(session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
+    """``jobs_per_minute``: jobs finished over the last 10 minutes; ``predictors``: (device class,
+    runtime) pairs with a ready predictor."""
+    return farm_status.farm_status(session)
