@@ -275,11 +275,14 @@ class ProfilerClient:
         return self._json("GET", "/v1/measurements", params=params)
 
     def upload_network(self, onnx_bytes: bytes, device_class: str, runtime: str, name: str,
-                       repeat: bool = False) -> dict:
-        """``POST /v1/networks``; returns ``{"job_id", "artifact_sha256"}``. ``repeat``: a fresh
-        measurement job even when this network was measured before."""
+                       repeat: bool = False, predicted_ms: float | None = None) -> dict:
+        """``POST /v1/networks``; returns ``{"job_id", "artifact_sha256", "cached", "state",
+        "waiting"}``. ``repeat``: a fresh measurement job even when this network was measured
+        before; ``predicted_ms``: shown beside the measurement on the dashboard."""
         files = {"file": (f"{_slug(name)}.onnx", onnx_bytes, "application/octet-stream")}
         data = {"device_class": device_class, "runtime": runtime, "name": name, "repeat": str(repeat).lower()}
+        if predicted_ms is not None:
+            data["predicted_ms"] = str(predicted_ms)
         return self._json("POST", "/v1/networks", files=files, data=data)
 
     def get_job(self, job_id: int) -> dict:
@@ -294,8 +297,8 @@ class ProfilerClient:
                 progress(job)
             if job["state"] == "done" and job.get("measurement"):
                 return job["measurement"]
-            if job["state"] == "failed":
-                raise RemoteError(f"measurement job {job_id} failed: {job.get('error') or 'no error text'}")
+            if job["state"] in ("failed", "cancelled"):
+                raise RemoteError(f"measurement job {job_id} {job['state']}: {job.get('error') or 'no error text'}")
             if time.monotonic() > deadline:
                 raise RemoteError(
                     f"measurement job {job_id} still {job['state']} after {timeout:.0f} s; "

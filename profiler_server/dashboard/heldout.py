@@ -10,38 +10,35 @@ unseen by that version).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from profiler_server.db import Measurement, PredictorVersion
+from profiler_server.db import PredictorVersion
 from profiler_server.predictor import store
 from profiler_server.predictor.fit import NotEnoughData, predict_ms, prepare_dataset, split_by_key
 from shared.predictor import load_predictor
 
 MAX_POINTS = 2000  # a plot of more points says nothing more and costs the browser
-_cache: dict[tuple[int, int], dict[str, Any]] = {}
+RECOMPUTE_S = 60.0  # while a campaign runs, new test-split points appear at most this often
+_cache: dict[int, tuple[float, dict[str, Any] | None]] = {}
 _lock = threading.Lock()
 
 
 def held_out_points(session: Session, row: PredictorVersion) -> dict[str, Any] | None:
     """``{"statistic", "measured_ms", "predicted_ms"}`` of the version's test split, or None when
-    the version has no weights or no test point; cached until new measurements arrive."""
+    the version has no weights or no test point; recomputed at most once a minute per version."""
     if row.state != "ready" or row.blob is None:
         return None
-    count = session.scalar(
-        select(func.count()).where(
-            Measurement.device_class == row.device_class, Measurement.runtime == row.runtime
-        )
-    )
-    key = (row.id, count)
+    now = time.monotonic()
     with _lock:
-        if key in _cache:
-            return _cache[key]
+        hit = _cache.get(row.id)
+    if hit is not None and now - hit[0] < RECOMPUTE_S:
+        return hit[1]
     points = _compute(session, row)
     with _lock:
-        _cache[key] = points
+        _cache[row.id] = (now, points)
     return points
 
 
