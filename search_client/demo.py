@@ -3,7 +3,8 @@
 Starts ``profiler-server`` (SQLite under ``runs/demo/``, the host CPU as the device), measures a
 campaign of the supernet's blocks, fits the latency predictor, writes a synthetic street-scene
 dataset, runs pretrain -> search -> derive -> fine-tune -> eval -> export -> real measurement with the
-target at half the supernet's predicted latency, and writes ``report.json``, ``report.md`` and plots.
+target halfway (in measured latency) between the smallest and the largest network the supernet can
+derive, and writes ``report.json``, ``report.md`` and plots.
 Everything already measured, fitted or trained is reused by the next run (and it says so). The
 server and its host agent are stopped on every exit path, Ctrl-C included.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from search_client.pipeline.feasible import InfeasibleTarget
 from search_client.pipeline.localfarm import FarmError, LocalFarm
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import PHASES, write_json_atomic
@@ -95,7 +97,7 @@ def demo_settings(profile: DemoProfile, out: Path) -> PipelineSettings:
     return PipelineSettings(
         name=out.name, runs_dir=out.parent, preset="synthetic-cpu", overrides=overrides,
         pretrain_iters=profile.pretrain_iters, search_iters=profile.search_iters,
-        finetune_iters=profile.finetune_iters, target_fraction=0.5, gate_lr=0.02,
+        finetune_iters=profile.finetune_iters, target_position=0.5, gate_lr=0.02,
         latency_height=profile.latency_size[0], latency_width=profile.latency_size[1],
         measure=True, measure_supernet=True, progress=False, cache_dir=out / "cache",
     )
@@ -260,6 +262,8 @@ def run_demo(full: bool = False, out: Path = Path("runs/demo"), threads: int | N
         report = write_run_report(RunState(settings.run_dir), settings, device_class, [plot] if plot else [])
         _summary(report, out, say)
         return report
+    except InfeasibleTarget as exc:
+        raise DemoError(str(exc)) from exc
     except (FarmError, RemoteError) as exc:
         raise DemoError(f"{exc} (server log: {farm.log_path})") from exc
     except KeyboardInterrupt:

@@ -81,6 +81,7 @@ def _run_until(until: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         import torch
 
+        from search_client.pipeline.feasible import InfeasibleTarget
         from search_client.pipeline.runner import run_pipeline
         from search_client.pipeline.training import PhaseInterrupted
         from search_client.remote import RemoteError
@@ -93,12 +94,25 @@ def _run_until(until: str) -> Any:
         except PhaseInterrupted as exc:
             print(f"stopped: {exc}")
             return 0
-        except RemoteError as exc:
+        except (RemoteError, InfeasibleTarget) as exc:
             raise UsageError(str(exc)) from exc
         _print_outcome(settings, until, report, args.json)
-        return 0
+        return outcome_code(report)
 
     return run
+
+
+MISSED_TARGET = 3  # exit status of a run whose measured latency misses its target beyond the tolerance
+
+
+def outcome_code(report: dict | None) -> int:
+    """Print the verdict as the last line; MISSED_TARGET when the measurement missed the target."""
+    from search_client.report import verdict
+
+    if report is None:
+        return 0
+    print(verdict(report))
+    return MISSED_TARGET if report.get("missed_target") else 0
 
 
 def _print_outcome(settings: Any, until: str, report: dict | None, as_json: bool) -> None:
@@ -128,11 +142,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from search_client.demo import DemoError, run_demo
 
     try:
-        run_demo(full=args.full, out=args.out, threads=args.threads)
+        report = run_demo(full=args.full, out=args.out, threads=args.threads)
     except DemoError as exc:
         print(f"rtseg-search demo: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return outcome_code(report)
 
 
 COMMANDS: dict[str, Command] = {

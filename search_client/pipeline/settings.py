@@ -38,6 +38,9 @@ class PipelineSettings(BaseModel):
     # latency target: target_ms, or target_fraction x the supernet's predicted latency
     target_ms: float | None = Field(None, gt=0)
     target_fraction: float = Field(0.5, gt=0, le=1)
+    target_position: float | None = Field(
+        None, ge=0, le=1, description="target at this share of the way from the smallest to the largest derivable "
+                                      "network (measured when the run measures); overrides target_fraction")
     target_tolerance: float = Field(0.1, ge=0, lt=1, description="derivation keeps predicted ms within this of target")
     gate_lr: float = Field(0.01, gt=0, description="Adam lr of the DWBC gate weights")
     gate_init: float = Field(0.6, gt=0, description="PaS gate initial value (threshold 0.5)")
@@ -55,9 +58,10 @@ class PipelineSettings(BaseModel):
     measure_repeats: int = Field(
         3, ge=1, le=10, description="separate measurement jobs of the final network; measured_ms is their median")
     calibrate_rounds: int = Field(
-        3, ge=0, le=10,
-        description="derive: measure the compact network on the device and re-aim the predicted target by "
-                    "measured/predicted while the measurement misses the target (needs measure)")
+        4, ge=0, le=10,
+        description="derive: measured candidates at most; while one misses the target the next predicted aim "
+                    "comes from every (predicted, measured) pair so far (needs measure)")
+    derive_repeats: int = Field(2, ge=1, le=10, description="derive: measurement jobs per candidate")
     export_tflite: bool = False
     progress: bool | None = Field(None, description="progress bars (None: when on a terminal)")
 
