@@ -171,6 +171,10 @@ def ensure_predictor(client: ProfilerClient, device_class: str, runtime: str, pr
     metrics = info.get("metrics") or {}
     say(f"predictor v{info['version']}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in ("mape", "within_10")
                                                      if isinstance(metrics.get(k), int | float)))
+    peers = metrics.get("peers") or {}
+    if peers:
+        say("peers on the same held-out split: " + ", ".join(f"{n} MAPE {p['mape']:.3g}" for n, p in peers.items())
+            + f"; winner: {metrics.get('winner', '?')}")
     record = {"campaign_id": camp["id"], "campaign_configs": profile.campaign_configs, "predictor": info}
     write_json_atomic(record_path, record)
     return record

@@ -237,6 +237,14 @@ def predict_ms(model: LatencyMLP, x: torch.Tensor) -> np.ndarray:
     return model(x).double().numpy()
 
 
+def ranking(mlp_mape: float, peers: dict[str, dict]) -> dict:
+    """``{"winner": name of the lowest test MAPE ("mlp" or a peer), "beaten_by": peers that beat the
+    served MLP on the same split}``: a served predictor that loses to a peer says so."""
+    scores = {"mlp": mlp_mape, **{name: p["mape"] for name, p in peers.items()}}
+    return {"winner": min(scores, key=scores.get),
+            "beaten_by": sorted((n for n, v in scores.items() if n != "mlp" and v < mlp_mape), key=scores.get)}
+
+
 def fit_predictor(
     configs: Sequence[AnyBlock | dict],
     latencies_ms: Sequence[float],
@@ -268,6 +276,7 @@ def fit_predictor(
         from profiler_server.predictor.peers import evaluate_peers
 
         metrics["peers"] = evaluate_peers(data, split, seed)
+        metrics.update(ranking(metrics["mape"], metrics["peers"]))
     ranges = feature_ranges([data.configs[i] for i in split.train], data.x[split.train])
     return FitResult(
         model=model,

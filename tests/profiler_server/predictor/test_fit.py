@@ -137,3 +137,16 @@ def test_a_predictor_file_of_format_1_still_loads():
     buf = io.BytesIO()
     torch.save(payload, buf)
     assert not load_predictor(buf.getvalue()).model.cost_affine
+
+
+def test_the_ranking_names_the_winner_and_every_peer_that_beats_the_mlp():
+    from profiler_server.predictor.fit import ranking
+    from search_client.pipeline.context import beaten_warning
+
+    peers = {"random_forest": {"mape": 29.0}, "lookup_table": {"mape": 32.9}, "linear_macs": {"mape": 50.0}}
+    lost = ranking(35.4, peers)
+    assert lost == {"winner": "random_forest", "beaten_by": ["random_forest", "lookup_table"]}
+    line = beaten_warning({"mape": 35.4, "peers": peers, **lost})
+    assert "35.4 %" in line and "random_forest 29.0 %" in line and "lookup_table 32.9 %" in line
+    won = ranking(12.0, peers)
+    assert won == {"winner": "mlp", "beaten_by": []} and beaten_warning({"mape": 12.0, **won}) is None
