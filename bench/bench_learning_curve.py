@@ -131,7 +131,7 @@ def curve(rows: list[dict], seeds: list[int], sizes: tuple[int, ...], statistic:
             preds.update(peer_predictions(data, Split(train=train, val=val, test=test), seed))
             for name, pred in preds.items():
                 results.setdefault(str(size), {}).setdefault(name, []).append(_scores(pred, truth))
-            line = ", ".join(f"{k} {100 * M.mape(v, truth):.1f}" for k, v in preds.items())
+            line = ", ".join(f"{k} {M.mape(v, truth):.1f}" for k, v in preds.items())
             print(f"  seed {seed} size {size} (test {len(test)}): MAPE % {line}", flush=True)
     return results
 
@@ -147,7 +147,7 @@ def summarize(results: dict) -> tuple[dict, list[str]]:
         mlp = table[size]["mlp"]["mape_mean"]
         for peer in ("random_forest", "lookup_table", "linear_macs"):
             if table[size][peer]["mape_mean"] <= mlp:
-                losses.append(f"size {size}: {peer} {100 * table[size][peer]['mape_mean']:.1f} % <= mlp {100 * mlp:.1f} %")
+                losses.append(f"size {size}: {peer} {table[size][peer]['mape_mean']:.1f} % <= mlp {mlp:.1f} %")
     return table, losses
 
 
@@ -156,7 +156,7 @@ def print_table(space: str, table: dict) -> None:
     print(f"\n{space} space: test MAPE %, mean [min-max] over seeds (within ±10 % in parentheses)")
     print("size  " + "".join(f"{n:>26}" for n in names))
     for size, row in table.items():
-        cells = [f"{100 * row[n]['mape_mean']:.1f} [{100 * row[n]['mape_min']:.1f}-{100 * row[n]['mape_max']:.1f}]"
+        cells = [f"{row[n]['mape_mean']:.1f} [{row[n]['mape_min']:.1f}-{row[n]['mape_max']:.1f}]"
                  f" ({100 * row[n]['within_10_mean']:.0f})" for n in names]
         print(f"{size:>5} " + "".join(f"{c:>26}" for c in cells))
 
