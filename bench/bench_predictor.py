@@ -60,10 +60,13 @@ def _draw(kind: str, rng: random.Random) -> dict:
                     stride=rng.choice((1, 2)), h=h, w=w)
     if kind == "lir":
         cin = _ch(rng)
-        return dict(kind=kind, cin=cin, cmid=cin * rng.choice((2, 3, 4, 6)), cout=rng.choice((cin, _ch(rng))),
-                    kernel=rng.choice((3, 5)), stride=rng.choice((1, 1, 2)), h=h, w=w)
+        return dict(kind=kind, cin=cin, clead=rng.choice((cin, _ch(rng))), cmid=cin * rng.choice((2, 3, 4, 6)),
+                    cout=rng.choice((cin, _ch(rng))), kernel=rng.choice((3, 5)), stride=rng.choice((1, 1, 2)),
+                    h=h, w=w)
     if kind == "down":
-        return dict(kind=kind, cin=_ch(rng), cmid=_ch(rng) * rng.choice((1, 2, 4)), cout=_ch(rng), h=h, w=w)
+        cin = _ch(rng)
+        return dict(kind=kind, cin=cin, clead=rng.choice((cin, _ch(rng))), cmid=_ch(rng) * rng.choice((1, 2, 4)),
+                    cout=_ch(rng), h=h, w=w)
     if kind == "mhsa":
         heads = rng.choice((1, 2, 4))
         patch = rng.choice([p for p in (1, 2, 4, 8) if h % p == 0 and w % p == 0 and h * w // (p * p) <= 512])

@@ -52,19 +52,26 @@ class ConvBlock(nn.Module):
 
 
 class LIRBlock(nn.Module):
-    """1x1 expand -> kxk depthwise (stride) -> 1x1 project; identity residual when shapes allow."""
+    """Paper Fig. 2b: 3x3 conv (s1) -> 1x1 expand -> kxk depthwise (stride) -> 1x1 project, identity
+    residual when shapes allow. The leading 3x3 conv with the depthwise conv gives the 5x5 receptive
+    field of two stacked 3x3 convs. Gates: ``gate_lead`` (clead), ``gate_mid`` (cmid, after the
+    expand and the depthwise conv), ``gate_out`` (cout, after the residual add)."""
 
-    def __init__(self, cin: int, cmid: int, cout: int, kernel: int = 3, stride: int = 1):
+    def __init__(self, cin: int, cmid: int, cout: int, kernel: int = 3, stride: int = 1, clead: int | None = None):
         super().__init__()
-        self.expand = conv_bn(cin, cmid, 1)
+        clead = clead or cin
+        self.lead = conv_bn(cin, clead, 3)
+        self.expand = conv_bn(clead, cmid, 1)
         self.dw = conv_bn(cmid, cmid, kernel, stride, groups=cmid)
         self.project = conv_bn(cmid, cout, 1, relu=False)
         self.residual = stride == 1 and cin == cout
+        self.gate_lead = nn.Identity()
         self.gate_mid = nn.Identity()
         self.gate_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.gate_mid(self.expand(x))
+        y = self.gate_lead(self.lead(x))
+        y = self.gate_mid(self.expand(y))
         y = self.gate_mid(self.dw(y))
         y = self.project(y)
         if self.residual:
@@ -73,21 +80,29 @@ class LIRBlock(nn.Module):
 
 
 class DownBlock(nn.Module):
-    """Stride-2 downsample: main 1x1 -> dw3x3 s2 -> 1x1, shortcut dw3x3 s2 -> 1x1, add, ReLU."""
+    """Paper Fig. 2a, stride 2: main 3x3 conv (s1) -> 1x1 -> dw3x3 s2 -> dw3x3 s1 -> 1x1, shortcut
+    dw3x3 s2 -> 1x1, add, ReLU. Gates: ``gate_lead`` (clead), ``gate_mid`` (cmid, after the 1x1 and
+    both depthwise convs), ``gate_out`` (cout, after the add)."""
 
-    def __init__(self, cin: int, cmid: int, cout: int):
+    def __init__(self, cin: int, cmid: int, cout: int, clead: int | None = None):
         super().__init__()
-        self.expand = conv_bn(cin, cmid, 1)
+        clead = clead or cin
+        self.lead = conv_bn(cin, clead, 3)
+        self.expand = conv_bn(clead, cmid, 1)
         self.dw = conv_bn(cmid, cmid, 3, 2, groups=cmid)
+        self.dw2 = conv_bn(cmid, cmid, 3, 1, groups=cmid)
         self.project = conv_bn(cmid, cout, 1, relu=False)
         self.short_dw = conv_bn(cin, cin, 3, 2, groups=cin, relu=False)
         self.short_pw = conv_bn(cin, cout, 1, relu=False)
+        self.gate_lead = nn.Identity()
         self.gate_mid = nn.Identity()
         self.gate_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.gate_mid(self.expand(x))
+        y = self.gate_lead(self.lead(x))
+        y = self.gate_mid(self.expand(y))
         y = self.gate_mid(self.dw(y))
+        y = self.gate_mid(self.dw2(y))
         y = self.project(y) + self.short_pw(self.short_dw(x))
         return self.gate_out(F.relu(y))
 
@@ -198,11 +213,11 @@ def create_block(cfg: AnyBlock) -> nn.Module:
     """The one bridge from a config to its torch module (fresh, untrained weights)."""
     match cfg:
         case LIRConfig():
-            return LIRBlock(cfg.cin, cfg.cmid, cfg.cout, cfg.kernel, cfg.stride)
+            return LIRBlock(cfg.cin, cfg.cmid, cfg.cout, cfg.kernel, cfg.stride, cfg.clead)
         case ConvConfig():
             return ConvBlock(cfg.cin, cfg.cout, cfg.kernel, cfg.stride)
         case DownConfig():
-            return DownBlock(cfg.cin, cfg.cmid, cfg.cout)
+            return DownBlock(cfg.cin, cfg.cmid, cfg.cout, cfg.clead)
         case MHSAConfig():
             return MHSABlock(cfg.cin, cfg.heads, cfg.patch, cfg.cmid)
         case StemConfig():

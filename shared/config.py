@@ -3,13 +3,20 @@
 One pydantic model per block kind, discriminated on ``kind``. ``h``/``w`` are always the spatial
 size of the (first) input; batch 1, float32, NCHW. ``BlockConfig`` is the union; parse untrusted
 JSON with :func:`parse_block`.
+
+Block definitions are versioned. A kind whose module changed carries a ``definition`` field (its
+current number is the default and the only value accepted), so it is part of the dump, of
+:meth:`key` and of every stored config: a measurement of an older form (stored with its older
+number) never parses as the current block, and :func:`is_current_definition` lets stored rows of an
+older form be skipped. LIR and down are at definition 2, the form of the paper's Fig. 2 with the
+leading 3x3 conv (definition 1 had none, and its down block one depthwise conv fewer).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -72,8 +79,34 @@ class ConvConfig(_Block):
         return _strided(self.h, self.stride), _strided(self.w, self.stride)
 
 
-class LIRConfig(ConvConfig):
-    """Lightweight inverted residual: 1x1 expand -> kxk depthwise -> 1x1 project (+ residual)."""
+class _Defined(BaseModel):
+    """A kind with a versioned definition and a leading 3x3 conv whose width is ``clead``."""
+
+    DEFINITION: ClassVar[int] = 2
+    definition: int = Field(2, description="version of the block's definition (its module's structure)")
+    clead: Channels = Field(0, description="output channels of the leading 3x3 conv (default: cin)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lead_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("clead") is None and "cin" in data:
+            data = {**data, "clead": data["cin"]}
+        return data
+
+    @field_validator("definition")
+    @classmethod
+    def _current(cls, v: int) -> int:
+        if v != cls.DEFINITION:
+            raise ValueError(
+                f"definition {v} is an older form of this block (current: {cls.DEFINITION}); "
+                "it is no longer built, so measure the current block instead"
+            )
+        return v
+
+
+class LIRConfig(_Defined, ConvConfig):
+    """Lightweight inverted residual (paper Fig. 2b): 3x3 conv (s1, cin -> clead) -> 1x1 expand
+    (cmid) -> kxk depthwise (stride) -> 1x1 project (cout), identity residual when shapes allow."""
 
     kind: Literal["lir"] = "lir"  # type: ignore[assignment]
     cmid: Channels
@@ -83,8 +116,10 @@ class LIRConfig(ConvConfig):
         return self.stride == 1 and self.cin == self.cout
 
 
-class DownConfig(_Block):
-    """Segment-branch downsample block (stride 2, paper Fig. 2a)."""
+class DownConfig(_Defined, _Block):
+    """Segment-branch downsample block (stride 2, paper Fig. 2a): 3x3 conv (s1, cin -> clead) ->
+    1x1 (cmid) -> 3x3 depthwise s2 -> 3x3 depthwise s1 -> 1x1 (cout); shortcut 3x3 depthwise s2 ->
+    1x1 (cout); add."""
 
     kind: Literal["down"] = "down"
     cin: Channels
@@ -202,6 +237,18 @@ def parse_block(data: dict | str) -> _Block:
 
 def parse_blocks(data: list) -> list[_Block]:
     return _LIST_ADAPTER.validate_python(data)
+
+
+def definition_of(kind: str) -> int:
+    """The current definition number of a kind (1 for kinds never redefined)."""
+    cls = CONFIG_CLASSES.get(kind)
+    return getattr(cls, "DEFINITION", 1) if cls is not None else 1
+
+
+def is_current_definition(data: dict) -> bool:
+    """Whether a stored config dict describes the current form of its block kind (a dict without
+    a ``definition`` field is of definition 1)."""
+    return int(data.get("definition", 1)) == definition_of(str(data.get("kind")))
 
 
 AnyBlock = _Block

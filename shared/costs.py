@@ -23,7 +23,7 @@ def ceil_div(size: int, stride: int) -> int:
 
 def block_fields(cfg: AnyBlock) -> dict[str, int]:
     """Every numeric field of a config, with derived ones made explicit (cout, kernel, stride)."""
-    values = {k: v for k, v in cfg.model_dump().items() if k != "kind"}
+    values = {k: v for k, v in cfg.model_dump().items() if k not in ("kind", "definition")}
     values.setdefault("cout", cfg.out_channels)
     if isinstance(cfg, DownConfig):
         values.update(kernel=3, stride=2)
@@ -41,14 +41,16 @@ def _conv_macs(v: Mapping[str, Num]) -> Num:
 def _lir_macs(v: Mapping[str, Num]) -> Num:
     s, k = v["stride"], v["kernel"]
     hw_out = ceil_div(v["h"], s) * ceil_div(v["w"], s)
-    return v["h"] * v["w"] * v["cin"] * v["cmid"] + hw_out * v["cmid"] * (k * k + v["cout"])
+    lead = v["h"] * v["w"] * v["clead"] * (v["cin"] * 9 + v["cmid"])  # 3x3 conv and 1x1 expand
+    return lead + hw_out * v["cmid"] * (k * k + v["cout"])
 
 
 def _down_macs(v: Mapping[str, Num]) -> Num:
     hw = v["h"] * v["w"]
     hw_out = ceil_div(v["h"], 2) * ceil_div(v["w"], 2)
-    cin, cmid, cout = v["cin"], v["cmid"], v["cout"]
-    return hw * cin * cmid + hw_out * cmid * (9 + cout) + hw_out * cin * (9 + cout)
+    cin, clead, cmid, cout = v["cin"], v["clead"], v["cmid"], v["cout"]
+    main = hw * clead * (cin * 9 + cmid) + hw_out * cmid * (9 + 9 + cout)
+    return main + hw_out * cin * (9 + cout)
 
 
 def _mhsa_macs(v: Mapping[str, Num]) -> Num:
@@ -92,13 +94,15 @@ def _conv_params(v: Mapping[str, Num]) -> Num:
 
 
 def _lir_params(v: Mapping[str, Num]) -> Num:
-    cin, cmid, cout = v["cin"], v["cmid"], v["cout"]
-    return cin * cmid + cmid * v["kernel"] ** 2 + cmid * cout + _BN * (2 * cmid + cout)
+    cin, clead, cmid, cout = v["cin"], v["clead"], v["cmid"], v["cout"]
+    lead = cin * clead * 9 + _BN * clead
+    return lead + clead * cmid + cmid * v["kernel"] ** 2 + cmid * cout + _BN * (2 * cmid + cout)
 
 
 def _down_params(v: Mapping[str, Num]) -> Num:
-    cin, cmid, cout = v["cin"], v["cmid"], v["cout"]
-    main = cin * cmid + cmid * 9 + cmid * cout + _BN * (2 * cmid + cout)
+    cin, clead, cmid, cout = v["cin"], v["clead"], v["cmid"], v["cout"]
+    lead = cin * clead * 9 + _BN * clead
+    main = lead + clead * cmid + 2 * cmid * 9 + cmid * cout + _BN * (3 * cmid + cout)
     short = cin * 9 + cin * cout + _BN * (cin + cout)
     return main + short
 

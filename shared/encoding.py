@@ -19,8 +19,12 @@ import torch
 from shared.config import KINDS, AnyBlock, parse_block
 from shared.costs import Num, block_fields, ceil_div, macs_of, params_of
 
-FEATURE_VERSION = 1
-FIELDS: tuple[str, ...] = ("cin", "cmid", "cout", "kernel", "stride", "h", "w", "heads", "patch", "classes", "scale")
+# 2: LIR and down at their Fig. 2 definition (leading 3x3 conv, ``clead``): a predictor fitted on
+# version 1 features learned the older blocks and is refused by ``shared.predictor``.
+FEATURE_VERSION = 2
+FIELDS: tuple[str, ...] = (
+    "cin", "cmid", "cout", "kernel", "stride", "h", "w", "heads", "patch", "classes", "scale", "clead",
+)
 DERIVED: tuple[str, ...] = ("macs", "params", "activations")
 FEATURE_NAMES: tuple[str, ...] = tuple(f"kind={k}" for k in KINDS) + FIELDS + DERIVED
 N_FEATURES = len(FEATURE_NAMES)

@@ -199,14 +199,14 @@ def default_space(inputs: tuple[tuple[int, int], ...] = ((256, 512), (512, 1024)
             ],
             "lir": [
                 KindSpace(
-                    fields={"cin": ch, "cmid": IntRange(lo=4, hi=1536), "kernel": [3], "stride": [1]},
+                    fields={"cin": ch, "clead": ch, "cmid": IntRange(lo=4, hi=1536), "kernel": [3], "stride": [1]},
                     ties={"cout": "cin"},
                     sizes=_sizes(inputs, 8, 16, 32),
                 )
             ],
             "down": [
                 KindSpace(
-                    fields={"cin": ch, "cmid": IntRange(lo=4, hi=1024), "cout": ch},
+                    fields={"cin": ch, "clead": ch, "cmid": IntRange(lo=4, hi=1024), "cout": ch},
                     sizes=_sizes(inputs, 4, 8, 16),
                 )
             ],

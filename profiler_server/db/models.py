@@ -197,7 +197,7 @@ class PredictorVersion(Base):
     runtime: Mapped[str] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    state: Mapped[str] = mapped_column(String(16), default="ready")  # fitting | ready | failed
+    state: Mapped[str] = mapped_column(String(16), default="ready")  # fitting | ready | failed | outdated
     blob: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     blob_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Measurement, PredictorVersion
+from shared.config import is_current_definition
 from shared.schemas import RuntimeSettings
 
 
@@ -25,13 +26,15 @@ def training_rows(
     session: Session, device_class: str, runtime: str, statistic: str = "median_ms"
 ) -> tuple[list[dict], list[float]]:
     """Block configs and one latency statistic (``median_ms``, ``p10_ms``, ``mean_ms``) of every
-    stored block measurement (repeats included)."""
+    stored block measurement (repeats included) of a block's current definition: a measurement
+    of an older form of a block (see ``shared.config``) never trains or judges a predictor."""
     rows = session.execute(
         select(Measurement.config, getattr(Measurement, statistic))
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
         .where(Measurement.config.is_not(None), Measurement.unstable.is_(False))
         .order_by(Measurement.id)
     ).all()
+    rows = [r for r in rows if is_current_definition(r[0])]
     return [r[0] for r in rows], [float(r[1]) for r in rows]
 
 

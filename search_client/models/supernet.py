@@ -10,9 +10,10 @@ decoder, aux HeadBlocks on the stem and after each stage.
 supernet is counted in its ``full`` mode, the mode it is pretrained in and teaches from, where every
 mixed block runs both its LIR and its MHSA path (outputs averaged). Params are all weights of the
 inference graph (both paths of every mixed block, no aux heads); MACs are those of the same graph
-(both paths computed). With the default :class:`SupernetConfig` that is 24.36 M params and
-135.73 GMACs at 512x1024 (``search_client.count``; the paper's 24.43 M / 136.0 within 0.3 %).
-Of those GMACs the wide detail branch is 82.6, the head 19.5, MHSA paths 16.6, LIR paths 4.8.
+(both paths computed). With the default :class:`SupernetConfig` that is 24.76 M params and
+135.63 GMACs at 512x1024 (``search_client.count``; the paper's 24.43 M / 136.0 within 1.3 %).
+Of those GMACs the wide detail branch is 82.6, the head 15.8, BGA 6.9, the stem 3.5, MHSA paths
+16.1, LIR paths 6.7, down blocks 3.7.
 
 Search vocabulary (once-for-all style): ``set_active(config)`` / ``active_config()`` /
 ``sample_active(rng)``; ``set_search(tau)`` switches every mixed block to hard Gumbel sampling;
@@ -48,11 +49,11 @@ class SupernetConfig(BaseModel):
     stage_widths: Triple = (96, 128, 256)
     depths: Triple = (2, 3, 4)
     down_expansion: int = Field(4, ge=1)
-    lir_expansion: int = Field(6, ge=1)
+    lir_expansion: int = Field(4, ge=1)
     heads: Triple = (4, 4, 8)
     patches: Triple = (2, 2, 1)
-    mhsa_mid: Triple = (512, 1024, 1024)
-    head_mid: int = Field(1024, ge=1)
+    mhsa_mid: Triple = (512, 1024, 512)
+    head_mid: int = Field(832, ge=1)
     aux_mid: int = Field(128, ge=1)
 
 
@@ -165,11 +166,13 @@ class RTSegSupernet(TwoBranchNet):
         for conv in list(self.detail)[:-1]:
             conv.gate_out = gate(conv.conv[0].out_channels)
         for i, stage in enumerate(self.stages):
+            stage.down.gate_lead = gate(stage.down.lead[0].out_channels)
             stage.down.gate_mid = gate(stage.down.expand[0].out_channels)
             stream = gate(stage.down.project[0].out_channels) if i < len(self.stages) - 1 else None
             if stream is not None:
                 stage.down.gate_out = stream
             for b in stage.mixed_blocks():
+                b.lir.gate_lead = gate(b.lir.lead[0].out_channels)
                 b.lir.gate_mid = gate(b.lir.expand[0].out_channels)
                 b.mhsa.gate_mid = gate(b.mhsa.fc1.out_features, dim=-1)
                 if stream is not None:

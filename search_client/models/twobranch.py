@@ -51,11 +51,13 @@ class DownSpec(_Spec):
     cin: int = Field(ge=1)
     cmid: int = Field(ge=1)
     cout: int = Field(ge=1)
+    clead: int | None = Field(None, ge=1, description="leading 3x3 conv width (default: cin)")
 
 
 class LIRSpec(_Spec):
     path: Literal["lir"] = "lir"
     cmid: int = Field(ge=1)
+    clead: int | None = Field(None, ge=1, description="leading 3x3 conv width (default: the stream)")
 
 
 class MHSASpec(_Spec):
@@ -205,7 +207,7 @@ def to_size(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 def _plain_block(spec: LIRSpec | MHSASpec, channels: int) -> nn.Module:
     if isinstance(spec, LIRSpec):
-        return LIRBlock(channels, spec.cmid, channels)
+        return LIRBlock(channels, spec.cmid, channels, clead=spec.clead)
     return MHSABlock(channels, spec.heads, spec.patch, spec.cmid)
 
 
@@ -218,7 +220,8 @@ def build_subnet(spec: SubnetSpec | dict | str) -> TwoBranchNet:
     detail = [ConvBlock(c.cin, c.cout, 3, c.stride) for c in spec.detail]
     stages = [
         Stage(
-            DownBlock(s.down.cin, s.down.cmid, s.down.cout), [_plain_block(b, s.down.cout) for b in s.blocks]
+            DownBlock(s.down.cin, s.down.cmid, s.down.cout, s.down.clead),
+            [_plain_block(b, s.down.cout) for b in s.blocks],
         )
         for s in spec.stages
     ]

@@ -70,7 +70,11 @@ class _Plan:
         self.paths = _chosen_paths(supernet)
         self.detail = [_kept(c.gate_out, c.conv[0].out_channels) for c in supernet.detail]
         self.streams = [_stream_index(st, p) for st, p in zip(supernet.stages, self.paths, strict=True)]
+        self.down_lead = [_kept(st.down.gate_lead, st.down.lead[0].out_channels) for st in supernet.stages]
         self.down_mid = [_kept(st.down.gate_mid, st.down.expand[0].out_channels) for st in supernet.stages]
+        self.block_lead = [
+            [_kept(b.lir.gate_lead, b.lir.lead[0].out_channels) for b in st.mixed_blocks()] for st in supernet.stages
+        ]
         self.block_mid = [
             [
                 _kept(_path_module(b, p).gate_mid, _mid_width(b, p))
@@ -97,12 +101,13 @@ def _spec_from_plan(supernet: RTSegSupernet, plan: _Plan) -> SubnetSpec:
     stages, cin = [], supernet.stem.fuse[0].out_channels
     for i, st in enumerate(supernet.stages):
         blocks = []
-        for b, path, mid in zip(st.mixed_blocks(), plan.paths[i], plan.block_mid[i], strict=True):
+        parts = zip(st.mixed_blocks(), plan.paths[i], plan.block_mid[i], plan.block_lead[i], strict=True)
+        for b, path, mid, lead in parts:
             if path == "lir":
-                blocks.append(LIRSpec(cmid=len(mid)))
+                blocks.append(LIRSpec(cmid=len(mid), clead=len(lead)))
             elif path == "mhsa":
                 blocks.append(MHSASpec(heads=b.mhsa.heads, patch=b.mhsa.patch, cmid=len(mid)))
-        down = DownSpec(cin=cin, cmid=len(plan.down_mid[i]), cout=len(plan.streams[i]))
+        down = DownSpec(cin=cin, cmid=len(plan.down_mid[i]), cout=len(plan.streams[i]), clead=len(plan.down_lead[i]))
         stages.append(StageSpec(down=down, blocks=blocks))
         cin = down.cout
     return SubnetSpec(
@@ -140,9 +145,11 @@ def _copy_conv_bn(dst: nn.Sequential, src: nn.Sequential, out_idx: Index, in_idx
 
 
 @torch.no_grad()
-def _copy_down(dst: nn.Module, src: nn.Module, in_idx: Index, mid: Index, out_idx: Index) -> None:
-    _copy_conv_bn(dst.expand, src.expand, mid, in_idx)
+def _copy_down(dst: nn.Module, src: nn.Module, in_idx: Index, lead: Index, mid: Index, out_idx: Index) -> None:
+    _copy_conv_bn(dst.lead, src.lead, lead, in_idx)
+    _copy_conv_bn(dst.expand, src.expand, mid, lead)
     _copy_conv_bn(dst.dw, src.dw, mid, None)
+    _copy_conv_bn(dst.dw2, src.dw2, mid, None)
     _copy_conv_bn(dst.project, src.project, out_idx, mid)
     _copy_conv_bn(dst.short_dw, src.short_dw, in_idx, None)
     _copy_conv_bn(dst.short_pw, src.short_pw, out_idx, in_idx)
@@ -167,8 +174,9 @@ def _fold_pruned_shortcut(dst: nn.Module, src: nn.Module, in_idx: Index, out_idx
 
 
 @torch.no_grad()
-def _copy_lir(dst: nn.Module, src: nn.Module, stream: Index, mid: Index) -> None:
-    _copy_conv_bn(dst.expand, src.expand, mid, stream)
+def _copy_lir(dst: nn.Module, src: nn.Module, stream: Index, lead: Index, mid: Index) -> None:
+    _copy_conv_bn(dst.lead, src.lead, lead, stream)
+    _copy_conv_bn(dst.expand, src.expand, mid, lead)
     _copy_conv_bn(dst.dw, src.dw, mid, None)
     _copy_conv_bn(dst.project, src.project, stream, mid)
 
@@ -201,13 +209,11 @@ def _copy_weights(net: TwoBranchNet, supernet: RTSegSupernet, plan: _Plan) -> No
     in_idx, streams = _all(stem_c), [_all(stem_c)]
     for i, (dst, src) in enumerate(zip(net.stages, supernet.stages, strict=True)):
         stream = plan.streams[i]
-        _copy_down(dst.down, src.down, in_idx, plan.down_mid[i], stream)
-        chosen = [
-            (b, p, m) for b, p, m in zip(src.mixed_blocks(), plan.paths[i], plan.block_mid[i], strict=True)
-        ]
-        for d, (b, path, mid) in zip(dst.blocks, [c for c in chosen if c[1] != "skip"], strict=True):
+        _copy_down(dst.down, src.down, in_idx, plan.down_lead[i], plan.down_mid[i], stream)
+        chosen = list(zip(src.mixed_blocks(), plan.paths[i], plan.block_mid[i], plan.block_lead[i], strict=True))
+        for d, (b, path, mid, lead) in zip(dst.blocks, [c for c in chosen if c[1] != "skip"], strict=True):
             if path == "lir":
-                _copy_lir(d, b.lir, stream, mid)
+                _copy_lir(d, b.lir, stream, lead, mid)
             else:
                 _copy_mhsa(d, b.mhsa, mid)
         in_idx = stream

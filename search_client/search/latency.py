@@ -143,9 +143,10 @@ def _walk_stage(stage: nn.Module, h: int, w: int, cin: Width, ws: _Widths) -> Ge
         stream = p_free * gate.soft_count() + (1 - p_free) * full_out
     else:
         stream = gate.kept_count() if p_free else full_out
-    cmid = down.expand[0].out_channels
-    yield _Part(DownConfig(h=h, w=w, cin=down.expand[0].in_channels, cmid=cmid, cout=full_out),
-                {"cin": cin, "cmid": ws.of(down.gate_mid, cmid), "cout": stream})  # fmt: skip
+    cmid, clead = down.expand[0].out_channels, down.lead[0].out_channels
+    yield _Part(DownConfig(h=h, w=w, cin=down.lead[0].in_channels, clead=clead, cmid=cmid, cout=full_out),
+                {"cin": cin, "clead": ws.of(down.gate_lead, clead), "cmid": ws.of(down.gate_mid, cmid),
+                 "cout": stream})  # fmt: skip
     h2, w2 = ceil_div(h, 2), ceil_div(w, 2)
     for b in stage.blocks:
         yield from _walk_block(b, h2, w2, stream, ws)
@@ -153,9 +154,10 @@ def _walk_stage(stage: nn.Module, h: int, w: int, cin: Width, ws: _Widths) -> Ge
 
 
 def _lir_part(b: LIRBlock, h: int, w: int, c: Width, ws: _Widths, weight: torch.Tensor | float) -> _Part:
-    cmid, full = b.expand[0].out_channels, b.expand[0].in_channels
-    cfg = LIRConfig(h=h, w=w, cin=full, cmid=cmid, cout=full, kernel=b.dw[0].kernel_size[0], stride=1)
-    return _Part(cfg, {"cin": c, "cmid": ws.of(b.gate_mid, cmid), "cout": c}, weight)
+    cmid, full, clead = b.expand[0].out_channels, b.lead[0].in_channels, b.lead[0].out_channels
+    cfg = LIRConfig(h=h, w=w, cin=full, clead=clead, cmid=cmid, cout=full, kernel=b.dw[0].kernel_size[0], stride=1)
+    widths = {"cin": c, "clead": ws.of(b.gate_lead, clead), "cmid": ws.of(b.gate_mid, cmid), "cout": c}
+    return _Part(cfg, widths, weight)
 
 
 def _mhsa_part(b: MHSABlock, h: int, w: int, c: Width, ws: _Widths, weight: torch.Tensor | float) -> _Part:

@@ -1,0 +1,66 @@
+"""Stored measurements of the older LIR / down blocks never train or judge a current predictor:
+migration 0002 stamps them with their definition and retires predictors fitted on them."""
+
+from __future__ import annotations
+
+import json
+
+from predictor_data import DEVICE_CLASS, RUNTIME, store_measurements, synthetic_blocks
+from sqlalchemy import text
+
+from profiler_server.db import Database, PredictorVersion, upgrade_database
+from profiler_server.predictor import store
+
+
+def _as_before_fig2(db: Database) -> int:
+    """Rewrite stored LIR configs as the older code stored them (no definition, no clead)."""
+    n = 0
+    with db.engine.begin() as conn:
+        for table, key in (("artifacts", "sha256"), ("measurements", "id")):
+            for row_key, config in conn.execute(text(f"SELECT {key}, config FROM {table}")).all():
+                config = json.loads(config)
+                if config["kind"] == "lir":
+                    old = {k: v for k, v in config.items() if k not in ("definition", "clead")}
+                    conn.execute(text(f"UPDATE {table} SET config = :c WHERE {key} = :k"),
+                                 {"c": json.dumps(old), "k": row_key})
+                    n += table == "measurements"
+    return n
+
+
+def test_upgrade_stamps_old_blocks_and_keeps_them_out_of_training(tmp_path):
+    db = Database(f"sqlite:///{tmp_path}/old.db")
+    upgrade_database(db.engine, "0001")
+    cfgs = synthetic_blocks(40)
+    store_measurements(db, DEVICE_CLASS, RUNTIME, cfgs)
+    old_lir = _as_before_fig2(db)
+    assert old_lir > 0
+    with db.session() as s:
+        s.add(PredictorVersion(device_class=DEVICE_CLASS, runtime=RUNTIME, version=1, state="ready"))
+
+    upgrade_database(db.engine)
+
+    with db.sessions() as s:
+        configs, _ = store.training_rows(s, DEVICE_CLASS, RUNTIME)
+        assert len(configs) == len(cfgs) - old_lir and {c["kind"] for c in configs} == {"conv"}
+        stamped = [json.loads(c) for (c,) in s.execute(text("SELECT config FROM measurements")).all()]
+        assert sum(c.get("definition") == 1 for c in stamped) == old_lir
+        keys = [k for (k,) in s.execute(text("SELECT config_key FROM artifacts WHERE kind = 'lir'")).all()]
+        assert keys and all(k.startswith("v1:") for k in keys)
+        assert store.latest_ready(s, DEVICE_CLASS, RUNTIME) is None  # fitted on the older blocks
+    # new measurements of the current LIR are training data again
+    store_measurements(db, DEVICE_CLASS, RUNTIME, [c for c in cfgs if c.kind == "lir"], seed=1)
+    with db.sessions() as s:
+        configs, _ = store.training_rows(s, DEVICE_CLASS, RUNTIME)
+        assert sum(c["kind"] == "lir" for c in configs) == old_lir
+
+    upgrade_database_down(db)
+    with db.sessions() as s:
+        assert s.execute(text("SELECT count(*) FROM predictor_versions WHERE state = 'ready'")).scalar() == 1
+
+
+def upgrade_database_down(db: Database) -> None:
+    from alembic import command
+
+    from profiler_server.db.migrate import alembic_config
+
+    command.downgrade(alembic_config(db.engine), "0001")
