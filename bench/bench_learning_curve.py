@@ -83,7 +83,7 @@ def measure(space_name: str, n: int) -> list[dict]:
 
     path = RUN_DIR / f"{space_name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["key"] for r in load_measured(path)}
+    done = {r["key"] for r in current(load_measured(path))}
     todo = [c for c in sample(space_name, n) if c.key() not in done]
     t0 = time.time()
     with path.open("a") as fh:
@@ -94,7 +94,14 @@ def measure(space_name: str, n: int) -> list[dict]:
             fh.flush()
             if i % 200 == 0:
                 print(f"[{space_name}] measured {i}/{len(todo)} ({time.time() - t0:.0f} s)", flush=True)
-    return load_measured(path)
+    return current(load_measured(path))
+
+
+def current(rows: list[dict]) -> list[dict]:
+    """Rows measured with the current definition of their block (an older form is another block)."""
+    from shared.config import is_current_definition
+
+    return [r for r in rows if is_current_definition(r["config"])]
 
 
 def _scores(pred: np.ndarray, truth: np.ndarray) -> dict:
