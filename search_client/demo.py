@@ -229,10 +229,13 @@ def _summary(report: dict, out: Path, say: Progress) -> None:
     say(f"searched network: {report['gmacs']:.3f} GMACs ({report['params_m']:.3f} M params) vs supernet "
         f"{report['supernet_gmacs']:.3f} GMACs; mIoU {100 * report['miou']:.1f} vs supernet "
         f"{100 * report['supernet_miou']:.1f}")
-    say(f"latency on {report['device_class']} ({report['runtime']}): target {report['target_ms']:.2f} ms, "
+    stat = report.get("statistic", "median_ms").removesuffix("_ms")
+    supernet = report.get("supernet_measured_ms")
+    say(f"latency on {report['device_class']} ({report['runtime']}, per-job {stat}): target {report['target_ms']:.2f} ms, "
         f"predicted {report['predicted_ms']:.2f} ms, measured {report['measured_ms']:.2f} ms "
         f"(measured vs target {pct(report.get('measured_vs_target'))}, predicted vs measured "
-        f"{pct(report.get('predicted_vs_measured'))})")
+        f"{pct(report.get('predicted_vs_measured'))}); supernet measured "
+        + ("—" if supernet is None else f"{supernet:.2f} ms"))
     say(f"report: {out / 'report.md'} and {out / 'report.json'}; plots: {', '.join(Path(p).name for p in report['plots'])}")
     say(f"the farm's database stays at {out / 'profiler.db'}: "
         f"profiler-server --db sqlite:///{out / 'profiler.db'} --data {out / 'profiler-data'} serves the predictor")
