@@ -13,7 +13,8 @@ hash, as the server splits) and, for each training size, a seeded subsample of t
 
 Everyone is judged on the same test configs. Prints MAPE and share within ±10 % per size (mean and
 range over seeds), writes ``runs/bench/learning_curve.json``; the last line says whether the served
-MLP beat every peer at every size (exit 1 if not).
+MLP beat every peer at every size (exit 1 if not). With one ``--spaces`` the JSON is
+``runs/bench/learning_curve_<space>.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_predictor import load_measured
 from profiler_server.predictor import metrics as M
 from profiler_server.predictor.fit import (
     Dataset,
@@ -77,7 +79,7 @@ def sample(space_name: str, n: int, seed: int = 0) -> list[AnyBlock]:
 
 def measure(space_name: str, n: int) -> list[dict]:
     """Measure ``n`` configs of the space once each (resumable); returns every stored row."""
-    from bench.bench_predictor import load_measured, measure_onnx
+    from bench.bench_predictor import measure_onnx
     from shared.blocks import example_inputs
     from shared.export import export_block_onnx
 
@@ -117,10 +119,11 @@ def _mlp(data: Dataset, train: np.ndarray, val: np.ndarray, test: np.ndarray, se
         return model(data.x[test]).double().numpy()
 
 
-def curve(rows: list[dict], seeds: list[int], sizes: tuple[int, ...], statistic: str = "p10_ms") -> dict:
+def curve(rows: list[dict], seeds: list[int], sizes: tuple[int, ...], statistic: str = "p10_ms",
+          plain: bool = True) -> dict:
     data = prepare_dataset([r["config"] for r in rows], [r[statistic] for r in rows])
     served = TrainSettings()
-    plain = replace(served, cost_affine=False)
+    plain_settings = replace(served, cost_affine=False)
     results: dict[str, dict[str, list[dict]]] = {}
     for seed in seeds:
         base = split_by_key(data.keys, seed, test_frac=0.15, val_frac=0.0)
@@ -133,8 +136,9 @@ def curve(rows: list[dict], seeds: list[int], sizes: tuple[int, ...], statistic:
             n_val = max(10, size // 10)
             train, val = chosen[n_val:], chosen[:n_val]
             truth = data.y_ms[test]
-            preds = {"mlp": _mlp(data, train, val, test, seed, served),
-                     "mlp_plain": _mlp(data, train, val, test, seed, plain)}
+            preds = {"mlp": _mlp(data, train, val, test, seed, served)}
+            if plain:
+                preds["mlp_plain"] = _mlp(data, train, val, test, seed, plain_settings)
             preds.update(peer_predictions(data, Split(train=train, val=val, test=test), seed))
             for name, pred in preds.items():
                 results.setdefault(str(size), {}).setdefault(name, []).append(_scores(pred, truth))
@@ -159,7 +163,7 @@ def summarize(results: dict) -> tuple[dict, list[str]]:
 
 
 def print_table(space: str, table: dict) -> None:
-    names = ["mlp", "mlp_plain", "random_forest", "lookup_table", "linear_macs"]
+    names = [n for n in ("mlp", "mlp_plain", "random_forest", "lookup_table", "linear_macs") if n in next(iter(table.values()))]
     print(f"\n{space} space: test MAPE %, mean [min-max] over seeds (within ±10 % in parentheses)")
     print("size  " + "".join(f"{n:>26}" for n in names))
     for size, row in table.items():
@@ -174,20 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--measure", type=int, default=4000, help="configs to measure per space (once; resumable)")
+    ap.add_argument("--no-measure", action="store_true", help="judge on the configs measured so far only")
+    ap.add_argument("--no-plain", action="store_true", help="skip the MLP without the cost-shaped output")
     args = ap.parse_args(argv)
     out: dict = {"sizes": args.sizes, "seeds": args.seeds, "statistic": "p10_ms", "spaces": {}}
     all_losses = []
     for space in args.spaces:
-        rows = measure(space, args.measure)
+        rows = current(load_measured(RUN_DIR / f"{space}.jsonl")) if args.no_measure else measure(space, args.measure)
         print(f"[{space}] {len(rows)} measured configs", flush=True)
-        results = curve(rows, list(range(args.seeds)), tuple(args.sizes))
+        results = curve(rows, list(range(args.seeds)), tuple(args.sizes), plain=not args.no_plain)
         table, losses = summarize(results)
         print_table(space, table)
         out["spaces"][space] = {"n_measured": len(rows), "table": table, "runs": results, "mlp_loses": losses}
         all_losses += [f"{space} {x}" for x in losses]
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {OUT}")
+    out_path = OUT.with_name(f"learning_curve_{'_'.join(args.spaces)}.json") if len(args.spaces) == 1 else OUT
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {out_path}")
     if all_losses:
         print("MISSED: the served MLP does not beat every peer at every size: " + "; ".join(all_losses))
         return 1
