@@ -3,8 +3,10 @@
 Subcommands live in :data:`COMMANDS` (name -> :class:`Command`). This module defines the data,
 training, evaluation and counting commands; the pipeline adds ``search``, ``finetune``, ``export``,
 ``run``, ``demo`` by exposing ``COMMANDS: dict[str, Command]`` in one of :data:`EXTENSION_MODULES`
-(imported when present), so this file never needs to know them. Bad input exits with status 2 and
-one line saying what to fix.
+(imported when present), so this file never needs to know them. Bad input (a latency target
+outside what the supernet can derive included) exits with status 2 and one line saying what to fix;
+a ``run`` or ``demo`` whose measured latency misses its target beyond the tolerance ends with a
+line saying so and exits with status 3.
 """
 
 from __future__ import annotations

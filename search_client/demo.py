@@ -3,7 +3,8 @@
 Starts ``profiler-server`` (SQLite under ``runs/demo/``, the host CPU as the device), measures a
 campaign of the supernet's blocks, fits the latency predictor, writes a synthetic street-scene
 dataset, runs pretrain -> search -> derive -> fine-tune -> eval -> export -> real measurement with the
-target at half the supernet's predicted latency, and writes ``report.json``, ``report.md`` and plots.
+target halfway (in measured latency) between the smallest and the largest network the supernet can
+derive, and writes ``report.json``, ``report.md`` and plots.
 Everything already measured, fitted or trained is reused by the next run (and it says so). The
 server and its host agent are stopped on every exit path, Ctrl-C included.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from search_client.pipeline.feasible import InfeasibleTarget
 from search_client.pipeline.localfarm import FarmError, LocalFarm
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import PHASES, write_json_atomic
@@ -95,7 +97,7 @@ def demo_settings(profile: DemoProfile, out: Path) -> PipelineSettings:
     return PipelineSettings(
         name=out.name, runs_dir=out.parent, preset="synthetic-cpu", overrides=overrides,
         pretrain_iters=profile.pretrain_iters, search_iters=profile.search_iters,
-        finetune_iters=profile.finetune_iters, target_fraction=0.5, gate_lr=0.02,
+        finetune_iters=profile.finetune_iters, target_position=0.5, gate_lr=0.02,
         latency_height=profile.latency_size[0], latency_width=profile.latency_size[1],
         measure=True, measure_supernet=True, progress=False, cache_dir=out / "cache",
     )
@@ -169,6 +171,10 @@ def ensure_predictor(client: ProfilerClient, device_class: str, runtime: str, pr
     metrics = info.get("metrics") or {}
     say(f"predictor v{info['version']}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in ("mape", "within_10")
                                                      if isinstance(metrics.get(k), int | float)))
+    peers = metrics.get("peers") or {}
+    if peers:
+        say("peers on the same held-out split: " + ", ".join(f"{n} MAPE {p['mape']:.3g}" for n, p in peers.items())
+            + f"; winner: {metrics.get('winner', '?')}")
     record = {"campaign_id": camp["id"], "campaign_configs": profile.campaign_configs, "predictor": info}
     write_json_atomic(record_path, record)
     return record
@@ -223,10 +229,13 @@ def _summary(report: dict, out: Path, say: Progress) -> None:
     say(f"searched network: {report['gmacs']:.3f} GMACs ({report['params_m']:.3f} M params) vs supernet "
         f"{report['supernet_gmacs']:.3f} GMACs; mIoU {100 * report['miou']:.1f} vs supernet "
         f"{100 * report['supernet_miou']:.1f}")
-    say(f"latency on {report['device_class']} ({report['runtime']}): target {report['target_ms']:.2f} ms, "
+    stat = report.get("statistic", "median_ms").removesuffix("_ms")
+    supernet = report.get("supernet_measured_ms")
+    say(f"latency on {report['device_class']} ({report['runtime']}, per-job {stat}): target {report['target_ms']:.2f} ms, "
         f"predicted {report['predicted_ms']:.2f} ms, measured {report['measured_ms']:.2f} ms "
         f"(measured vs target {pct(report.get('measured_vs_target'))}, predicted vs measured "
-        f"{pct(report.get('predicted_vs_measured'))})")
+        f"{pct(report.get('predicted_vs_measured'))}); supernet measured "
+        + ("—" if supernet is None else f"{supernet:.2f} ms"))
     say(f"report: {out / 'report.md'} and {out / 'report.json'}; plots: {', '.join(Path(p).name for p in report['plots'])}")
     say(f"the farm's database stays at {out / 'profiler.db'}: "
         f"profiler-server --db sqlite:///{out / 'profiler.db'} --data {out / 'profiler-data'} serves the predictor")
@@ -260,6 +269,8 @@ def run_demo(full: bool = False, out: Path = Path("runs/demo"), threads: int | N
         report = write_run_report(RunState(settings.run_dir), settings, device_class, [plot] if plot else [])
         _summary(report, out, say)
         return report
+    except InfeasibleTarget as exc:
+        raise DemoError(str(exc)) from exc
     except (FarmError, RemoteError) as exc:
         raise DemoError(f"{exc} (server log: {farm.log_path})") from exc
     except KeyboardInterrupt:

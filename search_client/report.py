@@ -41,7 +41,25 @@ def finish_report(report: dict) -> dict:
     out = dict(report)
     out["measured_vs_target"] = relative_error(report["measured_ms"], report["target_ms"])
     out["predicted_vs_measured"] = relative_error(report["predicted_ms"], report["measured_ms"])
+    out["missed_target"] = missed_target(out)
     return out
+
+
+def missed_target(report: dict) -> bool:
+    """Measured latency farther from the target than the run's tolerance (unmeasured: not missed)."""
+    miss = report.get("measured_vs_target")
+    return miss is not None and abs(miss) > report.get("tolerance", 0.1)
+
+
+def verdict(report: dict) -> str:
+    """One line: target, measured, the miss and whether it is within the tolerance."""
+    stat = report.get("statistic", "median_ms").removesuffix("_ms")
+    if report.get("measured_ms") is None:
+        return f"target {report['target_ms']:.2f} ms; not measured (predicted {report['predicted_ms']:.2f} ms)"
+    tol = 100 * report.get("tolerance", 0.1)
+    state = f"MISSED the target by more than ±{tol:.0f} %" if missed_target(report) else f"within ±{tol:.0f} %"
+    return (f"target {report['target_ms']:.2f} ms, measured {report['measured_ms']:.2f} ms ({stat}), "
+            f"{100 * report['measured_vs_target']:+.1f} %: {state}")
 
 
 def write_report(run_dir: Path, report: dict) -> dict:
@@ -67,8 +85,16 @@ def _pct(x: float | None) -> str:
 
 def report_markdown(r: dict) -> str:
     """Human summary of a report: the comparison table, the chosen architecture, the plots."""
+    stat = r.get("statistic", "median_ms")
+    budget = r.get("training_budget") or {}
     lines = [
         f"# Search run `{r.get('name', '?')}`",
+        "",
+        f"**{verdict(r)}**; predicted {_fmt(r['predicted_ms'], 2)} ms ({_pct(r.get('predicted_vs_measured'))} "
+        "vs measured).",
+        "",
+        f"Every latency figure is the per-job `{stat}` (the statistic the predictor learned; a network measured in "
+        "several jobs gets the median of theirs); job medians are beside it.",
         "",
         f"Target device class `{r['device_class']}`, runtime `{r['runtime']}`, "
         f"predictor version {r.get('predictor_version', '—')}.",
@@ -76,10 +102,13 @@ def report_markdown(r: dict) -> str:
         "| | supernet | searched network |",
         "|---|---|---|",
         f"| predicted latency (ms) | {_fmt(r.get('supernet_predicted_ms'))} | {_fmt(r['predicted_ms'])} |",
-        f"| measured latency (ms) | {_fmt(r.get('supernet_measured_ms'))} | {_fmt(r['measured_ms'])} |",
+        f"| measured latency (ms, {stat}) | {_fmt(r.get('supernet_measured_ms'))} | {_fmt(r['measured_ms'])} |",
+        f"| measured latency (ms, job median) | {_fmt(r.get('supernet_measured_median_ms'))} | "
+        f"{_fmt(r.get('measured_median_ms'))} |",
         f"| GMACs | {_fmt(r['supernet_gmacs'])} | {_fmt(r['gmacs'])} |",
         f"| params (M) | {_fmt(r.get('supernet_params_m'))} | {_fmt(r['params_m'])} |",
         f"| mIoU | {_fmt(r['supernet_miou'], 4)} | {_fmt(r['miou'], 4)} |",
+        f"| training iterations behind the mIoU | {_fmt(budget.get('supernet'))} | {_fmt(budget.get('searched'))} |",
         "",
         f"- target latency: {_fmt(r['target_ms'])} ms; measured vs target: {_pct(r.get('measured_vs_target'))}",
         f"- predicted vs measured: {_pct(r.get('predicted_vs_measured'))}",
@@ -132,7 +161,9 @@ def plot_supernet_vs_searched(r: dict, path: Path) -> Path:
     ax1.set(xticks=list(xs), xticklabels=names, ylabel="latency (ms)", title=f"{r['device_class']} {r['runtime']}")
     ax1.legend(fontsize=8)
     ax2.bar(names, [r["supernet_miou"] or 0.0, r["miou"] or 0.0], color=["gray", "tab:green"])
-    ax2.set(ylabel="mIoU", title="accuracy (same fine-tuning budget)")
+    budget = r.get("training_budget") or {}
+    ax2.set(ylabel="mIoU", title=f"accuracy (training iterations: supernet {budget.get('supernet', '?')}, "
+                                 f"searched {budget.get('searched', '?')})")
     for i, g in enumerate([r["supernet_gmacs"], r["gmacs"]]):
         ax2.annotate(f"{g:.2f} GMACs", (i, 0), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
     return _save(fig, path)

@@ -1,6 +1,10 @@
 """The latency predictor network (5 fully-connected layers with ReLU) and its file format.
 
-The network maps encoded block features to milliseconds. Standardization of the inputs and of the
+The network maps encoded block features to milliseconds. With ``cost_affine`` its output is
+physically shaped: a per-kind affine function of the log analytic costs (MACs, params, activation
+elements: a block's time grows with the work and the memory it moves, at a rate of its own kind)
+plus the MLP's correction, so that few measurements already give the right scale and slope and the
+MLP only learns what the cost model misses. Standardization of the inputs and of the
 target (log milliseconds) lives in buffers, so a saved predictor is self-contained: the server
 writes it with :func:`dump_predictor`, the client rebuilds the identical module with
 :func:`load_predictor` and gets identical numbers.
@@ -14,14 +18,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from shared.encoding import N_FEATURES, feature_spec
+from shared.config import KINDS
+from shared.encoding import DERIVED, FEATURE_NAMES, N_FEATURES, feature_spec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ``arch`` may carry ``cost_affine`` (files of version 1 still load)
+READABLE_VERSIONS = (1, 2)
+COST_COLUMNS = tuple(FEATURE_NAMES.index(name) for name in DERIVED)
 MAX_LOG_MS = 16.0  # ~2.5 hours: an absurd extrapolation stays a finite number (flagged by the server)
 
 
 class LatencyMLP(nn.Module):
-    def __init__(self, n_features: int = N_FEATURES, hidden: int = 256, n_layers: int = 5):
+    def __init__(self, n_features: int = N_FEATURES, hidden: int = 256, n_layers: int = 5, cost_affine: bool = False):
         super().__init__()
         if n_layers < 2:
             raise ValueError("n_layers must be at least 2")
@@ -31,6 +38,9 @@ class LatencyMLP(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(dims[-1], 1))
         self.net = nn.Sequential(*layers)
+        self.cost_affine = cost_affine
+        if cost_affine:
+            self.affine = nn.Linear(n_features + len(KINDS) * len(COST_COLUMNS), 1)
         self.register_buffer("x_mean", torch.zeros(n_features))
         self.register_buffer("x_std", torch.ones(n_features))
         self.register_buffer("y_mean", torch.zeros(()))  # of log(ms)
@@ -46,9 +56,20 @@ class LatencyMLP(nn.Module):
         self.y_mean.copy_(log_ms.mean())
         self.y_std.copy_(log_ms.std().clamp_min(1e-6))
 
+    def affine_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs of the affine part: the standardized features and, per kind, its standardized log
+        costs (zero for the other kinds), so each kind gets its own slope on each cost."""
+        z = (x - self.x_mean) / self.x_std
+        onehot = x[:, : len(KINDS)]
+        per_kind = onehot[:, :, None] * z[:, list(COST_COLUMNS)][:, None, :]
+        return torch.cat([z, per_kind.flatten(1)], dim=1)
+
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
         """(N, F) raw features -> (N,) standardized log-latency (what training fits)."""
-        return self.net((x - self.x_mean) / self.x_std).squeeze(-1)
+        out = self.net((x - self.x_mean) / self.x_std).squeeze(-1)
+        if self.cost_affine:
+            out = out + self.affine(self.affine_inputs(x)).squeeze(-1)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, F) raw features -> (N,) latency in milliseconds."""
@@ -69,7 +90,8 @@ def dump_predictor(model: LatencyMLP, meta: dict | None = None) -> bytes:
     payload = {
         "format_version": FORMAT_VERSION,
         "feature_spec": feature_spec(),
-        "arch": {"n_features": model.net[0].in_features, "hidden": hidden, "n_layers": n_layers},
+        "arch": {"n_features": model.net[0].in_features, "hidden": hidden, "n_layers": n_layers,
+                 "cost_affine": model.cost_affine},
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "meta": meta or {},
     }
@@ -87,8 +109,9 @@ def load_predictor(blob: bytes) -> PredictorFile:
         payload = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
         raise PredictorFormatError(f"not a predictor file: {exc}") from exc
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise PredictorFormatError(f"predictor format {payload.get('format_version')} != {FORMAT_VERSION}")
+    if payload.get("format_version") not in READABLE_VERSIONS:
+        raise PredictorFormatError(f"predictor format {payload.get('format_version')} is not one this client reads "
+                                   f"({', '.join(map(str, READABLE_VERSIONS))}); update the client")
     if payload.get("feature_spec") != feature_spec():
         raise PredictorFormatError("predictor was trained with another feature encoding; update the client")
     model = LatencyMLP(**payload["arch"])

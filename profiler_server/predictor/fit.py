@@ -87,6 +87,10 @@ class TrainSettings:
     max_epochs: int = 800
     patience: int = 80
     max_seconds: float = 60.0
+    # Output = per-kind affine on the log analytic costs + MLP correction (shared.predictor); the
+    # affine part starts at its ridge least-squares fit and the MLP at zero (bench_learning_curve).
+    cost_affine: bool = True
+    ridge: float = 1e-2
 
 
 def prepare_dataset(configs: Sequence[AnyBlock | dict], latencies_ms: Sequence[float]) -> Dataset:
@@ -163,12 +167,15 @@ def train_mlp(
     FitStopped at the next epoch once ``stop`` is set."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = LatencyMLP(n_features=x_train.shape[1], hidden=settings.hidden, n_layers=settings.n_layers)
+    model = LatencyMLP(n_features=x_train.shape[1], hidden=settings.hidden, n_layers=settings.n_layers,
+                       cost_affine=settings.cost_affine)
     log_train = torch.log(torch.as_tensor(y_train_ms, dtype=torch.float32))
     log_val = torch.log(torch.as_tensor(y_val_ms, dtype=torch.float32))
     model.set_normalization(x_train, log_train)
     target = (log_train - model.y_mean) / model.y_std
     target_val = (log_val - model.y_mean) / model.y_std
+    if settings.cost_affine:
+        _start_from_affine(model, x_train, target, settings.ridge)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=settings.max_epochs, eta_min=settings.lr / 50
@@ -203,6 +210,22 @@ def train_mlp(
 
 
 @torch.no_grad()
+def _start_from_affine(model: LatencyMLP, x: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
+    """Set the affine part to its ridge least-squares fit of ``target`` and the MLP's last layer to
+    zero: training starts from the cost model and learns the correction."""
+    a = model.affine_inputs(x).double()
+    a1 = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
+    reg = ridge * len(a) * torch.eye(a1.shape[1], dtype=a.dtype)
+    reg[-1, -1] = 0.0  # the intercept is not shrunk
+    coef = torch.linalg.solve(a1.T @ a1 + reg, a1.T @ target.double())
+    model.affine.weight.copy_(coef[:-1].float()[None, :])
+    model.affine.bias.copy_(coef[-1:].float())
+    last = model.net[-1]
+    last.weight.zero_()
+    last.bias.zero_()
+
+
+@torch.no_grad()
 def _eval_loss(model: LatencyMLP, x: torch.Tensor, target: torch.Tensor) -> float:
     model.eval()
     return float(torch.nn.functional.mse_loss(model.forward_normalized(x), target))
@@ -212,6 +235,14 @@ def _eval_loss(model: LatencyMLP, x: torch.Tensor, target: torch.Tensor) -> floa
 def predict_ms(model: LatencyMLP, x: torch.Tensor) -> np.ndarray:
     model.eval()
     return model(x).double().numpy()
+
+
+def ranking(mlp_mape: float, peers: dict[str, dict]) -> dict:
+    """``{"winner": name of the lowest test MAPE ("mlp" or a peer), "beaten_by": peers that beat the
+    served MLP on the same split}``: a served predictor that loses to a peer says so."""
+    scores = {"mlp": mlp_mape, **{name: p["mape"] for name, p in peers.items()}}
+    return {"winner": min(scores, key=scores.get),
+            "beaten_by": sorted((n for n, v in scores.items() if n != "mlp" and v < mlp_mape), key=scores.get)}
 
 
 def fit_predictor(
@@ -245,6 +276,7 @@ def fit_predictor(
         from profiler_server.predictor.peers import evaluate_peers
 
         metrics["peers"] = evaluate_peers(data, split, seed)
+        metrics.update(ranking(metrics["mape"], metrics["peers"]))
     ranges = feature_ranges([data.configs[i] for i in split.train], data.x[split.train])
     return FitResult(
         model=model,

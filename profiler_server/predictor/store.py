@@ -139,4 +139,6 @@ def version_view(row: PredictorVersion) -> dict[str, Any]:
         "n_test": row.n_test,
         "blob_sha256": row.blob_sha256,
         "metrics": row.metrics or {},
+        # peers that beat this version on its own held-out split (empty: the served MLP won)
+        "beaten_by": (row.metrics or {}).get("beaten_by", []),
     }

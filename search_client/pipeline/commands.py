@@ -42,6 +42,9 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-iters", type=int, help="default: the preset's search.finetune_iterations")
     p.add_argument("--target-ms", type=float, help="latency target (default: --target-fraction of the supernet)")
     p.add_argument("--target-fraction", type=float, help="target as a share of the supernet (default 0.5)")
+    p.add_argument("--target-position", type=float,
+                   help="target at this share (0-1) of the way from the smallest to the largest derivable network, "
+                        "measured when the run measures (overrides --target-fraction)")
     p.add_argument("--latency-size", type=_size, metavar="HxW",
                    help="input size at which latency is predicted, measured and targeted (default: the "
                         "preset's: 512x1024 for cityscapes-paper, 256x512 for synthetic-cpu)")
@@ -86,7 +89,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Any, frozenset[str]]:
     flags = {
         "preset": args.preset, "overrides": overrides or None, "pretrain_iters": args.pretrain_iters,
         "search_iters": args.search_iters, "finetune_iters": args.finetune_iters, "target_ms": args.target_ms,
-        "target_fraction": args.target_fraction, "latency_height": size[0], "latency_width": size[1],
+        "target_fraction": args.target_fraction,
+        "target_position": args.target_position, "latency_height": size[0], "latency_width": size[1],
         "device_class": args.device_class, "runtime": args.runtime, "campaign_configs": args.campaign,
         "measure_supernet": args.measure_supernet, "export_tflite": args.tflite,
     }
@@ -101,6 +105,7 @@ def _run_until(until: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         import torch
 
+        from search_client.pipeline.feasible import InfeasibleTarget
         from search_client.pipeline.runner import run_pipeline
         from search_client.pipeline.training import PhaseInterrupted
         from search_client.remote import RemoteError, ServiceUnavailable
@@ -116,11 +121,12 @@ def _run_until(until: str) -> Any:
         except ServiceUnavailable as exc:
             print(f"rtseg-search {args.command}: error: {exc}", file=sys.stderr)
             return 3
-        except RemoteError as exc:
+        except (RemoteError, InfeasibleTarget) as exc:
             raise UsageError(str(exc)) from exc
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
-            _print_outcome(settings, until, report, args.json)
-        return 0
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for the job
+            return 0
+        _print_outcome(settings, until, report, args.json)
+        return outcome_code(report)
 
     return run
 
@@ -161,6 +167,19 @@ def _device_class(settings: Any) -> str:
     return host_device_class()
 
 
+MISSED_TARGET = 4  # exit status of a run whose measured latency misses its target beyond the tolerance
+
+
+def outcome_code(report: dict | None) -> int:
+    """Print the verdict as the last line; MISSED_TARGET when the measurement missed the target."""
+    from search_client.report import verdict
+
+    if report is None:
+        return 0
+    print(verdict(report))
+    return MISSED_TARGET if report.get("missed_target") else 0
+
+
 def _print_outcome(settings: Any, until: str, report: dict | None, as_json: bool) -> None:
     if report is None:
         print(f"{settings.run_dir}: phases up to {until} done")
@@ -188,11 +207,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from search_client.demo import DemoError, run_demo
 
     try:
-        run_demo(full=args.full, out=args.out, threads=args.threads)
+        report = run_demo(full=args.full, out=args.out, threads=args.threads)
     except DemoError as exc:
         print(f"rtseg-search demo: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return outcome_code(report)
 
 
 COMMANDS: dict[str, Command] = {

@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
 
+def beaten_warning(metrics: dict) -> str | None:
+    """A line when the served predictor lost to a peer on its own held-out split (None if it won)."""
+    beaten = metrics.get("beaten_by") or []
+    if not beaten:
+        return None
+    peers = metrics.get("peers") or {}
+    figures = ", ".join(f"{n} {peers[n]['mape']:.1f} %" if n in peers else n for n in beaten)
+    return (f"its held-out MAPE {metrics.get('mape', float('nan')):.1f} % loses to {figures}; latency figures "
+            "of this run are less reliable (measure more configs and refit)")
+
+
 def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
     """The state dict of a ``model.pt`` (the trainer's final file) or of a training checkpoint."""
     from search_client.train.checkpoint import load_checkpoint
@@ -95,6 +106,9 @@ class PipelineContext:
             if isinstance(fetched, Exception):
                 raise fetched
             self._predictor = fetched
+            warning = beaten_warning(fetched.meta.get("metrics") or {})
+            if warning:
+                self.say(f"warning: predictor v{fetched.version} for {self.device_class}: {warning}")
         return self._predictor
 
     def _fetch_predictor(self) -> FetchedPredictor:

@@ -6,22 +6,28 @@ when too fast) until the predicted latency is within the tolerance. It does so b
 weights just across the threshold, so the derived network still equals the gated supernet exactly.
 
 A sum of block predictions misses a whole network by what no block sees (graph-level fusion, memory
-traffic between blocks, per-op overheads). So when the run measures, the derived network is exported
-and measured on the target device, and while the measurement misses the target the predicted target
-is re-aimed by measured/predicted of that network and the gates are fitted again (``calibrate_rounds``).
-Only the architecture matters for latency, so the untrained derived weights measure like the final ones.
+traffic between blocks, per-op overheads). So when the run measures, each derived candidate is
+exported and measured on the target device (``derive_repeats`` jobs, the statistic the predictor
+learned, see ``measuring``), and while the measurement misses the target the next predicted aim is
+set from every (predicted, measured) pair of the run: interpolated between the two nearest
+candidates that bracket the target, else the measured/predicted ratio of the nearest one. The run
+keeps the candidate measured nearest the target, never a later one that landed farther.
+Only the architecture matters for latency, so the untrained derived weights measure like the final
+ones; the measure phase checks that on the trained network.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from search_client.count import inference_params
 from search_client.pipeline.context import PipelineContext
+from search_client.pipeline.measuring import predictor_statistic, summarize_jobs
 from search_client.remote import RemoteError
 from search_client.search.derive import derive, subnet_spec
 from search_client.search.gates import THRESHOLD, ChannelGate, gates_of
@@ -94,53 +100,110 @@ def max_output_difference(a: nn.Module, b: nn.Module, size: tuple[int, int], see
     return float((a.eval()(x) - b.to(device).eval()(x)).abs().max())
 
 
-def measure_network(ctx: PipelineContext, model: nn.Module, name: str) -> float:
-    """Median latency (ms) of ``model`` measured on the run's target device, batch 1 (exported from
-    the CPU: ``model`` moves there)."""
+def measure_network(ctx: PipelineContext, model: nn.Module, name: str, repeats: int, statistic: str) -> dict:
+    """``repeats`` jobs of ``model`` on the run's target device (batch 1, exported from the CPU:
+    ``model`` moves there), summarized by ``measuring.summarize_jobs``."""
     from search_client.pipeline.finish import export_input, export_onnx
 
     client = ctx.require_client()
     onnx_bytes = export_onnx(model.cpu(), export_input(ctx.latency_size))
-    job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name)
-    return float(client.wait_job(int(job["job_id"]))["median_ms"])
+    jobs = []
+    for i in range(repeats):
+        job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name, repeat=i > 0)
+        jobs.append(client.wait_job(int(job["job_id"])))
+    return summarize_jobs(jobs, statistic)
 
 
-def calibrate(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, target: float) -> list[dict]:
-    """Measure the derived network; while it misses ``target`` by more than the tolerance, re-aim the
-    predicted target by measured/predicted and fit the gates again. One row per measurement."""
-    size, tol = ctx.latency_size, ctx.settings.target_tolerance
+def next_aim(pairs: Sequence[dict], target: float) -> float:
+    """The predicted latency to aim the gates at next, from every (predicted, measured) pair so far:
+    linear between the nearest pair below and the nearest above the target when they bracket it
+    (and are ordered alike in prediction), else the target scaled by predicted/measured of the
+    candidate measured nearest the target."""
+    below = [r for r in pairs if r["measured_ms"] <= target]
+    above = [r for r in pairs if r["measured_ms"] > target]
+    if below and above:
+        lo = max(below, key=lambda r: r["measured_ms"])
+        hi = min(above, key=lambda r: r["measured_ms"])
+        if hi["predicted_ms"] > lo["predicted_ms"]:
+            t = (target - lo["measured_ms"]) / (hi["measured_ms"] - lo["measured_ms"])
+            return lo["predicted_ms"] + t * (hi["predicted_ms"] - lo["predicted_ms"])
+    nearest = min(pairs, key=lambda r: abs(r["measured_ms"] / target - 1))
+    return target * nearest["predicted_ms"] / nearest["measured_ms"]
+
+
+def _gate_state(supernet: nn.Module) -> list[torch.Tensor]:
+    return [g.weight.detach().clone() for g in gates_of(supernet)]
+
+
+@torch.no_grad()
+def _restore_gates(supernet: nn.Module, state: list[torch.Tensor]) -> None:
+    for g, w in zip(gates_of(supernet), state, strict=True):
+        g.weight.copy_(w)
+
+
+def calibrate(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, target: float,
+              statistic: str, anchors: Sequence[dict] = ()) -> list[dict]:
+    """Measure derived candidates until one lands within the tolerance of ``target`` (or the rounds
+    run out); leave ``supernet``'s gates at the candidate measured nearest the target. One row per
+    candidate; the kept one has ``"chosen": True``. ``anchors``: (predicted, measured) pairs of other
+    networks of this supernet measured in this run (the derivable extremes), used for aiming only."""
+    size, tol, s = ctx.latency_size, ctx.settings.target_tolerance, ctx.settings
     rows: list[dict] = []
-    for i in range(ctx.settings.calibrate_rounds):
+    states: list[list[torch.Tensor]] = []
+    for i in range(s.calibrate_rounds):
         compact = derive(supernet).eval()
         predicted = predicted_ms(compact, predictor, size)
+        if any(abs(r["predicted_ms"] - predicted) < 1e-9 for r in rows):
+            ctx.say(f"[derive] the re-aimed gates gave a candidate measured already ({predicted:.2f} ms predicted)")
+            break
         try:
-            measured = measure_network(ctx, compact, f"{ctx.settings.name}-derive-{i}")
+            m = measure_network(ctx, compact, f"{s.name}-derive-{i}", s.derive_repeats, statistic)
         except RemoteError as exc:  # an unreachable farm must not stop an overnight run here
             ctx.say(f"[derive] warning: calibration skipped, the derived network could not be measured: {exc}")
             break
-        ratio = measured / predicted
-        rows.append({"predicted_ms": predicted, "measured_ms": measured, "ratio": ratio,
-                     "measured_vs_target": measured / target - 1})
-        ctx.say(f"[derive] calibration {i + 1}: measured {measured:.2f} ms, predicted {predicted:.2f} ms, "
-                f"target {target:.2f} ms")
-        if abs(measured / target - 1) <= tol or i + 1 == ctx.settings.calibrate_rounds:
+        measured = m["ms"]
+        rows.append({"predicted_ms": predicted, "measured_ms": measured, "median_ms": m["median_ms"],
+                     "repeats_ms": m["repeats_ms"], "statistic": statistic, "ratio": measured / predicted,
+                     "measured_vs_target": measured / target - 1, "gmacs": gmacs(compact, size)})
+        states.append(_gate_state(supernet))
+        ctx.say(f"[derive] candidate {i + 1}: measured {measured:.2f} ms ({statistic} over {s.derive_repeats} jobs: "
+                f"{', '.join(f'{v:.2f}' for v in m['repeats_ms'])}; median {m['median_ms']:.2f}), "
+                f"predicted {predicted:.2f} ms, target {target:.2f} ms")
+        if abs(measured / target - 1) <= tol or i + 1 == s.calibrate_rounds:
             break
-        aim = target / ratio
-        fit = fit_to_target(supernet, predictor, aim, size, tol / 2)
-        ctx.say(f"[derive] re-aimed the predicted target to {aim:.2f} ms -> {fit['after_ms']:.2f} ms predicted")
+        aim = next_aim([*anchors, *rows], target)
+        fit = fit_to_target(supernet, predictor, aim, size, tol / 3)
+        ctx.say(f"[derive] next predicted aim {aim:.2f} ms (from {len(rows)} measured candidates) -> "
+                f"{fit['after_ms']:.2f} ms predicted")
+    if rows:
+        best = min(range(len(rows)), key=lambda j: abs(rows[j]["measured_vs_target"]))
+        rows[best]["chosen"] = True
+        _restore_gates(supernet, states[best])
+        if best != len(rows) - 1:
+            ctx.say(f"[derive] keeping candidate {best + 1} ({rows[best]['measured_ms']:.2f} ms measured), the "
+                    "nearest to the target")
     return rows
 
 
 def run_derive(ctx: PipelineContext) -> dict:
     fetched = ctx.predictor()
     supernet = ctx.searched_supernet()
-    target = ctx.state.result("search")["target_ms"]
+    target = ctx.state.result("search")["target_ms"]  # in measured ms (the predictor's statistic)
     size = ctx.latency_size
-    fit = fit_to_target(supernet, fetched.model, target, size, ctx.settings.target_tolerance)
+    search = ctx.state.result("search")
+    aim = search.get("aim_ms", target)
+    fit = fit_to_target(supernet, fetched.model, aim, size, ctx.settings.target_tolerance / 3)
     if abs(fit["after_ms"] - fit["before_ms"]) > 1e-9:
-        ctx.say(f"[derive] searched network predicted {fit['before_ms']:.2f} ms vs target {target:.2f} ms: "
+        ctx.say(f"[derive] searched network predicted {fit['before_ms']:.2f} ms vs predicted aim {aim:.2f} ms: "
                 f"moved gates across the threshold -> {fit['after_ms']:.2f} ms")
-    calibration = calibrate(ctx, supernet, fetched.model, target) if ctx.settings.measure else []
+    statistic = predictor_statistic(fetched.meta)
+    feasible = search.get("feasible") or {}
+    anchors = ([{"predicted_ms": p, "measured_ms": m} for p, m in zip(feasible["predicted"], feasible["measured"],
+                                                                       strict=True)]
+               if feasible.get("measured") else [])
+    calibration = (calibrate(ctx, supernet, fetched.model, target, statistic, anchors)
+                   if ctx.settings.measure else [])
+    chosen = next((c for c in calibration if c.get("chosen")), None)
     compact = derive(supernet).eval()
     spec = subnet_spec(supernet)
     folder = ctx.state.phase_dir("derive")
@@ -156,6 +219,8 @@ def run_derive(ctx: PipelineContext) -> dict:
         "target_ms": target,
         "fit": fit,
         "calibration": calibration,
+        "statistic": statistic,
+        "untrained_measured_ms": chosen["measured_ms"] if chosen else None,
         "predicted_ms_local": predicted_ms(compact, fetched.model, size),
         "gmacs": gmacs(compact, size),
         "params_m": inference_params(compact) / 1e6,

@@ -17,6 +17,7 @@ from search_client.count import inference_params
 from search_client.eval import evaluate
 from search_client.pipeline.context import PipelineContext
 from search_client.pipeline.derivation import gmacs
+from search_client.pipeline.measuring import predictor_statistic, summarize_jobs
 from search_client.pipeline.state import write_json_atomic
 from search_client.search.latency import network_blocks
 from shared.export import export_module_onnx, export_module_tflite, sha256_bytes, tflite_available
@@ -122,15 +123,15 @@ def _measure_file(ctx: PipelineContext, path: Path, name: str, job_file: Path, r
     return {"job_id": job["job_id"], **measurement}
 
 
-def _measure_repeated(ctx: PipelineContext, path: Path, name: str, folder: Path, repeats: int) -> dict:
-    """``repeats`` separate jobs of one network, one after another; the job with the median median
-    stands for them, with every job's median and their spread beside it (one job can land on a
-    moment of interference: on a shared host a 40 % slower second was seen)."""
+def _measure_repeated(ctx: PipelineContext, path: Path, name: str, folder: Path, repeats: int,
+                      statistic: str) -> dict:
+    """``repeats`` separate jobs of one network, one after another, summarized by
+    ``measuring.summarize_jobs`` (one job can land on a moment of interference)."""
     runs = [_measure_file(ctx, path, name, folder / f"job-{i}.json", repeat=i > 0) for i in range(repeats)]
-    medians = [r["median_ms"] for r in runs]
-    chosen = sorted(runs, key=lambda r: r["median_ms"])[len(runs) // 2]
-    spread = (max(medians) - min(medians)) / chosen["median_ms"]
-    return {**chosen, "repeats_ms": medians, "repeat_spread": spread}
+    summary = summarize_jobs(runs, statistic)
+    chosen = min(runs, key=lambda r: abs(float(r[statistic]) - summary["ms"]))
+    return {**{k: v for k, v in chosen.items() if k != "samples_ms"}, **summary,
+            "job_ids": [r["job_id"] for r in runs]}
 
 
 def run_measure(ctx: PipelineContext) -> dict:
@@ -139,18 +140,29 @@ def run_measure(ctx: PipelineContext) -> dict:
     compact, supernet = ctx.compact("finetune"), ctx.pretrained_supernet()
     pred = client.predict(ctx.device_class, s.runtime, network_blocks(compact, *size))
     sup_pred = client.predict(ctx.device_class, s.runtime, network_blocks(supernet, *size))
+    statistic = predictor_statistic(ctx.predictor().meta)
     out = {"predicted_ms": pred["total_ms"], "block_ms": pred["block_ms"], "predictor": pred["predictor"],
-           "supernet_predicted_ms": sup_pred["total_ms"], "measured_ms": None, "supernet_measured_ms": None}
+           "supernet_predicted_ms": sup_pred["total_ms"], "measured_ms": None, "supernet_measured_ms": None,
+           "statistic": statistic}
     if not s.measure:
         return out
     folder = ctx.state.phase_dir("measure")
     export = ctx.state.result("export")
-    m = _measure_repeated(ctx, Path(export["onnx"]), f"{s.name}-compact", folder, s.measure_repeats)
+    m = _measure_repeated(ctx, Path(export["onnx"]), f"{s.name}-compact", folder, s.measure_repeats, statistic)
     # Host devices share their cores with everything else running: keep the load next to the number.
-    out.update(measured_ms=m["median_ms"], measurement=m, host_load_avg=os.getloadavg())
-    ctx.say(f"[measure] measured {m['median_ms']:.2f} ms, the median of "
-            f"{', '.join(f'{v:.2f}' for v in m['repeats_ms'])} ms (predicted {pred['total_ms']:.2f} ms)")
+    out.update(measured_ms=m["ms"], measured_median_ms=m["median_ms"], measurement=m, host_load_avg=os.getloadavg())
+    ctx.say(f"[measure] measured {m['ms']:.2f} ms, the median {statistic} of "
+            f"{', '.join(f'{v:.2f}' for v in m['repeats_ms'])} ms (job medians "
+            f"{', '.join(f'{v:.2f}' for v in m['repeats_median_ms'])}; predicted {pred['total_ms']:.2f} ms)")
+    untrained = ctx.state.result("derive").get("untrained_measured_ms")
+    if untrained:
+        out["trained_vs_untrained"] = m["ms"] / untrained - 1
+        if abs(out["trained_vs_untrained"]) > s.target_tolerance:
+            ctx.say(f"[measure] warning: the trained network measures {m['ms']:.2f} ms, the untrained candidate of "
+                    f"the same architecture {untrained:.2f} ms: trained weights change the latency on this device")
     if s.measure_supernet and export.get("supernet_onnx"):
-        ms = _measure_file(ctx, Path(export["supernet_onnx"]), f"{s.name}-supernet", folder / "supernet_job.json")
-        out.update(supernet_measured_ms=ms["median_ms"], supernet_measurement=ms)
+        sup = _measure_repeated(ctx, Path(export["supernet_onnx"]), f"{s.name}-supernet", folder / "supernet",
+                                s.measure_repeats, statistic)
+        out.update(supernet_measured_ms=sup["ms"], supernet_measured_median_ms=sup["median_ms"],
+                   supernet_measurement=sup)
     return out

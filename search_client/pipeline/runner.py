@@ -100,8 +100,12 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
     calibration = derive.get("calibration", [])
     if len(calibration) > 1:
         steps = " -> ".join(f"{c['measured_ms']:.2f}" for c in calibration)
-        notes.append(f"derivation measured the derived network and re-aimed at the target by measured/predicted: "
-                     f"{steps} ms measured (whole-network ratio {calibration[0]['ratio']:.3f})")
+        kept = next((i + 1 for i, c in enumerate(calibration) if c.get("chosen")), len(calibration))
+        notes.append(f"derivation measured {len(calibration)} candidates ({steps} ms, "
+                     f"{calibration[0].get('statistic', 'median_ms')}) and kept candidate {kept}, the nearest to the target")
+    if meas.get("trained_vs_untrained") is not None and abs(meas["trained_vs_untrained"]) > settings.target_tolerance:
+        notes.append(f"the trained network measures {100 * meas['trained_vs_untrained']:+.1f} % from its untrained "
+                     "candidate of the same architecture (trained weights change the latency on this device)")
     if search["predictor"].get("offline"):
         notes.append("the search ran on a cached predictor (profiler service unreachable)")
     return {
@@ -125,6 +129,15 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         "iterations": {"pretrain": pretrain.get("iterations"), "search": search.get("iterations"),
                        "finetune": finetune.get("iterations")},
         "measurement": {k: v for k, v in (meas.get("measurement") or {}).items() if k != "samples_ms"},
+        "statistic": meas.get("statistic", "median_ms"), "tolerance": settings.target_tolerance,
+        "measured_median_ms": meas.get("measured_median_ms"),
+        "supernet_measured_median_ms": meas.get("supernet_measured_median_ms"),
+        "untrained_measured_ms": derive.get("untrained_measured_ms"),
+        "trained_vs_untrained": meas.get("trained_vs_untrained"),
+        # What each mIoU cost: the supernet is the pretrained one; the searched network also had the
+        # search and its own fine-tuning.
+        "training_budget": {"supernet": pretrain.get("iterations"),
+                            "searched": sum(x.get("iterations") or 0 for x in (pretrain, search, finetune))},
         "host_load_avg": meas.get("host_load_avg"),
         "notes": notes,
     }

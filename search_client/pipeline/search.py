@@ -25,7 +25,10 @@ from torch import nn
 
 from search_client.pipeline.campaign import await_campaign_predictor
 from search_client.pipeline.context import PipelineContext, load_weights
+from search_client.pipeline.feasible import check_target, derivable_range
+from search_client.pipeline.measuring import predictor_statistic
 from search_client.pipeline.training import TeacherDistill, train_phase
+from search_client.remote import FetchedPredictor, RemoteError
 from search_client.search.gumbel import temperature_at
 from search_client.search.latency import expected_latency, latency_loss, network_blocks, predict_blocks
 from search_client.train import StepInputs, TrainParts, seed_everything
@@ -113,9 +116,48 @@ def search_parts(ctx: PipelineContext, student: nn.Module, teacher: nn.Module, l
     )
 
 
-def resolve_target(ctx: PipelineContext, supernet_ms: float) -> float:
+def feasible_range(ctx: PipelineContext, fetched: FetchedPredictor) -> dict:
+    """The smallest and largest derivable network (``feasible``): predicted, and measured with the
+    predictor's statistic when the run measures. ``{"predicted": [lo, hi], "measured": [lo, hi] | None}``."""
+    from search_client.pipeline.derivation import measure_network
+    from search_client.search.derive import derive
+
+    r = derivable_range(ctx.build_supernet, fetched.model, ctx.latency_size)
+    out: dict = {"predicted": [r["smallest_ms"], r["largest_ms"]], "measured": None}
+    if ctx.settings.measure:
+        statistic = predictor_statistic(fetched.meta)
+        try:
+            measured = [measure_network(ctx, derive(r[k]).eval(), f"{ctx.settings.name}-{k}", ctx.settings.derive_repeats,
+                                        statistic)["ms"] for k in ("smallest", "largest")]
+            out["measured"] = measured
+        except RemoteError as exc:
+            ctx.say(f"[search] warning: the derivable range could not be measured ({exc}); using the predicted one")
+    return out
+
+
+def resolve_target(ctx: PipelineContext, supernet_ms: float, feasible: dict) -> float:
+    """The target in ms (the statistic the predictor learned), checked against the derivable range:
+    ``target_ms`` as given, else ``target_position`` of the way from the smallest to the largest
+    derivable network (measured where measured), else ``target_fraction`` of the supernet's prediction."""
     s = ctx.settings
-    return s.target_ms or ctx.cfg.search.target_ms or s.target_fraction * supernet_ms
+    basis, what = (feasible["measured"], "measured") if feasible["measured"] else (feasible["predicted"], "predicted")
+    target = s.target_ms or ctx.cfg.search.target_ms
+    if not target and s.target_position is not None:
+        target = basis[0] + s.target_position * (basis[1] - basis[0])
+    target = target or s.target_fraction * supernet_ms
+    check_target(target, basis[0], basis[1], what)
+    return target
+
+
+def predicted_aim(target: float, feasible: dict) -> float:
+    """The predicted latency that should measure ``target``: linear between the two measured extremes
+    (what a sum of block predictions misses grows with the network), the target itself if unmeasured."""
+    if not feasible["measured"]:
+        return target
+    (p_lo, p_hi), (m_lo, m_hi) = feasible["predicted"], feasible["measured"]
+    if m_hi <= m_lo:
+        return target
+    return p_lo + (target - m_lo) * (p_hi - p_lo) / (m_hi - m_lo)
 
 
 def run_search(ctx: PipelineContext) -> dict:
@@ -127,12 +169,17 @@ def run_search(ctx: PipelineContext) -> dict:
     if not math.isfinite(supernet_ms) or supernet_ms <= 0:
         raise ValueError(f"predictor v{fetched.version} for {ctx.device_class} predicts {supernet_ms} ms for the "
                          "supernet: refit it (POST /v1/predictors) on more measurements of this space")
-    target = resolve_target(ctx, supernet_ms)
-    ctx.say(f"[search] target {target:.2f} ms (supernet predicted {supernet_ms:.2f} ms on {ctx.device_class}, "
-            f"predictor v{fetched.version})")
+    feasible = feasible_range(ctx, fetched)
+    lo, hi = feasible["measured"] or feasible["predicted"]
+    ctx.say(f"[search] derivable networks: {feasible['predicted'][0]:.2f}-{feasible['predicted'][1]:.2f} ms predicted"
+            + (f", {lo:.2f}-{hi:.2f} ms measured" if feasible["measured"] else ""))
+    target = resolve_target(ctx, supernet_ms, feasible)
+    aim = predicted_aim(target, feasible)
+    ctx.say(f"[search] target {target:.2f} ms, predicted aim {aim:.2f} ms (supernet predicted {supernet_ms:.2f} ms on "
+            f"{ctx.device_class}, predictor v{fetched.version})")
     student = search_student(ctx, load_weights(ctx.state.result("pretrain")["model"]))
     on_device = copy.deepcopy(fetched.model).to(ctx.device)  # the regularizer runs beside the student
-    latency = LatencyTerm(student, on_device, target, ctx.latency_size, ctx.cfg.search.reg_mode)
+    latency = LatencyTerm(student, on_device, aim, ctx.latency_size, ctx.cfg.search.reg_mode)
     calls_before = ctx.require_client().calls
     tic = time.perf_counter()
     result = train_phase(ctx, "search", student, search_parts(ctx, student, teacher, latency))
@@ -141,6 +188,8 @@ def run_search(ctx: PipelineContext) -> dict:
     return {
         **result,
         "target_ms": target,
+        "aim_ms": aim,
+        "feasible": feasible,
         "supernet_predicted_ms": supernet_ms,
         "expected_ms": latency.last_ms,
         "paths": choice["paths"],

@@ -40,6 +40,9 @@ class PipelineSettings(BaseModel):
     # latency target: target_ms, or target_fraction x the supernet's predicted latency
     target_ms: float | None = Field(None, gt=0)
     target_fraction: float = Field(0.5, gt=0, le=1)
+    target_position: float | None = Field(
+        None, ge=0, le=1, description="target at this share of the way from the smallest to the largest derivable "
+                                      "network (measured when the run measures); overrides target_fraction")
     target_tolerance: float = Field(0.1, ge=0, lt=1, description="derivation keeps predicted ms within this of target")
     gate_lr: float = Field(0.01, gt=0, description="Adam lr of the DWBC gate weights")
     gate_init: float = Field(0.6, gt=0, description="PaS gate initial value (threshold 0.5)")
@@ -60,9 +63,10 @@ class PipelineSettings(BaseModel):
     measure_repeats: int = Field(
         3, ge=1, le=10, description="separate measurement jobs of the final network; measured_ms is their median")
     calibrate_rounds: int = Field(
-        3, ge=0, le=10,
-        description="derive: measure the compact network on the device and re-aim the predicted target by "
-                    "measured/predicted while the measurement misses the target (needs measure)")
+        4, ge=0, le=10,
+        description="derive: measured candidates at most; while one misses the target the next predicted aim "
+                    "comes from every (predicted, measured) pair so far (needs measure)")
+    derive_repeats: int = Field(2, ge=1, le=10, description="derive: measurement jobs per candidate")
     campaign_configs: int = Field(
         0, ge=0, le=50_000,
         description="when the device class has no predictor for the runtime: measure this many block configs of "
@@ -155,7 +159,8 @@ IDENTITY = frozenset({"name", "runs_dir"})
 # The phase that first uses each setting: once it has started, the setting is pinned.
 PINNED_BY: dict[str, str] = {
     "preset": "pretrain", "pretrain_iters": "pretrain",
-    "search_iters": "search", "target_ms": "search", "target_fraction": "search", "gate_lr": "search",
+    "search_iters": "search", "target_ms": "search", "target_fraction": "search", "target_position": "search",
+    "gate_lr": "search",
     "gate_init": "search", "latency_height": "search", "latency_width": "search", "device_class": "search",
     "runtime": "search", "campaign_configs": "search",
     "target_tolerance": "derive", "calibrate_rounds": "derive",
@@ -168,6 +173,7 @@ OVERRIDE_PINNED_BY: dict[str, str] = {"search.finetune_iterations": "finetune", 
 FLAGS: dict[str, str] = {
     "preset": "--preset", "pretrain_iters": "--pretrain-iters", "search_iters": "--search-iters",
     "finetune_iters": "--finetune-iters", "target_ms": "--target-ms", "target_fraction": "--target-fraction",
+    "target_position": "--target-position",
     "latency_height": "--latency-size", "latency_width": "--latency-size", "device_class": "--device-class",
     "runtime": "--runtime", "campaign_configs": "--campaign", "measure_supernet": "--measure-supernet", "export_tflite": "--tflite",
 }

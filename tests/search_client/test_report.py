@@ -41,3 +41,19 @@ def test_plots_are_png_files(tmp_path):
             assert img.format == "PNG" and img.size[0] > 300
     with pytest.raises(ValueError, match="no training metrics"):
         plot_training_curves({"pretrain": []}, tmp_path / "d.png")
+
+
+def test_report_opens_with_target_measured_and_the_miss(tmp_path):
+    from search_client.pipeline.commands import MISSED_TARGET, outcome_code
+
+    report = {**REPORT, "statistic": "p10_ms", "tolerance": 0.1, "measured_median_ms": 13.5,
+              "training_budget": {"supernet": 150, "searched": 370}}
+    full = write_report(tmp_path, report)
+    assert full["missed_target"]
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert "target 10.00 ms, measured 12.00 ms (p10), +20.0 %: MISSED" in lines[2]
+    md = "\n".join(lines)
+    assert "| 150 | 370 |" in md and "13.500" in md
+    assert outcome_code(full) == MISSED_TARGET
+    ok = write_report(tmp_path, {**report, "measured_ms": 10.5})
+    assert not ok["missed_target"] and outcome_code(ok) == 0

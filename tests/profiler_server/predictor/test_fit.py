@@ -100,3 +100,53 @@ def test_a_config_measured_in_several_sessions_is_labelled_with_its_least_distur
     again = prepare_dataset(cfgs[:1] * 2 + cfgs[1:], [1.3, 1.0, 2.0, 3.0])  # order does not matter
     assert again.y_ms[again.keys.index(cfgs[0].key())] == 1.0
     assert data.noise["n_repeated"] == 1
+
+
+def test_cost_shaped_output_starts_at_the_per_kind_cost_fit_and_saves_round_trip():
+    """Latency a power law of MACs with its own exponent per kind: the cost-shaped start (per-kind
+    affine on log costs) is already right before any epoch, and a saved file rebuilds the same module."""
+    from shared.predictor import dump_predictor, load_predictor
+
+    cfgs = synthetic_configs(120)
+    y = np.array([(0.3 if c.kind == "conv" else 0.1) * (block_macs(c) / 1e6) ** (0.9 if c.kind == "conv" else 0.6)
+                  for c in cfgs])
+    x = encode_blocks(cfgs)
+    settings = TrainSettings(hidden=32, max_epochs=1, patience=1)
+    shaped, _ = train_mlp(x, y, x, y, seed=0, settings=settings)
+    plain, _ = train_mlp(x, y, x, y, seed=0, settings=TrainSettings(hidden=32, max_epochs=1, patience=1,
+                                                                       cost_affine=False))
+    shaped_mape = mape(shaped(x).detach().double().numpy(), y)
+    assert shaped_mape < 3.0
+    assert shaped_mape < mape(plain(x).detach().double().numpy(), y) / 5
+    again = load_predictor(dump_predictor(shaped)).model
+    assert again.cost_affine
+    assert np.allclose(again(x).detach().numpy(), shaped(x).detach().numpy())
+
+
+def test_a_predictor_file_of_format_1_still_loads():
+    import io
+
+    import torch
+
+    from shared.predictor import LatencyMLP, dump_predictor, load_predictor
+
+    model = LatencyMLP(hidden=16)
+    payload = torch.load(io.BytesIO(dump_predictor(model)), weights_only=True)
+    payload["format_version"] = 1
+    del payload["arch"]["cost_affine"]
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    assert not load_predictor(buf.getvalue()).model.cost_affine
+
+
+def test_the_ranking_names_the_winner_and_every_peer_that_beats_the_mlp():
+    from profiler_server.predictor.fit import ranking
+    from search_client.pipeline.context import beaten_warning
+
+    peers = {"random_forest": {"mape": 29.0}, "lookup_table": {"mape": 32.9}, "linear_macs": {"mape": 50.0}}
+    lost = ranking(35.4, peers)
+    assert lost == {"winner": "random_forest", "beaten_by": ["random_forest", "lookup_table"]}
+    line = beaten_warning({"mape": 35.4, "peers": peers, **lost})
+    assert "35.4 %" in line and "random_forest 29.0 %" in line and "lookup_table 32.9 %" in line
+    won = ranking(12.0, peers)
+    assert won == {"winner": "mlp", "beaten_by": []} and beaten_warning({"mape": 12.0, **won}) is None

@@ -1,0 +1,33 @@
+"""One latency statistic from end to end: how a run turns measurement jobs into one figure.
+
+Every figure a run compares with its target (derive calibrations, the final network, the supernet)
+is the same per-job statistic the predictor learned: the p10 of a job's runs by default. On a shared
+host interference only ever adds time, so a job's median is bimodal (two back-to-back jobs of one
+network gave medians 11.3 and 15.1 ms) while its p10 stays put (10.6 and 10.9 ms). A network
+measured in several jobs gets the median of their per-job statistic; the per-job medians are kept
+beside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+DEFAULT_STATISTIC = "p10_ms"
+
+
+def predictor_statistic(meta: dict) -> str:
+    """The per-config statistic a fetched predictor learned (its fit metrics record it)."""
+    return (meta.get("metrics") or {}).get("statistic") or DEFAULT_STATISTIC
+
+
+def summarize_jobs(jobs: Sequence[dict], statistic: str) -> dict:
+    """``{"ms": median over jobs of their ``statistic``, "median_ms": median of their medians,
+    "repeats_ms": per-job statistic, "repeats_median_ms", "repeat_spread", "statistic"}``."""
+    if not jobs:
+        raise ValueError("no measurement jobs to summarize")
+    values = [float(j[statistic]) for j in jobs]
+    medians = [float(j["median_ms"]) for j in jobs]
+    ms = statistics.median(values)
+    return {"ms": ms, "median_ms": statistics.median(medians), "statistic": statistic,
+            "repeats_ms": values, "repeats_median_ms": medians, "repeat_spread": (max(values) - min(values)) / ms}

@@ -1,0 +1,67 @@
+"""The converging derivation, the derivable range and the one statistic of a run."""
+
+import pytest
+
+from search_client.models import build_model
+from search_client.pipeline.derivation import derive, next_aim, predicted_ms
+from search_client.pipeline.feasible import InfeasibleTarget, check_target, derivable_range
+from search_client.pipeline.measuring import summarize_jobs
+from search_client.pipeline.search import predicted_aim
+from tests.search_client.pipeline.tiny import LATENCY_SIZE, TINY_SUPERNET
+
+
+def test_next_aim_interpolates_between_the_candidates_that_bracket_the_target():
+    pairs = [{"predicted_ms": 8.0, "measured_ms": 12.0}, {"predicted_ms": 6.0, "measured_ms": 9.0},
+             {"predicted_ms": 2.0, "measured_ms": 2.5}]
+    # nearest below 9.0 (p 6) and nearest above 12.0 (p 8): 10.5 ms lies halfway
+    assert next_aim(pairs, 10.5) == pytest.approx(7.0)
+
+
+def test_next_aim_without_a_bracket_scales_by_the_nearest_candidate():
+    pairs = [{"predicted_ms": 8.0, "measured_ms": 12.0}, {"predicted_ms": 10.0, "measured_ms": 16.0}]
+    assert next_aim(pairs, 9.0) == pytest.approx(9.0 * 8.0 / 12.0)
+
+
+def test_next_aim_ignores_a_bracket_that_noise_put_out_of_order():
+    pairs = [{"predicted_ms": 8.0, "measured_ms": 9.5}, {"predicted_ms": 7.0, "measured_ms": 10.5}]
+    assert next_aim(pairs, 10.0) == pytest.approx(10.0 * 8.0 / 9.5)
+
+
+def test_jobs_are_summarized_by_the_statistic_with_the_median_beside_it():
+    jobs = [{"p10_ms": 10.6, "median_ms": 11.3}, {"p10_ms": 10.9, "median_ms": 15.1}, {"p10_ms": 10.7, "median_ms": 11.0}]
+    s = summarize_jobs(jobs, "p10_ms")
+    assert s["ms"] == pytest.approx(10.7) and s["median_ms"] == pytest.approx(11.3)
+    assert s["repeats_ms"] == [10.6, 10.9, 10.7] and s["repeat_spread"] == pytest.approx(0.3 / 10.7)
+    with pytest.raises(ValueError):
+        summarize_jobs([], "p10_ms")
+
+
+def test_derivable_range_brackets_every_derived_network(proxy_predictor):
+    import random
+
+    def build():
+        return build_model("supernet", 19, config=TINY_SUPERNET)
+
+    r = derivable_range(build, proxy_predictor, LATENCY_SIZE)
+    assert r["smallest_ms"] < r["largest_ms"]
+    # the extremes derive into networks that predict what the gated supernet predicted
+    assert predicted_ms(derive(r["smallest"]).eval(), proxy_predictor, LATENCY_SIZE) == pytest.approx(r["smallest_ms"], rel=1e-4)
+    rng = random.Random(0)
+    for _ in range(5):
+        net = build()
+        net.install_gates()
+        net.sample_active(rng, widths=True)
+        ms = predicted_ms(derive(net).eval(), proxy_predictor, LATENCY_SIZE)
+        assert r["smallest_ms"] * 0.999 <= ms <= r["largest_ms"] * 1.001
+
+
+def test_a_target_outside_the_derivable_range_is_a_one_line_error_naming_it():
+    check_target(5.0, 2.0, 9.0, "measured")
+    with pytest.raises(InfeasibleTarget, match=r"outside .*2\.00-9\.00 ms \(measured\)"):
+        check_target(1.0, 2.0, 9.0, "measured")
+
+
+def test_the_predicted_aim_maps_a_measured_target_through_the_measured_extremes():
+    feasible = {"predicted": [2.0, 10.0], "measured": [3.0, 15.0]}
+    assert predicted_aim(9.0, feasible) == pytest.approx(6.0)
+    assert predicted_aim(9.0, {"predicted": [2.0, 10.0], "measured": None}) == 9.0
