@@ -110,8 +110,14 @@ def _run_until(until: str) -> Any:
         from search_client.pipeline.training import PhaseInterrupted
         from search_client.remote import RemoteError, ServiceUnavailable
 
+        from search_client.train.ddp import resolve_device
+
         if args.threads:
             torch.set_num_threads(args.threads)
+        try:
+            resolve_device(args.device)  # a missing GPU is told before the farm is asked anything
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
         try:
             settings, client = _checked_settings(args, until)
             report = run_pipeline(settings, until=until, client=client, say=print, max_steps=args.max_steps)

@@ -15,7 +15,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answe
 
 
 def _settings(*argv: str):
-    return settings_from_args(build_parser(COMMANDS).parse_args(["run", *argv]))
+    return settings_from_args(build_parser(COMMANDS).parse_args(["run", *argv]))[0]
 
 
 def test_the_paper_preset_targets_latency_at_512x1024_unless_told_otherwise():

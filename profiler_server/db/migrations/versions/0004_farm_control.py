@@ -1,15 +1,15 @@
 """token revocation time and last use; owners of uploaded networks
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0004_farm_control
+Revises: 0003_lease_owner
 Create Date: 2026-11-30
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0004_farm_control"
+down_revision = "0003_lease_owner"
 branch_labels = None
 depends_on = None
 
@@ -37,6 +37,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("artifact_owners")
-    with op.batch_alter_table("tokens") as batch:
-        batch.drop_column("last_used_at")
-        batch.drop_column("revoked_at")
+    op.drop_column("tokens", "last_used_at")  # plain DROP COLUMN, as in 0003's downgrade
+    op.drop_column("tokens", "revoked_at")
