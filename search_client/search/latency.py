@@ -38,7 +38,7 @@ from shared.config import (
     MHSAConfig,
     StemConfig,
 )
-from shared.costs import block_fields, ceil_div
+from shared.costs import block_fields, ceil_div, macs_of
 from shared.encoding import N_FEATURES, encode_blocks, encode_values
 from shared.predictor import LatencyMLP
 
@@ -255,6 +255,18 @@ def expected_latency(model: nn.Module, predictor: LatencyMLP, height: int, width
     device = next(predictor.parameters()).device
     ms = predictor(feats.to(device))  # (N,)
     return (ms * weights.to(device)).sum()
+
+
+def expected_gmacs(model: nn.Module, height: int, width: int) -> torch.Tensor:
+    """Differentiable expected GMACs of the whole network under the current gates/logits (the soft
+    walk of :func:`expected_latency` through ``shared.costs`` instead of the predictor): the other
+    regularizer of the paper's Eq. 8, on computation instead of latency. With hard gates and fixed
+    paths its value is the analytic MACs of the network the supernet derives."""
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for part in _walk(model, height, width, soft=True):
+        values: dict[str, Width] = {**block_fields(part.cfg), **part.widths}
+        total = total + part.weight * macs_of(part.cfg.kind, values)
+    return total / 1e9
 
 
 def latency_loss(expected_ms: torch.Tensor, target_ms: float, mode: RegMode = "one-sided") -> torch.Tensor:
