@@ -39,6 +39,11 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-iters", type=int, help="default: the preset's search.finetune_iterations")
     p.add_argument("--target-ms", type=float, help="latency target (default: --target-fraction of the supernet)")
     p.add_argument("--target-fraction", type=float, default=0.5, help="target as a share of the supernet (0.5)")
+    p.add_argument("--target-gmacs", type=float,
+                   help="GMACs target at --gmacs-size instead of a latency target: the search regularizes and the "
+                        "derivation holds the analytic GMACs")
+    p.add_argument("--gmacs-size", type=_size, default=(512, 1024), metavar="HxW",
+                   help="input size at which GMACs are counted for --target-gmacs (default 512x1024)")
     p.add_argument("--latency-size", type=_size, default=(256, 512), metavar="HxW",
                    help="input size at which latency is predicted and measured (default 256x512)")
     p.add_argument("--device-class", help="target device class (default: this host, host/<cpu>)")
@@ -69,7 +74,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     return PipelineSettings(
         name=args.name, runs_dir=args.runs, preset=args.preset, overrides=overrides,
         pretrain_iters=args.pretrain_iters, search_iters=args.search_iters, finetune_iters=args.finetune_iters,
-        target_ms=args.target_ms, target_fraction=args.target_fraction,
+        target_ms=args.target_ms, target_fraction=args.target_fraction, target_gmacs=args.target_gmacs,
+        gmacs_height=args.gmacs_size[0], gmacs_width=args.gmacs_size[1],
         latency_height=args.latency_size[0], latency_width=args.latency_size[1],
         device_class=args.device_class, runtime=args.runtime, server=args.server, token=args.token,
         cache_dir=args.cache_dir, measure=not args.no_measure, measure_supernet=args.measure_supernet,

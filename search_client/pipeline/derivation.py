@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -70,10 +71,15 @@ def _flip(movable: list[tuple[float, ChannelGate, int]], prune: bool) -> int:
     return flipped
 
 
-def fit_to_target(model: nn.Module, predictor: LatencyMLP, target: float, size: tuple[int, int], tol: float) -> dict:
-    """Flip gates across the threshold until the predicted latency is within ``tol`` of ``target``."""
+def fit_to_target(
+    model: nn.Module, predictor: LatencyMLP, target: float, size: tuple[int, int], tol: float,
+    cost: Callable[[nn.Module], float] | None = None,
+) -> dict:
+    """Flip gates across the threshold until the predicted latency (or ``cost(model)``, e.g. GMACs)
+    is within ``tol`` of ``target``. The result's ``*_ms`` keys hold that cost."""
     gates = gates_of(model)
-    before = ms = predicted_ms(model, predictor, size)
+    cost = cost or (lambda m: predicted_ms(m, predictor, size))
+    before = ms = cost(model)
     rounds = 0
     for rounds in range(MAX_ROUNDS):  # noqa: B007 (rounds is reported)
         prune = ms > target * (1 + tol)
@@ -82,7 +88,7 @@ def fit_to_target(model: nn.Module, predictor: LatencyMLP, target: float, size: 
         movable = _movable(gates, prune)
         if not movable or _flip(movable, prune) == 0:
             break
-        ms = predicted_ms(model, predictor, size)
+        ms = cost(model)
     return {"before_ms": before, "after_ms": ms, "rounds": rounds, "within": abs(ms / target - 1) <= tol}
 
 
@@ -129,16 +135,32 @@ def calibrate(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, 
     return rows
 
 
+def fit_gmacs(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, search: dict) -> dict:
+    """Hold the analytic GMACs of the derived network within the tolerance of the GMACs target."""
+    target, size = search["target_gmacs"], tuple(search["gmacs_size"])
+    fit = fit_to_target(supernet, predictor, target, size, ctx.settings.target_tolerance,
+                        cost=lambda m: gmacs(m, size))  # fmt: skip
+    ctx.say(f"[derive] searched network {fit['before_ms']:.2f} GMACs vs target {target:.2f} GMACs at "
+            f"{size[0]}x{size[1]} -> {fit['after_ms']:.2f} GMACs")
+    return {"before_gmacs": fit["before_ms"], "after_gmacs": fit["after_ms"], "rounds": fit["rounds"],
+            "within": fit["within"], "target_gmacs": target}
+
+
 def run_derive(ctx: PipelineContext) -> dict:
     fetched = ctx.predictor()
     supernet = ctx.searched_supernet()
-    target = ctx.state.result("search")["target_ms"]
+    search = ctx.state.result("search")
+    target = search["target_ms"]
     size = ctx.latency_size
-    fit = fit_to_target(supernet, fetched.model, target, size, ctx.settings.target_tolerance)
-    if abs(fit["after_ms"] - fit["before_ms"]) > 1e-9:
-        ctx.say(f"[derive] searched network predicted {fit['before_ms']:.2f} ms vs target {target:.2f} ms: "
-                f"moved gates across the threshold -> {fit['after_ms']:.2f} ms")
-    calibration = calibrate(ctx, supernet, fetched.model, target) if ctx.settings.measure else []
+    if search.get("target_gmacs"):
+        fit = fit_gmacs(ctx, supernet, fetched.model, search)
+        calibration: list[dict] = []  # the GMACs target holds; no latency re-aiming
+    else:
+        fit = fit_to_target(supernet, fetched.model, target, size, ctx.settings.target_tolerance)
+        if abs(fit["after_ms"] - fit["before_ms"]) > 1e-9:
+            ctx.say(f"[derive] searched network predicted {fit['before_ms']:.2f} ms vs target {target:.2f} ms: "
+                    f"moved gates across the threshold -> {fit['after_ms']:.2f} ms")
+        calibration = calibrate(ctx, supernet, fetched.model, target) if ctx.settings.measure else []
     compact = derive(supernet).eval()
     spec = subnet_spec(supernet)
     folder = ctx.state.phase_dir("derive")

@@ -39,6 +39,11 @@ class PipelineSettings(BaseModel):
     target_ms: float | None = Field(None, gt=0)
     target_fraction: float = Field(0.5, gt=0, le=1)
     target_tolerance: float = Field(0.1, ge=0, lt=1, description="derivation keeps predicted ms within this of target")
+    # GMACs target (Eq. 8's regularizer on computation): when set, the search regularizes and the
+    # derivation holds the analytic GMACs at gmacs_height x gmacs_width instead of the latency
+    target_gmacs: float | None = Field(None, gt=0)
+    gmacs_height: int = Field(512, ge=32)
+    gmacs_width: int = Field(1024, ge=32)
     gate_lr: float = Field(0.01, gt=0, description="Adam lr of the DWBC gate weights")
     gate_init: float = Field(0.6, gt=0, description="PaS gate initial value (threshold 0.5)")
     # resolution at which latency is predicted, exported and measured (batch 1)
