@@ -65,7 +65,7 @@ def pretrain(model: torch.nn.Module, batches: list, steps: int, lr: float) -> li
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
