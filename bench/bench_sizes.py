@@ -132,6 +132,8 @@ def main() -> int:
             "expected_gmacs_curve": result["expected_gmacs_curve"], "seconds": time.perf_counter() - tic,
             "spec": result["spec"],
         }  # fmt: skip
+        print(f"{name}: searched {result['searched_gmacs']:.2f} GMACs, derived {counted['gmacs']:.2f} GMACs / "
+              f"{counted['params_m']:.2f} M params (target {target}; {rows[name]['seconds']:.0f} s)", flush=True)
     print(f"\n{'network':10s} {'target':>8s} {'searched':>9s} {'derived':>8s} {'vs target':>9s} {'params':>8s} "
           f"{'paper params':>12s}")
     print(f"{'supernet':10s} {'':>8s} {'':>9s} {full['gmacs']:8.2f} {'':>9s} {full['params_m']:7.2f}M {24.43:11.2f}M")
