@@ -61,23 +61,50 @@ def count_model(arch: str, height: int, width: int, num_classes: int = 19, **kw:
     return count_module(model, height, width)
 
 
+def smallest_spec(num_classes: int = 19, config: dict | None = None) -> dict:
+    """Spec of the smallest network the supernet can derive: every mixed block skipped and every
+    DWBC gate at its floor (the default gates of ``RTSegSupernet.install_gates``)."""
+    from search_client.search.derive import subnet_spec
+
+    supernet = build_model("supernet", num_classes, **({"config": config} if config else {}))
+    gates = supernet.install_gates()
+    with torch.no_grad():
+        for gate in gates:
+            gate.weight.zero_()  # below the threshold: each gate keeps its floor
+    supernet.set_active(["skip"] * len(supernet.mixed_blocks()))
+    return subnet_spec(supernet.eval())
+
+
 def count_main(argv: Sequence[str] | None = None) -> int:
-    """``rtseg-search count --arch NAME --height H --width W [--classes K] [--spec FILE] [--json]``."""
+    """``rtseg-search count --arch NAME --height H --width W [--classes K] [--spec FILE] [--smallest]
+    [--json]``."""
     parser = argparse.ArgumentParser(prog="rtseg-search count", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(available_archs())}")
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--spec", help="subnet spec JSON file (for --arch subnet)")
+    parser.add_argument(
+        "--smallest", action="store_true",
+        help="with --arch supernet: the smallest derivable network (every mixed block skipped, every gate at its floor)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.smallest and args.arch != "supernet":
+        print(f"error: --smallest counts a supernet's smallest subnet; use --arch supernet, not {args.arch!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     kw = {"spec": args.spec} if args.spec else {}
     try:
-        counts = count_model(args.arch, args.height, args.width, args.classes, **kw)
+        if args.smallest:
+            counts = count_model("subnet", args.height, args.width, args.classes,
+                                 spec=smallest_spec(args.classes))  # fmt: skip
+        else:
+            counts = count_model(args.arch, args.height, args.width, args.classes, **kw)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    counts = {"arch": args.arch, "height": args.height, "width": args.width, **counts}
+    counts = {"arch": args.arch, "smallest": args.smallest, "height": args.height, "width": args.width, **counts}
     if args.json:
         print(json.dumps(counts))
     else:

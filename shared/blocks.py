@@ -1,8 +1,9 @@
 """Torch modules for every block kind: the block that is profiled is the block that is trained.
 
-Prunable points carry an ``nn.Identity`` placeholder (``gate_mid`` / ``gate_out``) that the search
-client replaces with a channel gate; in a plain block they cost nothing. ``gate_mid`` gates the
-hidden width (``cmid``), ``gate_out`` the output channels. In ``MHSABlock`` the gate acts on the last
+Prunable points carry an ``nn.Identity`` placeholder (``gate_lead`` / ``gate_mid`` / ``gate_out`` /
+``gate_in``) after every conv, which the search client replaces with a channel gate; in a plain block
+they cost nothing. ``gate_lead`` gates the leading conv's width (``clead``), ``gate_mid`` the hidden
+width (``cmid``), ``gate_out`` the output channels. In ``MHSABlock`` the gate acts on the last
 (token feature) dimension, everywhere else on dim 1 (NCHW).
 """
 
@@ -82,7 +83,9 @@ class LIRBlock(nn.Module):
 class DownBlock(nn.Module):
     """Paper Fig. 2a, stride 2: main 3x3 conv (s1) -> 1x1 -> dw3x3 s2 -> dw3x3 s1 -> 1x1, shortcut
     dw3x3 s2 -> 1x1, add, ReLU. Gates: ``gate_lead`` (clead), ``gate_mid`` (cmid, after the 1x1 and
-    both depthwise convs), ``gate_out`` (cout, after the add)."""
+    both depthwise convs), ``gate_out`` (cout, after the add), ``gate_in`` (cin: the gate of the
+    block's input, after the shortcut's depthwise conv, whose BN turns a pruned zero channel into a
+    constant)."""
 
     def __init__(self, cin: int, cmid: int, cout: int, clead: int | None = None):
         super().__init__()
@@ -94,6 +97,7 @@ class DownBlock(nn.Module):
         self.project = conv_bn(cmid, cout, 1, relu=False)
         self.short_dw = conv_bn(cin, cin, 3, 2, groups=cin, relu=False)
         self.short_pw = conv_bn(cin, cout, 1, relu=False)
+        self.gate_in = nn.Identity()  # the input's gate, again after the shortcut's depthwise conv
         self.gate_lead = nn.Identity()
         self.gate_mid = nn.Identity()
         self.gate_out = nn.Identity()
@@ -103,7 +107,7 @@ class DownBlock(nn.Module):
         y = self.gate_mid(self.expand(y))
         y = self.gate_mid(self.dw(y))
         y = self.gate_mid(self.dw2(y))
-        y = self.project(y) + self.short_pw(self.short_dw(x))
+        y = self.project(y) + self.short_pw(self.gate_in(self.short_dw(x)))
         return self.gate_out(F.relu(y))
 
 
@@ -145,38 +149,51 @@ class MHSABlock(nn.Module):
 
 
 class StemBlock(nn.Module):
-    """BiSeNetV2 stem to H/4: 3x3 s2, then (1x1 -> 3x3 s2) beside a max-pool, concat, 3x3 fuse."""
+    """BiSeNetV2 stem to H/4: 3x3 s2 (cmid), then (1x1 to clead -> 3x3 s2 to cmid) beside a
+    max-pool, concat, 3x3 fuse (cout). Gates: ``gate_mid`` (cmid: the first conv, which the
+    max-pool passes on, and the left 3x3), ``gate_lead`` (clead), ``gate_out`` (cout)."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, cmid: int | None = None, clead: int | None = None):
         super().__init__()
-        half = max(1, cout // 2)
-        self.conv = conv_bn(cin, cout, 3, 2)
-        self.left = nn.Sequential(conv_bn(cout, half, 1), conv_bn(half, cout, 3, 2))
+        cmid = cmid or cout
+        clead = clead or max(1, cmid // 2)
+        self.conv = conv_bn(cin, cmid, 3, 2)
+        self.left = nn.Sequential(conv_bn(cmid, clead, 1), conv_bn(clead, cmid, 3, 2))
         self.right = nn.MaxPool2d(3, 2, 1, ceil_mode=False)
-        self.fuse = conv_bn(2 * cout, cout, 3)
+        self.fuse = conv_bn(2 * cmid, cout, 3)
+        self.gate_mid = nn.Identity()
+        self.gate_lead = nn.Identity()
         self.gate_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return self.gate_out(self.fuse(torch.cat([self.left(x), self.right(x)], dim=1)))
+        x = self.gate_mid(self.conv(x))
+        left = self.gate_mid(self.left[1](self.gate_lead(self.left[0](x))))
+        return self.gate_out(self.fuse(torch.cat([left, self.right(x)], dim=1)))
 
 
 class ContextBlock(nn.Module):
-    """Context embedding: global pool -> BN -> 1x1 conv-BN-ReLU -> broadcast add -> 3x3 conv-BN-ReLU."""
+    """Context embedding: global pool -> BN -> 1x1 conv-BN-ReLU -> broadcast add -> 3x3 conv-BN-ReLU.
+
+    Every channel is tied by the add, so one gate (``gate_out``) acts after the BN of the pooled
+    vector (a pruned channel's BN constant would otherwise reach the 1x1 conv) and after each conv."""
 
     def __init__(self, cin: int):
         super().__init__()
         self.bn = nn.BatchNorm2d(cin)
         self.gap_conv = conv_bn(cin, cin, 1)
         self.last = conv_bn(cin, cin, 3)
+        self.gate_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.gap_conv(self.bn(torch.mean(x, dim=(2, 3), keepdim=True)))
-        return self.last(x + g)
+        g = self.gate_out(self.gap_conv(self.gate_out(self.bn(torch.mean(x, dim=(2, 3), keepdim=True)))))
+        return self.gate_out(self.last(x + g))
 
 
 class BGABlock(nn.Module):
-    """Bilateral guided aggregation of a detail map (C,H,W) and a semantic map (C,H/4,W/4)."""
+    """Bilateral guided aggregation of a detail map (C,H,W) and a semantic map (C,H/4,W/4).
+
+    The branches multiply channel by channel, so one gate (``gate_out``) acts after every conv
+    (depthwise ones included: BN turns a pruned zero channel into a constant)."""
 
     def __init__(self, cin: int):
         super().__init__()
@@ -186,12 +203,17 @@ class BGABlock(nn.Module):
         self.right1 = conv_bn(c, c, 3, relu=False)
         self.right2 = nn.Sequential(conv_bn(c, c, 3, groups=c, relu=False), nn.Conv2d(c, c, 1, bias=False))
         self.fuse = conv_bn(c, c, 3)
+        self.gate_out = nn.Identity()
+
+    def _pair(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        return self.gate_out(seq[1](self.gate_out(seq[0](x))))
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
-        size = detail.shape[2:]
-        left = self.left1(detail) * torch.sigmoid(upsample(self.right1(semantic), size))
-        right = upsample(self.left2(detail) * torch.sigmoid(self.right2(semantic)), size)
-        return self.fuse(left + right)
+        g, size = self.gate_out, detail.shape[2:]
+        left = self._pair(self.left1, detail) * torch.sigmoid(upsample(g(self.right1(semantic)), size))
+        down = self.left2[1](g(self.left2[0](detail)))
+        right = upsample(down * torch.sigmoid(self._pair(self.right2, semantic)), size)
+        return g(self.fuse(left + right))
 
 
 class HeadBlock(nn.Module):
@@ -221,7 +243,7 @@ def create_block(cfg: AnyBlock) -> nn.Module:
         case MHSAConfig():
             return MHSABlock(cfg.cin, cfg.heads, cfg.patch, cfg.cmid)
         case StemConfig():
-            return StemBlock(cfg.cin, cfg.cout)
+            return StemBlock(cfg.cin, cfg.cout, cfg.cmid, cfg.clead)
         case ContextConfig():
             return ContextBlock(cfg.cin)
         case BGAConfig():

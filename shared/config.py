@@ -153,11 +153,26 @@ class MHSAConfig(_Block):
 
 
 class StemConfig(_Block):
-    """BiSeNetV2 stem: to H/4 (3x3 s2, then a conv branch and a max-pool branch, fused)."""
+    """BiSeNetV2 stem: to H/4 (3x3 s2 to cmid, then a 1x1 (clead) -> 3x3 s2 (cmid) branch and a
+    max-pool branch, concatenated, 3x3 fuse to cout). ``cmid`` defaults to cout, ``clead`` to
+    cmid // 2 (the BiSeNetV2 stem)."""
 
     kind: Literal["stem"] = "stem"
     cin: Channels = 3
     cout: Channels
+    cmid: Channels = Field(0, description="first conv's and left 3x3's width (default: cout)")
+    clead: Channels = Field(0, description="left branch 1x1 width (default: cmid // 2)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inner_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cout" in data:
+            data = dict(data)
+            if data.get("cmid") is None:
+                data["cmid"] = data["cout"]
+            if data.get("clead") is None and isinstance(data["cmid"], int):
+                data["clead"] = max(1, data["cmid"] // 2)
+        return data
 
     def out_size(self) -> tuple[int, int]:
         return _strided(_strided(self.h, 2), 2), _strided(_strided(self.w, 2), 2)

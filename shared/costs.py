@@ -61,10 +61,10 @@ def _mhsa_macs(v: Mapping[str, Num]) -> Num:
 
 
 def _stem_macs(v: Mapping[str, Num]) -> Num:
-    c, half = v["cout"], _half(v["cout"])
+    mid, lead = v["cmid"], v["clead"]
     h1, w1 = ceil_div(v["h"], 2), ceil_div(v["w"], 2)
     h2, w2 = ceil_div(h1, 2), ceil_div(w1, 2)
-    return h1 * w1 * (v["cin"] * c * 9 + c * half) + h2 * w2 * (half * c * 9 + 2 * c * c * 9)
+    return h1 * w1 * (v["cin"] * mid * 9 + mid * lead) + h2 * w2 * (lead * mid * 9 + 2 * mid * v["cout"] * 9)
 
 
 def _context_macs(v: Mapping[str, Num]) -> Num:
@@ -80,10 +80,6 @@ def _bga_macs(v: Mapping[str, Num]) -> Num:
 
 def _head_macs(v: Mapping[str, Num]) -> Num:
     return v["h"] * v["w"] * v["cmid"] * (v["cin"] * 9 + v["classes"])
-
-
-def _half(c: Num) -> Num:
-    return max(1, c // 2) if isinstance(c, int) else c / 2
 
 
 _BN = 2  # BatchNorm weight + bias per channel
@@ -113,8 +109,9 @@ def _mhsa_params(v: Mapping[str, Num]) -> Num:
 
 
 def _stem_params(v: Mapping[str, Num]) -> Num:
-    c, half = v["cout"], _half(v["cout"])
-    return v["cin"] * c * 9 + c * half + half * c * 9 + 2 * c * c * 9 + _BN * (3 * c + half)
+    mid, lead, cout = v["cmid"], v["clead"], v["cout"]
+    convs = v["cin"] * mid * 9 + mid * lead + lead * mid * 9 + 2 * mid * cout * 9
+    return convs + _BN * (2 * mid + lead + cout)
 
 
 def _context_params(v: Mapping[str, Num]) -> Num:

@@ -230,7 +230,15 @@ def default_space(inputs: tuple[tuple[int, int], ...] = ((256, 512), (512, 1024)
                     sizes=_sizes(inputs, 32),
                 ),
             ],
-            "stem": [KindSpace(fields={"cin": [3], "cout": IntRange(lo=4, hi=128)}, sizes=_sizes(inputs, 1))],
+            "stem": [
+                KindSpace(
+                    fields={
+                        "cin": [3], "cmid": IntRange(lo=4, hi=128), "clead": IntRange(lo=4, hi=64),
+                        "cout": IntRange(lo=4, hi=128),
+                    },
+                    sizes=_sizes(inputs, 1),
+                )
+            ],
             "context": [KindSpace(fields={"cin": ch}, sizes=_sizes(inputs, 32))],
             "bga": [KindSpace(fields={"cin": ch}, sizes=_sizes(inputs, 8))],
             "head": [

@@ -3,8 +3,8 @@ per kind on numpy arrays instead of block by block (a 10,000-block request must 
 
 Exactness matters (the client rebuilds the module and must get identical numbers), so the
 arithmetic mirrors ``shared.costs`` / ``shared.encoding`` on int64 arrays, and
-``tests/profiler_server/predictor/test_encode.py`` checks bit equality on every kind. The stem's
-MACs use a Python-int-only branch (``_half``), so stems go through the per-block encoder.
+``tests/profiler_server/predictor/test_encode.py`` checks bit equality on every kind. Stems (one
+or two per network) go through the per-block encoder.
 """
 
 from __future__ import annotations

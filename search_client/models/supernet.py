@@ -152,31 +152,38 @@ class RTSegSupernet(TwoBranchNet):
     def install_gates(
         self, init: float = 0.6, floor_ratio: float = 0.1, min_channels: int = 4
     ) -> list[ChannelGate]:
-        """Replace the prunable placeholders with DWBC gates; returns the distinct gates.
+        """Replace the prunable placeholders with DWBC gates, one after every conv layer; returns
+        the distinct gates.
 
-        Gated: every detail conv but the last (its width is tied to BGA), the stream of stages 1
-        and 2 (one shared gate for the down block's output and every LIR output after the residual
-        add), the hidden width of down, LIR and MHSA blocks, and the main head's hidden width.
-        The stem, the last stage's stream, context and BGA keep their width.
+        Own gates: the stem's inner widths and output, every detail conv but the last, the leading
+        3x3 and hidden width of every down and LIR block, MHSA's hidden width, the head's hidden
+        width. Shared gates, for channels tied by a residual add or by BGA: a stage's stream (its
+        down block's output and every LIR output after the residual add; again after the next
+        down block's shortcut depthwise conv), and one joint gate for the last stage's stream, the
+        last detail conv, the context block and BGA. Aux heads (training only) stay full.
         """
 
         def gate(channels: int, dim: int = 1) -> ChannelGate:
             return ChannelGate(channels, init, max(min_channels, int(floor_ratio * channels)), dim)
 
-        for conv in list(self.detail)[:-1]:
-            conv.gate_out = gate(conv.conv[0].out_channels)
+        stem = self.stem
+        stem.gate_mid, stem.gate_lead = gate(stem.conv[0].out_channels), gate(stem.left[0][0].out_channels)
+        stem.gate_out = previous = gate(stem.fuse[0].out_channels)
+        joint = gate(self.detail[-1].conv[0].out_channels)
+        for conv in self.detail:
+            conv.gate_out = joint if conv is self.detail[-1] else gate(conv.conv[0].out_channels)
         for i, stage in enumerate(self.stages):
-            stage.down.gate_lead = gate(stage.down.lead[0].out_channels)
-            stage.down.gate_mid = gate(stage.down.expand[0].out_channels)
-            stream = gate(stage.down.project[0].out_channels) if i < len(self.stages) - 1 else None
-            if stream is not None:
-                stage.down.gate_out = stream
+            down = stage.down
+            down.gate_lead, down.gate_mid = gate(down.lead[0].out_channels), gate(down.expand[0].out_channels)
+            down.gate_in = previous
+            down.gate_out = stream = joint if i == len(self.stages) - 1 else gate(down.project[0].out_channels)
             for b in stage.mixed_blocks():
                 b.lir.gate_lead = gate(b.lir.lead[0].out_channels)
                 b.lir.gate_mid = gate(b.lir.expand[0].out_channels)
+                b.lir.gate_out = stream
                 b.mhsa.gate_mid = gate(b.mhsa.fc1.out_features, dim=-1)
-                if stream is not None:
-                    b.lir.gate_out = stream
+            previous = stream
+        self.context.gate_out = self.bga.gate_out = joint
         self.head.gate_mid = gate(self.head.conv[0].out_channels)
         return gates_of(self)
 

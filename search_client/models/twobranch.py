@@ -81,6 +81,8 @@ class SubnetSpec(_Spec):
     num_classes: int = Field(19, ge=1)
     detail: list[ConvSpec] = Field(min_length=1)
     stem: int = Field(ge=1, description="stem output channels")
+    stem_mid: int | None = Field(None, ge=1, description="stem's first conv width (default: stem)")
+    stem_lead: int | None = Field(None, ge=1, description="stem's left 1x1 width (default: stem_mid // 2)")
     stages: list[StageSpec] = Field(min_length=3, max_length=3)
     head_mid: int = Field(ge=1)
     aux_mid: int = Field(128, ge=1)
@@ -109,7 +111,9 @@ class SubnetSpec(_Spec):
 class Stage(nn.Module):
     """DownBlock then width-keeping blocks. With search gates, the down block's ``gate_out`` is the
     stage's stream gate; it is disabled for a forward in which any block runs attention (a pruned
-    zero channel would change LayerNorm statistics, so an attention stream stays full)."""
+    zero channel would change LayerNorm statistics, so an attention stream stays full). The last
+    stage's stream gate is shared with the last detail conv, the context block and BGA, so
+    :class:`TwoBranchNet` sets it before the detail branch runs."""
 
     def __init__(self, down: DownBlock, blocks: list[nn.Module]):
         super().__init__()
@@ -123,13 +127,17 @@ class Stage(nn.Module):
         gate = self.down.gate_out
         return gate if isinstance(gate, ChannelGate) else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def update_stream_gate(self) -> None:
+        """Enable the stream gate unless a block runs attention in the next forward."""
         mixed = self.mixed_blocks()
         if self.training:
             resample_all([b for b in mixed if b.mode == "gumbel" and not b.pending()])
         gate = self.stream_gate()
         if gate is not None:
             gate.enabled = not any(b.runs_mhsa() for b in mixed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.update_stream_gate()
         x = self.down(x)
         for block in self.blocks:
             x = block(x)
@@ -174,6 +182,8 @@ class TwoBranchNet(nn.Module):
         size = x.shape[2:]
         if self.training:  # every sampled path of this forward in one draw
             resample_all([b for st in self.stages for b in st.mixed_blocks() if b.mode == "gumbel"])
+        for stage in self.stages:
+            stage.update_stream_gate()
         x = pad_to_multiple(x, self.size_divisor())
         detail = self.detail(x)  # (B, C, H/8, W/8)
         feats = [self.stem(x)]  # (B, C0, H/4, W/4)
@@ -228,4 +238,5 @@ def build_subnet(spec: SubnetSpec | dict | str) -> TwoBranchNet:
     widths = [spec.stem] + [s.down.cout for s in spec.stages]
     aux = [HeadBlock(c, spec.aux_mid, spec.num_classes, s) for c, s in zip(widths, AUX_SCALES, strict=True)]
     head = HeadBlock(spec.width, spec.head_mid, spec.num_classes, 8)
-    return TwoBranchNet(detail, StemBlock(3, spec.stem), stages, head, aux, spec.num_classes)
+    stem = StemBlock(3, spec.stem, spec.stem_mid, spec.stem_lead)
+    return TwoBranchNet(detail, stem, stages, head, aux, spec.num_classes)

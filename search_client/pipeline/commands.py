@@ -45,6 +45,11 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-position", type=float,
                    help="target at this share (0-1) of the way from the smallest to the largest derivable network, "
                         "measured when the run measures (overrides --target-fraction)")
+    p.add_argument("--target-gmacs", type=float,
+                   help="GMACs target at --gmacs-size instead of a latency target: the search regularizes and the "
+                        "derivation holds the analytic GMACs")
+    p.add_argument("--gmacs-size", type=_size, metavar="HxW",
+                   help="input size at which GMACs are counted for --target-gmacs (default 512x1024)")
     p.add_argument("--latency-size", type=_size, metavar="HxW",
                    help="input size at which latency is predicted, measured and targeted (default: the "
                         "preset's: 512x1024 for cityscapes-paper, 256x512 for synthetic-cpu)")
@@ -86,11 +91,13 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Any, frozenset[str]]:
     if not data:
         overrides.pop("data")
     size = args.latency_size or (None, None)
+    gsize = args.gmacs_size or (None, None)
     flags = {
         "preset": args.preset, "overrides": overrides or None, "pretrain_iters": args.pretrain_iters,
         "search_iters": args.search_iters, "finetune_iters": args.finetune_iters, "target_ms": args.target_ms,
         "target_fraction": args.target_fraction,
-        "target_position": args.target_position, "latency_height": size[0], "latency_width": size[1],
+        "target_position": args.target_position, "target_gmacs": args.target_gmacs,
+        "gmacs_height": gsize[0], "gmacs_width": gsize[1], "latency_height": size[0], "latency_width": size[1],
         "device_class": args.device_class, "runtime": args.runtime, "campaign_configs": args.campaign,
         "measure_supernet": args.measure_supernet, "export_tflite": args.tflite,
     }
@@ -109,7 +116,6 @@ def _run_until(until: str) -> Any:
         from search_client.pipeline.runner import run_pipeline
         from search_client.pipeline.training import PhaseInterrupted
         from search_client.remote import RemoteError, ServiceUnavailable
-
         from search_client.train.ddp import resolve_device
 
         if args.threads:

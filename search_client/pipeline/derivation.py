@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -76,10 +76,15 @@ def _flip(movable: list[tuple[float, ChannelGate, int]], prune: bool) -> int:
     return flipped
 
 
-def fit_to_target(model: nn.Module, predictor: LatencyMLP, target: float, size: tuple[int, int], tol: float) -> dict:
-    """Flip gates across the threshold until the predicted latency is within ``tol`` of ``target``."""
+def fit_to_target(
+    model: nn.Module, predictor: LatencyMLP, target: float, size: tuple[int, int], tol: float,
+    cost: Callable[[nn.Module], float] | None = None,
+) -> dict:
+    """Flip gates across the threshold until the predicted latency (or ``cost(model)``, e.g. GMACs)
+    is within ``tol`` of ``target``. The result's ``*_ms`` keys hold that cost."""
     gates = gates_of(model)
-    before = ms = predicted_ms(model, predictor, size)
+    cost = cost or (lambda m: predicted_ms(m, predictor, size))
+    before = ms = cost(model)
     rounds = 0
     for rounds in range(MAX_ROUNDS):  # noqa: B007 (rounds is reported)
         prune = ms > target * (1 + tol)
@@ -88,7 +93,7 @@ def fit_to_target(model: nn.Module, predictor: LatencyMLP, target: float, size: 
         movable = _movable(gates, prune)
         if not movable or _flip(movable, prune) == 0:
             break
-        ms = predicted_ms(model, predictor, size)
+        ms = cost(model)
     return {"before_ms": before, "after_ms": ms, "rounds": rounds, "within": abs(ms / target - 1) <= tol}
 
 
@@ -185,24 +190,39 @@ def calibrate(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, 
     return rows
 
 
+def fit_gmacs(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, search: dict) -> dict:
+    """Hold the analytic GMACs of the derived network within the tolerance of the GMACs target."""
+    target, size = search["target_gmacs"], tuple(search["gmacs_size"])
+    fit = fit_to_target(supernet, predictor, target, size, ctx.settings.target_tolerance,
+                        cost=lambda m: gmacs(m, size))  # fmt: skip
+    ctx.say(f"[derive] searched network {fit['before_ms']:.2f} GMACs vs target {target:.2f} GMACs at "
+            f"{size[0]}x{size[1]} -> {fit['after_ms']:.2f} GMACs")
+    return {"before_gmacs": fit["before_ms"], "after_gmacs": fit["after_ms"], "rounds": fit["rounds"],
+            "within": fit["within"], "target_gmacs": target}
+
+
 def run_derive(ctx: PipelineContext) -> dict:
     fetched = ctx.predictor()
     supernet = ctx.searched_supernet()
-    target = ctx.state.result("search")["target_ms"]  # in measured ms (the predictor's statistic)
-    size = ctx.latency_size
     search = ctx.state.result("search")
-    aim = search.get("aim_ms", target)
-    fit = fit_to_target(supernet, fetched.model, aim, size, ctx.settings.target_tolerance / 3)
-    if abs(fit["after_ms"] - fit["before_ms"]) > 1e-9:
-        ctx.say(f"[derive] searched network predicted {fit['before_ms']:.2f} ms vs predicted aim {aim:.2f} ms: "
-                f"moved gates across the threshold -> {fit['after_ms']:.2f} ms")
+    target = search["target_ms"]  # in measured ms (the predictor's statistic)
+    size = ctx.latency_size
     statistic = predictor_statistic(fetched.meta)
-    feasible = search.get("feasible") or {}
-    anchors = ([{"predicted_ms": p, "measured_ms": m} for p, m in zip(feasible["predicted"], feasible["measured"],
-                                                                       strict=True)]
-               if feasible.get("measured") else [])
-    calibration = (calibrate(ctx, supernet, fetched.model, target, statistic, anchors)
-                   if ctx.settings.measure else [])
+    if search.get("target_gmacs"):
+        fit = fit_gmacs(ctx, supernet, fetched.model, search)
+        calibration: list[dict] = []  # the GMACs target holds; no latency re-aiming
+    else:
+        aim = search.get("aim_ms", target)
+        fit = fit_to_target(supernet, fetched.model, aim, size, ctx.settings.target_tolerance / 3)
+        if abs(fit["after_ms"] - fit["before_ms"]) > 1e-9:
+            ctx.say(f"[derive] searched network predicted {fit['before_ms']:.2f} ms vs predicted aim {aim:.2f} ms: "
+                    f"moved gates across the threshold -> {fit['after_ms']:.2f} ms")
+        feasible = search.get("feasible") or {}
+        anchors = ([{"predicted_ms": p, "measured_ms": m}
+                    for p, m in zip(feasible["predicted"], feasible["measured"], strict=True)]
+                   if feasible.get("measured") else [])
+        calibration = (calibrate(ctx, supernet, fetched.model, target, statistic, anchors)
+                       if ctx.settings.measure else [])
     chosen = next((c for c in calibration if c.get("chosen")), None)
     compact = derive(supernet).eval()
     spec = subnet_spec(supernet)

@@ -94,8 +94,11 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
     pretrain, finetune = state.result("pretrain"), state.result("finetune")
     predictor = meas.get("predictor") or search["predictor"]
     notes = []
-    if derive["fit"]["before_ms"] != derive["fit"]["after_ms"]:
-        f = derive["fit"]
+    f = derive["fit"]
+    if "before_gmacs" in f and f["before_gmacs"] != f["after_gmacs"]:
+        notes.append(f"derivation moved gates to meet the GMACs target {f['target_gmacs']:.2f}: "
+                     f"{f['before_gmacs']:.2f} -> {f['after_gmacs']:.2f} GMACs")
+    elif "before_ms" in f and f["before_ms"] != f["after_ms"]:
         notes.append(f"derivation moved gates to meet the target: {f['before_ms']:.2f} -> {f['after_ms']:.2f} ms predicted")
     calibration = derive.get("calibration", [])
     if len(calibration) > 1:
@@ -111,6 +114,7 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
     return {
         "name": settings.name,
         "target_ms": search["target_ms"], "predicted_ms": meas["predicted_ms"], "measured_ms": meas["measured_ms"],
+        "target_gmacs": search.get("target_gmacs"),
         "device_class": device_class, "runtime": settings.runtime,
         "gmacs": ev["gmacs"], "params_m": ev["params_m"], "miou": ev["miou"],
         "supernet_gmacs": ev["supernet_gmacs"], "supernet_params_m": ev["supernet_params_m"],

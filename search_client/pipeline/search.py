@@ -30,7 +30,13 @@ from search_client.pipeline.measuring import predictor_statistic
 from search_client.pipeline.training import TeacherDistill, train_phase
 from search_client.remote import FetchedPredictor, RemoteError
 from search_client.search.gumbel import temperature_at
-from search_client.search.latency import expected_latency, latency_loss, network_blocks, predict_blocks
+from search_client.search.latency import (
+    expected_gmacs,
+    expected_latency,
+    latency_loss,
+    network_blocks,
+    predict_blocks,
+)
 from search_client.train import StepInputs, TrainParts, seed_everything
 from shared.predictor import LatencyMLP
 
@@ -62,6 +68,27 @@ class LatencyTerm:
     def expected_ms(self, inputs: StepInputs) -> torch.Tensor:
         """Logged with weight 0: the curve of the expected latency during the search."""
         return torch.tensor(self.last_ms, device=inputs.images.device)
+
+
+@dataclass
+class GmacsTerm:
+    """β·Lreg on computation (Eq. 8's other choice): expected GMACs at ``size`` relative to the target,
+    differentiable in the gates and the path probabilities."""
+
+    model: nn.Module
+    target_gmacs: float
+    size: tuple[int, int]
+    mode: str = "two-sided"
+    last_gmacs: float = 0.0
+
+    def __call__(self, inputs: StepInputs) -> torch.Tensor:
+        expected = expected_gmacs(self.model, *self.size)
+        self.last_gmacs = float(expected.detach())
+        return latency_loss(expected, self.target_gmacs, self.mode)
+
+    def expected_gmacs(self, inputs: StepInputs) -> torch.Tensor:
+        """Logged with weight 0: the curve of the expected GMACs during the search."""
+        return torch.tensor(self.last_gmacs, device=inputs.images.device)
 
 
 @dataclass
@@ -97,21 +124,29 @@ def search_student(ctx: PipelineContext, pretrained: dict[str, torch.Tensor]) ->
     return student
 
 
-def search_parts(ctx: PipelineContext, student: nn.Module, teacher: nn.Module, latency: LatencyTerm) -> TrainParts:
+def _regularizer_terms(reg: LatencyTerm | GmacsTerm, weight: float) -> tuple[dict, dict]:
+    if isinstance(reg, GmacsTerm):
+        return {"gmacs": reg, "expected_gmacs": reg.expected_gmacs}, {"gmacs": weight, "expected_gmacs": 0.0}
+    return {"latency": reg, "latency_ms": reg.expected_ms}, {"latency": weight, "latency_ms": 0.0}
+
+
+def search_parts(
+    ctx: PipelineContext, student: nn.Module, teacher: nn.Module, latency: LatencyTerm | GmacsTerm
+) -> TrainParts:
     cfg, s = ctx.cfg, ctx.cfg.search
     weights = torch.optim.SGD(list(student.weight_parameters()), lr=cfg.train.lr, momentum=cfg.train.momentum,
                               weight_decay=cfg.train.weight_decay)
     arch = torch.optim.Adam(student.arch_parameters(), lr=s.arch_lr, betas=(0.5, 0.999))
     gates = torch.optim.Adam(student.gate_parameters(), lr=ctx.settings.gate_lr, betas=(0.5, 0.999))
+    reg_terms, reg_weights = _regularizer_terms(latency, s.latency_weight)
     # The latency term reaches the gates and path logits outside the forward: averaged by the trainer.
     reached = {id(p) for p in (*student.arch_parameters(), *student.gate_parameters())}
     outside = tuple(n for n, p in student.named_parameters() if id(p) in reached)
     return TrainParts(
         synced_outside_ddp=outside,
         optimizers={"model": weights, "arch": arch, "gates": gates},
-        extra_terms={"distill": TeacherDistill.from_config(teacher, s), "latency": latency,
-                     "latency_ms": latency.expected_ms},
-        term_weights={"distill": s.distill_weight, "latency": s.latency_weight, "latency_ms": 0.0},
+        extra_terms={"distill": TeacherDistill.from_config(teacher, s), **reg_terms},
+        term_weights={"distill": s.distill_weight, **reg_weights},
         hooks=[TemperatureHook(student, s.tau_start, s.tau_end)],
     )
 
@@ -180,9 +215,14 @@ def run_search(ctx: PipelineContext) -> dict:
     student = search_student(ctx, load_weights(ctx.state.result("pretrain")["model"]))
     on_device = copy.deepcopy(fetched.model).to(ctx.device)  # the regularizer runs beside the student
     latency = LatencyTerm(student, on_device, aim, ctx.latency_size, ctx.cfg.search.reg_mode)
+    gmacs_target = ctx.settings.target_gmacs
+    gmacs_size = (ctx.settings.gmacs_height, ctx.settings.gmacs_width)
+    reg = GmacsTerm(student, gmacs_target, gmacs_size, ctx.cfg.search.reg_mode) if gmacs_target else latency
+    if gmacs_target:
+        ctx.say(f"[search] GMACs target {gmacs_target:.2f} at {gmacs_size[0]}x{gmacs_size[1]} (regularizes the search)")
     calls_before = ctx.require_client().calls
     tic = time.perf_counter()
-    result = train_phase(ctx, "search", student, search_parts(ctx, student, teacher, latency))
+    result = train_phase(ctx, "search", student, search_parts(ctx, student, teacher, reg))
     elapsed = time.perf_counter() - tic
     choice = student.eval().active_config()
     return {
@@ -192,6 +232,9 @@ def run_search(ctx: PipelineContext) -> dict:
         "feasible": feasible,
         "supernet_predicted_ms": supernet_ms,
         "expected_ms": latency.last_ms,
+        "target_gmacs": gmacs_target,
+        "gmacs_size": list(gmacs_size),
+        "expected_gmacs": reg.last_gmacs if isinstance(reg, GmacsTerm) else None,
         "paths": choice["paths"],
         "widths": choice["widths"],
         "predictor": {"id": fetched.id, "version": fetched.version, "offline": fetched.offline},

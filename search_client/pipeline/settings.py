@@ -44,6 +44,11 @@ class PipelineSettings(BaseModel):
         None, ge=0, le=1, description="target at this share of the way from the smallest to the largest derivable "
                                       "network (measured when the run measures); overrides target_fraction")
     target_tolerance: float = Field(0.1, ge=0, lt=1, description="derivation keeps predicted ms within this of target")
+    # GMACs target (Eq. 8's regularizer on computation): when set, the search regularizes and the
+    # derivation holds the analytic GMACs at gmacs_height x gmacs_width instead of the latency
+    target_gmacs: float | None = Field(None, gt=0)
+    gmacs_height: int = Field(512, ge=32)
+    gmacs_width: int = Field(1024, ge=32)
     gate_lr: float = Field(0.01, gt=0, description="Adam lr of the DWBC gate weights")
     gate_init: float = Field(0.6, gt=0, description="PaS gate initial value (threshold 0.5)")
     # resolution at which latency is predicted, exported, measured and targeted (batch 1);
@@ -160,7 +165,7 @@ IDENTITY = frozenset({"name", "runs_dir"})
 PINNED_BY: dict[str, str] = {
     "preset": "pretrain", "pretrain_iters": "pretrain",
     "search_iters": "search", "target_ms": "search", "target_fraction": "search", "target_position": "search",
-    "gate_lr": "search",
+    "target_gmacs": "search", "gmacs_height": "search", "gmacs_width": "search", "gate_lr": "search",
     "gate_init": "search", "latency_height": "search", "latency_width": "search", "device_class": "search",
     "runtime": "search", "campaign_configs": "search",
     "target_tolerance": "derive", "calibrate_rounds": "derive",
@@ -173,7 +178,8 @@ OVERRIDE_PINNED_BY: dict[str, str] = {"search.finetune_iterations": "finetune", 
 FLAGS: dict[str, str] = {
     "preset": "--preset", "pretrain_iters": "--pretrain-iters", "search_iters": "--search-iters",
     "finetune_iters": "--finetune-iters", "target_ms": "--target-ms", "target_fraction": "--target-fraction",
-    "target_position": "--target-position",
+    "target_position": "--target-position", "target_gmacs": "--target-gmacs", "gmacs_height": "--gmacs-size",
+    "gmacs_width": "--gmacs-size",
     "latency_height": "--latency-size", "latency_width": "--latency-size", "device_class": "--device-class",
     "runtime": "--runtime", "campaign_configs": "--campaign", "measure_supernet": "--measure-supernet", "export_tflite": "--tflite",
 }

@@ -19,7 +19,8 @@ from shared.space import IntRange, KindSpace, SearchSpace
 # Fields the gates can shrink, per kind (the rest of a block is fixed by the architecture).
 PRUNABLE: dict[str, tuple[str, ...]] = {
     "conv": ("cout",), "lir": ("cin", "clead", "cmid"), "down": ("cin", "clead", "cmid", "cout"),
-    "mhsa": ("cmid",), "head": ("cmid",),
+    "mhsa": ("cmid",), "head": ("cin", "cmid"), "stem": ("cmid", "clead", "cout"), "context": ("cin",),
+    "bga": ("cin",),
 }
 TIES = {"lir": {"cout": "cin"}}
 # Fixed-shape kinds (one config each) get a small share; the searched kinds share the rest.

@@ -3,9 +3,9 @@
 ``subnet_spec(supernet)`` reads the chosen path of every mixed block (argmax under search, or the
 fixed path) and the kept channels of every gate, and writes a JSON-able :class:`SubnetSpec`.
 ``derive(supernet)`` builds that network and copies the weights, physically sliced to the kept
-channels (convs, BN statistics, linear layers). A pruned input channel of a depthwise + BN shortcut
-is a constant, not a zero, after BN; its contribution is folded into the next BN's running mean, so
-the derived network computes exactly what the gated supernet computes in eval mode.
+channels (convs, BN statistics, linear layers). A gate follows every conv (depthwise ones too, whose
+BN would turn a pruned zero channel into a constant), so a pruned channel is exactly zero wherever
+it is read and the derived network computes what the gated supernet computes in eval mode.
 """
 
 from __future__ import annotations
@@ -68,8 +68,13 @@ class _Plan:
 
     def __init__(self, supernet: RTSegSupernet):
         self.paths = _chosen_paths(supernet)
-        self.detail = [_kept(c.gate_out, c.conv[0].out_channels) for c in supernet.detail]
+        stem = supernet.stem
+        self.stem_mid = _kept(stem.gate_mid, stem.conv[0].out_channels)
+        self.stem_lead = _kept(stem.gate_lead, stem.left[0][0].out_channels)
+        self.stem_out = _kept(stem.gate_out, stem.fuse[0].out_channels)
         self.streams = [_stream_index(st, p) for st, p in zip(supernet.stages, self.paths, strict=True)]
+        self.joint = self.streams[-1]  # last stage, last detail conv, context and BGA
+        self.detail = [_kept(c.gate_out, c.conv[0].out_channels) for c in supernet.detail[:-1]] + [self.joint]
         self.down_lead = [_kept(st.down.gate_lead, st.down.lead[0].out_channels) for st in supernet.stages]
         self.down_mid = [_kept(st.down.gate_mid, st.down.expand[0].out_channels) for st in supernet.stages]
         self.block_lead = [
@@ -98,7 +103,7 @@ def _spec_from_plan(supernet: RTSegSupernet, plan: _Plan) -> SubnetSpec:
     for conv, idx in zip(supernet.detail, plan.detail, strict=True):
         detail.append(ConvSpec(cin=cin, cout=len(idx), stride=conv.conv[0].stride[0]))
         cin = len(idx)
-    stages, cin = [], supernet.stem.fuse[0].out_channels
+    stages, cin = [], len(plan.stem_out)
     for i, st in enumerate(supernet.stages):
         blocks = []
         parts = zip(st.mixed_blocks(), plan.paths[i], plan.block_mid[i], plan.block_lead[i], strict=True)
@@ -113,7 +118,9 @@ def _spec_from_plan(supernet: RTSegSupernet, plan: _Plan) -> SubnetSpec:
     return SubnetSpec(
         num_classes=supernet.num_classes,
         detail=detail,
-        stem=supernet.stem.fuse[0].out_channels,
+        stem=len(plan.stem_out),
+        stem_mid=len(plan.stem_mid),
+        stem_lead=len(plan.stem_lead),
         stages=stages,
         head_mid=len(plan.head_mid),
         aux_mid=supernet.aux_heads[0].conv[0].out_channels,
@@ -145,6 +152,38 @@ def _copy_conv_bn(dst: nn.Sequential, src: nn.Sequential, out_idx: Index, in_idx
 
 
 @torch.no_grad()
+def _copy_conv(dst: nn.Conv2d, src: nn.Conv2d, out_idx: Index, in_idx: Index) -> None:
+    dst.weight.copy_(src.weight[out_idx][:, in_idx])
+
+
+@torch.no_grad()
+def _copy_stem(dst: nn.Module, src: nn.Module, plan: _Plan) -> None:
+    mid, lead, out = plan.stem_mid, plan.stem_lead, plan.stem_out
+    _copy_conv_bn(dst.conv, src.conv, mid, _all(src.conv[0].in_channels))
+    _copy_conv_bn(dst.left[0], src.left[0], lead, mid)
+    _copy_conv_bn(dst.left[1], src.left[1], mid, lead)
+    concat = torch.cat([mid, mid + src.conv[0].out_channels])  # left branch, then the max-pool
+    _copy_conv_bn(dst.fuse, src.fuse, out, concat)
+
+
+@torch.no_grad()
+def _copy_context(dst: nn.Module, src: nn.Module, idx: Index) -> None:
+    _copy_bn(dst.bn, src.bn, idx)
+    _copy_conv_bn(dst.gap_conv, src.gap_conv, idx, idx)
+    _copy_conv_bn(dst.last, src.last, idx, idx)
+
+
+@torch.no_grad()
+def _copy_bga(dst: nn.Module, src: nn.Module, idx: Index) -> None:
+    for name in ("left1", "right2"):  # depthwise conv-BN, then a bare 1x1 conv
+        _copy_conv_bn(getattr(dst, name)[0], getattr(src, name)[0], idx, None)
+        _copy_conv(getattr(dst, name)[1], getattr(src, name)[1], idx, idx)
+    _copy_conv_bn(dst.left2[0], src.left2[0], idx, idx)
+    _copy_conv_bn(dst.right1, src.right1, idx, idx)
+    _copy_conv_bn(dst.fuse, src.fuse, idx, idx)
+
+
+@torch.no_grad()
 def _copy_down(dst: nn.Module, src: nn.Module, in_idx: Index, lead: Index, mid: Index, out_idx: Index) -> None:
     _copy_conv_bn(dst.lead, src.lead, lead, in_idx)
     _copy_conv_bn(dst.expand, src.expand, mid, lead)
@@ -153,24 +192,6 @@ def _copy_down(dst: nn.Module, src: nn.Module, in_idx: Index, lead: Index, mid: 
     _copy_conv_bn(dst.project, src.project, out_idx, mid)
     _copy_conv_bn(dst.short_dw, src.short_dw, in_idx, None)
     _copy_conv_bn(dst.short_pw, src.short_pw, out_idx, in_idx)
-    _fold_pruned_shortcut(dst, src, in_idx, out_idx)
-
-
-@torch.no_grad()
-def _fold_pruned_shortcut(dst: nn.Module, src: nn.Module, in_idx: Index, out_idx: Index) -> None:
-    """A pruned (zero) input channel leaves BN(0) = beta - gamma*mean/std after the depthwise
-    shortcut; the 1x1 conv turns those constants into a per-output offset, moved into its BN."""
-    cin = src.short_dw[0].in_channels
-    pruned = torch.ones(cin, dtype=torch.bool)
-    pruned[in_idx] = False
-    if not pruned.any():
-        return
-    bn = src.short_dw[1]
-    const = bn.bias - bn.weight * bn.running_mean / torch.sqrt(bn.running_var + bn.eps)  # (cin,)
-    w = src.short_pw[0].weight[:, :, 0, 0]  # (cout, cin)
-    pruned = pruned.to(w.device)
-    offset = (w[:, pruned] @ const[pruned])[out_idx.to(w.device)]  # (kept cout,)
-    dst.short_pw[1].running_mean.sub_(offset)
 
 
 @torch.no_grad()
@@ -203,10 +224,10 @@ def _copy_weights(net: TwoBranchNet, supernet: RTSegSupernet, plan: _Plan) -> No
     for dst, src, idx in zip(net.detail, supernet.detail, plan.detail, strict=True):
         _copy_conv_bn(dst.conv, src.conv, idx, in_idx)
         in_idx = idx
-    for name in ("stem", "context", "bga"):
-        getattr(net, name).load_state_dict(_plain_state(getattr(supernet, name)))
-    stem_c = supernet.stem.fuse[0].out_channels
-    in_idx, streams = _all(stem_c), [_all(stem_c)]
+    _copy_stem(net.stem, supernet.stem, plan)
+    _copy_context(net.context, supernet.context, plan.joint)
+    _copy_bga(net.bga, supernet.bga, plan.joint)
+    in_idx, streams = plan.stem_out, [plan.stem_out]
     for i, (dst, src) in enumerate(zip(net.stages, supernet.stages, strict=True)):
         stream = plan.streams[i]
         _copy_down(dst.down, src.down, in_idx, plan.down_lead[i], plan.down_mid[i], stream)
@@ -218,14 +239,9 @@ def _copy_weights(net: TwoBranchNet, supernet: RTSegSupernet, plan: _Plan) -> No
                 _copy_mhsa(d, b.mhsa, mid)
         in_idx = stream
         streams.append(stream)
-    _copy_head(net.head, supernet.head, _all(supernet.head.conv[0].in_channels), plan.head_mid)
+    _copy_head(net.head, supernet.head, plan.joint, plan.head_mid)
     for dst, src, idx in zip(net.aux_heads, supernet.aux_heads, streams, strict=True):
         _copy_head(dst, src, idx, _all(src.conv[0].out_channels))
-
-
-def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict without gate weights (stem / context / BGA carry none, but stay safe)."""
-    return {k: v for k, v in module.state_dict().items() if "gate_" not in k}
 
 
 def derive(supernet: RTSegSupernet) -> TwoBranchNet:

@@ -38,7 +38,7 @@ from shared.config import (
     MHSAConfig,
     StemConfig,
 )
-from shared.costs import block_fields, ceil_div
+from shared.costs import block_fields, ceil_div, macs_of
 from shared.encoding import N_FEATURES, encode_blocks, encode_values
 from shared.predictor import LatencyMLP
 
@@ -60,10 +60,13 @@ class _Widths:
 
     def __init__(self, soft: bool):
         self.soft = soft
+        self.streams: dict[int, Width] = {}  # id(stream gate) -> the stream's width (see _stream_width)
 
     def of(self, gate: nn.Module, full: int) -> Width:
         if not isinstance(gate, ChannelGate):
             return full
+        if id(gate) in self.streams:
+            return self.streams[id(gate)]
         return gate.soft_count() if self.soft else gate.kept_count()
 
 
@@ -80,26 +83,36 @@ def _walk(model: nn.Module, height: int, width: int, soft: bool) -> Iterator[_Pa
             "grouped gather-and-expand convs) have no profiled block kind"
         )
     ws = _Widths(soft)
+    for stage in model.stages:
+        gate = stage.stream_gate()
+        if gate is not None:
+            ws.streams[id(gate)] = _stream_width(stage, gate, ws)
     divisor = model.size_divisor()  # the network pads its input to this multiple
     height, width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
     yield from _walk_detail(model, height, width, ws)
     h, w = ceil_div(ceil_div(height, 2), 2), ceil_div(ceil_div(width, 2), 2)
-    stem_c = model.stem.fuse[0].out_channels
-    yield _Part(StemConfig(h=height, w=width, cin=3, cout=stem_c), {})
-    cin: Width = stem_c
+    yield _stem_part(model.stem, height, width, ws)
+    cin: Width = ws.of(model.stem.gate_out, model.stem.fuse[0].out_channels)
     for stage in model.stages:
         cin = yield from _walk_stage(stage, h, w, cin, ws)
         h, w = ceil_div(h, 2), ceil_div(w, 2)
-    c = model.context.last[0].out_channels
-    yield _Part(ContextConfig(h=h, w=w, cin=c), {})
-    yield _Part(BGAConfig(h=4 * h, w=4 * w, cin=c), {})
+    c = model.context.last[0].out_channels  # the joint width of the last stage, context and BGA
+    yield _Part(ContextConfig(h=h, w=w, cin=c), {"cin": cin})
+    yield _Part(BGAConfig(h=4 * h, w=4 * w, cin=c), {"cin": cin})
     head = model.head
     yield _Part(
         HeadConfig(
             h=4 * h, w=4 * w, cin=c, cmid=head.conv[0].out_channels, classes=head.cls.out_channels, scale=8
         ),
-        {"cmid": ws.of(head.gate_mid, head.conv[0].out_channels)},
+        {"cin": cin, "cmid": ws.of(head.gate_mid, head.conv[0].out_channels)},
     )
+
+
+def _stem_part(stem: nn.Module, h: int, w: int, ws: _Widths) -> _Part:
+    mid, lead, out = stem.conv[0].out_channels, stem.left[0][0].out_channels, stem.fuse[0].out_channels
+    cfg = StemConfig(h=h, w=w, cin=3, cout=out, cmid=mid, clead=lead)
+    widths = {"cmid": ws.of(stem.gate_mid, mid), "clead": ws.of(stem.gate_lead, lead), "cout": ws.of(stem.gate_out, out)}
+    return _Part(cfg, widths)
 
 
 def _walk_detail(model: TwoBranchNet, h: int, w: int, ws: _Widths) -> Iterator[_Part]:
@@ -132,17 +145,20 @@ def _runs_mhsa(b: MixedBlock) -> bool:
     return b.chosen() in ("mhsa", "full")
 
 
+def _stream_width(stage: nn.Module, gate: ChannelGate, ws: _Widths) -> Width:
+    """A stage stream's width: its gate's count, or full while a block of the stage runs attention
+    (soft: mixed by the probability that none does)."""
+    full_out = stage.down.project[0].out_channels
+    p_free = _no_mhsa_prob(stage, ws)
+    if ws.soft:
+        return p_free * gate.soft_count() + (1 - p_free) * full_out
+    return gate.kept_count() if p_free else full_out
+
+
 def _walk_stage(stage: nn.Module, h: int, w: int, cin: Width, ws: _Widths) -> Generator[_Part, None, Width]:
     down = stage.down
     full_out = down.project[0].out_channels
-    gate = stage.stream_gate()
-    p_free = _no_mhsa_prob(stage, ws)
-    if gate is None:
-        stream: Width = full_out
-    elif ws.soft:
-        stream = p_free * gate.soft_count() + (1 - p_free) * full_out
-    else:
-        stream = gate.kept_count() if p_free else full_out
+    stream = ws.of(down.gate_out, full_out)
     cmid, clead = down.expand[0].out_channels, down.lead[0].out_channels
     yield _Part(DownConfig(h=h, w=w, cin=down.lead[0].in_channels, clead=clead, cmid=cmid, cout=full_out),
                 {"cin": cin, "clead": ws.of(down.gate_lead, clead), "cmid": ws.of(down.gate_mid, cmid),
@@ -239,6 +255,18 @@ def expected_latency(model: nn.Module, predictor: LatencyMLP, height: int, width
     device = next(predictor.parameters()).device
     ms = predictor(feats.to(device))  # (N,)
     return (ms * weights.to(device)).sum()
+
+
+def expected_gmacs(model: nn.Module, height: int, width: int) -> torch.Tensor:
+    """Differentiable expected GMACs of the whole network under the current gates/logits (the soft
+    walk of :func:`expected_latency` through ``shared.costs`` instead of the predictor): the other
+    regularizer of the paper's Eq. 8, on computation instead of latency. With hard gates and fixed
+    paths its value is the analytic MACs of the network the supernet derives."""
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for part in _walk(model, height, width, soft=True):
+        values: dict[str, Width] = {**block_fields(part.cfg), **part.widths}
+        total = total + part.weight * macs_of(part.cfg.kind, values)
+    return total / 1e9
 
 
 def latency_loss(expected_ms: torch.Tensor, target_ms: float, mode: RegMode = "one-sided") -> torch.Tensor:

@@ -46,3 +46,27 @@ def test_count_main_names_the_known_archs_on_a_typo(capsys: pytest.CaptureFixtur
     assert count_main(["--arch", "bisenet"]) == 2
     err = capsys.readouterr().err
     assert "bisenetv2" in err and "supernet" in err and len(err.strip().splitlines()) == 1
+
+
+def test_smallest_derivable_network_reaches_below_the_paper_s_smallest(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every mixed block skipped, every gate at its floor: <= 4.5 GMACs at 512x1024 (RTSeg-S is 5.7)."""
+    assert count_main(["--arch", "supernet", "--smallest", "--height", "512", "--width", "1024", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["smallest"] is True and 0.1 < out["gmacs"] <= 4.5
+    assert out["params_m"] < 0.05 * count_model("supernet", 512, 1024)["params_m"]
+
+
+def test_smallest_spec_skips_every_block_and_keeps_each_gate_floor() -> None:
+    from search_client.count import smallest_spec
+
+    tiny = dict(detail_widths=(40, 40, 40), stem=40, stage_widths=(40, 40, 40), depths=(1, 1, 1), heads=(2, 2, 4),
+                mhsa_mid=(16, 16, 32), head_mid=80, aux_mid=8)  # fmt: skip
+    spec = smallest_spec(5, tiny)
+    assert all(st["blocks"] == [] for st in spec["stages"])
+    assert [c["cout"] for c in spec["detail"]] == [4] * 8  # max(4, 10 % of 40)
+    assert spec["head_mid"] == 8 and spec["stem"] == 4
+
+
+def test_smallest_needs_the_supernet(capsys: pytest.CaptureFixture[str]) -> None:
+    assert count_main(["--arch", "bisenetv2", "--smallest"]) == 2
+    assert "--arch supernet" in capsys.readouterr().err

@@ -99,3 +99,23 @@ def test_derive_with_the_farm_unreachable_skips_the_measured_calibration(tmp_pat
     state = run_phases(ctx, "derive")
     assert state.result("derive")["calibration"] == []
     assert any("calibration skipped" in line for line in said)
+
+
+def test_gmacs_target_regularizes_the_search_and_holds_the_derived_network(tmp_path, tiny_data, proxy_predictor):
+    """--target-gmacs: the search's regularizer term is the GMACs one, and the derived network's
+    analytic GMACs at the counting size land within the tolerance of the target."""
+    from search_client.count import count_model, count_module
+
+    probe = _context(tmp_path / "probe", tiny_data, proxy_predictor, pretrain_iters=0)
+    with torch.no_grad():
+        full = count_module(probe.build_supernet(), 128, 256)["gmacs"]
+    target = 0.4 * full
+    ctx = _context(tmp_path / "run", tiny_data, proxy_predictor, pretrain_iters=0, search_iters=2, measure=False,
+                   target_gmacs=target, gmacs_height=128, gmacs_width=256)  # fmt: skip
+    state = run_phases(ctx, "derive")
+    search, derived = state.result("search"), state.result("derive")
+    assert "gmacs" in search["terms"] and "latency" not in search["terms"]
+    assert search["target_gmacs"] == target and derived["fit"]["within"]
+    counted = count_model("subnet", 128, 256, num_classes=derived["spec"]["num_classes"],
+                          spec=derived["spec"])
+    assert counted["gmacs"] == pytest.approx(target, rel=ctx.settings.target_tolerance)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from search_client.models import RTSegSupernet, build_model
+from search_client.search.gates import gates_of
 
 TINY = dict(
     detail_widths=(8, 12, 16), stem=8, stage_widths=(12, 16, 16), depths=(2, 2, 3), heads=(2, 2, 4),
@@ -18,9 +19,8 @@ def randomize(model: nn.Module, seed: int = 0) -> None:
     """Random gate values (about half pruned) and non-trivial BN statistics and affine terms."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gate_out.weight") or name.endswith("gate_mid.weight"):
-                p.copy_(torch.rand(p.shape, generator=gen))
+        for gate in gates_of(model):
+            gate.weight.copy_(torch.rand(gate.weight.shape, generator=gen))
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.copy_(torch.rand(m.num_features, generator=gen) * 2 - 1)

@@ -19,6 +19,7 @@ CHOICES = [
     ["lir", "skip", "lir", "lir", "mhsa", "skip", "lir"],  # stages 1-2 without attention: streams pruned
     ["mhsa", "lir", "skip", "mhsa", "lir", "lir", "skip"],  # attention keeps streams full
     ["skip"] * 7,
+    ["lir", "lir", "skip", "lir", "lir", "skip", "lir"],  # no attention: the joint BGA width is pruned too
 ]
 
 
@@ -44,6 +45,25 @@ def test_derived_network_really_has_fewer_channels(supernet) -> None:
     stream = supernet.stages[0].stream_gate().kept_count()
     assert net.stages[0].down.project[0].out_channels == stream
     assert net.detail[0].conv[0].out_channels == supernet.detail[0].gate_out.kept_count()
+
+
+def test_every_gated_part_is_physically_smaller(supernet) -> None:
+    """Stem, the joint width (last detail conv, last stage, context, BGA, head input), the leading
+    convs and the head's hidden width all lose their pruned channels."""
+    supernet.set_active({"paths": CHOICES[3]})
+    net = derive(supernet)
+    joint = supernet.bga.gate_out.kept_count()
+    stem = supernet.stem
+    assert joint < supernet.bga.fuse[0].out_channels
+    assert net.detail[-1].conv[0].out_channels == net.stages[-1].down.project[0].out_channels == joint
+    assert net.context.last[0].out_channels == net.bga.fuse[0].out_channels == joint
+    assert net.head.conv[0].in_channels == joint
+    assert net.stem.conv[0].out_channels == stem.gate_mid.kept_count() < stem.conv[0].out_channels
+    assert net.stem.left[0][0].out_channels == stem.gate_lead.kept_count()
+    assert net.stem.fuse[0].out_channels == stem.gate_out.kept_count() < stem.fuse[0].out_channels
+    lead = supernet.stages[0].down.gate_lead
+    assert net.stages[0].down.lead[0].out_channels == lead.kept_count() < lead.channels
+    assert inference_params(net) < 0.6 * inference_params(supernet)
 
 
 def test_search_mode_derives_the_argmax_paths(supernet) -> None:

@@ -63,10 +63,41 @@ def test_residual_stream_shares_one_gate(supernet) -> None:
     stream = stage.stream_gate()
     assert stream is not None
     assert all(b.lir.gate_out is stream for b in stage.mixed_blocks())
-    assert supernet.stages[-1].stream_gate() is None  # tied to the detail branch through BGA
+    assert supernet.stages[1].down.gate_in is stream  # again after the next shortcut's depthwise conv
+    joint = supernet.stages[-1].stream_gate()  # tied to the detail branch through BGA
+    assert joint is supernet.detail[-1].gate_out is supernet.context.gate_out is supernet.bga.gate_out
     gates = gates_of(supernet)
     assert len(gates) == len({id(g) for g in gates})
     assert sum(g is stream for g in gates) == 1
+
+
+def test_a_gate_follows_every_conv_layer_of_the_inference_graph(supernet) -> None:
+    """Every conv of the eval-mode graph (aux heads excluded) is followed by a gate before the next
+    conv runs: the network is run with forward hooks recording the order of convs and gates."""
+    convs = {
+        id(m): name for name, m in supernet.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and not name.startswith("aux_heads")
+    }  # fmt: skip
+    pending: list[int] = []  # convs run since the last gate
+    ungated: set[str] = set()
+
+    def on_conv(m, i, o) -> None:
+        ungated.update(convs[c] for c in pending)  # another conv ran before any gate
+        pending[:] = [id(m)]
+
+    hooks = [m.register_forward_hook(on_conv) for m in supernet.modules() if id(m) in convs]
+    hooks += [g.register_forward_pre_hook(lambda g, i: pending.clear()) for g in gates_of(supernet)]
+    supernet.set_active(["lir"] * len(supernet.mixed_blocks()))
+    supernet.eval()
+    with torch.no_grad():
+        supernet(torch.randn(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    ungated.update(convs[c] for c in pending)
+    # the classifier's outputs are the classes; a down block's 1x1 project meets its shortcut in the
+    # add, and the gate after the add follows both
+    expected = {"head.cls"} | {f"stages.{i}.down.project.0" for i in range(len(supernet.stages))}
+    assert ungated == expected
 
 
 def test_floor_applies_to_every_installed_gate(supernet) -> None:

@@ -96,3 +96,24 @@ def test_latency_loss_modes() -> None:
 def test_bisenetv2_is_refused_with_a_reason() -> None:
     with pytest.raises(TypeError, match="gather-and-expand"):
         network_blocks(build_model("bisenetv2"), 64, 128)
+
+
+def test_expected_gmacs_of_decided_logits_equal_the_derived_network_s_count(supernet) -> None:
+    """Decided paths, randomized gates: the regularizer's value is what the counter finds in the
+    derived network; its gradient reaches the gates and the architecture logits."""
+    from search_client.search.derive import derive
+    from search_client.search.latency import expected_gmacs
+
+    supernet.set_search()
+    for b, path in zip(supernet.mixed_blocks(), ["lir", "skip", "lir", "lir", "lir", "skip", "lir"], strict=True):
+        b.arch_logits.data = torch.full((3,), -30.0)
+        b.arch_logits.data[["skip", "lir", "mhsa"].index(path)] = 30.0
+    gmacs = expected_gmacs(supernet, 64, 128)
+    net = derive(supernet.eval()).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.randn(1, 3, 64, 128))
+    assert gmacs.item() == pytest.approx(counter.get_total_flops() / 2e9, rel=1e-5)
+    supernet.mixed_blocks()[0].arch_logits.data.zero_()  # undecided: gradient to the logits
+    expected_gmacs(supernet, 64, 128).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in supernet.gate_parameters())
+    assert supernet.mixed_blocks()[0].arch_logits.grad.abs().sum() > 0
