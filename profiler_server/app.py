@@ -21,7 +21,7 @@ from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
 from profiler_server.limits import BodyLimitMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
-from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, teams
+from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, predict_onnx, teams
 from profiler_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, _overflow_error)
     app.add_exception_handler(DataError, _data_error)
-    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts):
+    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts, predict_onnx):
         app.include_router(module.router)
     predictor = _predictor_router()
     app.state.predictor = None
