@@ -126,7 +126,8 @@ class KernelPredictor:
             err_pct = self.kinds[cfg.op].metrics.get("mape")
             total += pred
             error += pred * (err_pct or 0.0) / 100
-            rows.append({"nodes": kernel.nodes, "op_types": kernel.op_types, "kind": cfg.op, "fn": cfg.fn,
+            rows.append({"nodes": kernel.nodes, "op_types": kernel.op_types, "runtime_op": kernel.runtime_op,
+                         "kind": cfg.op, "fn": cfg.fn,
                          "dims": cfg.values, "predicted_ms": pred, "extrapolated": out,
                          "error_pct": err_pct})
         return {"total_ms": total, "overhead_ms": self.overhead_ms, "error_ms": error, "kernels": rows,

@@ -389,9 +389,10 @@ class DecompositionError(ValueError):
 class Kernel:
     """One kernel of a decomposed model: the graph nodes it covers and its config."""
 
-    nodes: list[str]
-    op_types: list[str]
+    nodes: list[str]  # the user's nodes it stands for
+    op_types: list[str]  # their op types
     config: KernelConfig
+    runtime_op: str = ""  # what onnxruntime runs (FusedConv, Gemm, ...)
 
 
 @dataclass
@@ -710,13 +711,54 @@ def decompose(model: onnx.ModelProto | bytes, input_shape: Sequence[int] | None 
     for t in optimized.graph.initializer:
         dtypes[t.name] = t.data_type
     out = Decomposition(input_shapes=input_shapes)
+    origin = _OriginalNodes(model_copy, optimized)
     for i, node in enumerate(optimized.graph.node):
         name = node.name or f"{node.op_type}_{i}"
+        covered = origin.of(node)
         result = _classify(node, shapes, dtypes)
         if result == "free":
             out.free.append({"node": name, "op_type": node.op_type})
         elif isinstance(result, str):
             out.unsupported.append({"node": name, "op_type": node.op_type, "reason": result})
         else:
-            out.kernels.append(Kernel(nodes=[name], op_types=[node.op_type], config=result))
+            nodes = [n for n, _ in covered] or [name]
+            op_types = [t for _, t in covered] or [node.op_type]
+            out.kernels.append(Kernel(nodes=nodes, op_types=op_types, config=result, runtime_op=node.op_type))
     return out
+
+
+class _OriginalNodes:
+    """Which nodes of the user's graph an optimized node stands for: the producers of its outputs
+    and, going back, of every tensor the optimization fused away (a Conv, its BatchNormalization
+    and its Relu for one FusedConv). The NCHWc pass renames tensors but names each node after the
+    tensor it replaces (``<tensor>_nchwc``); its layout conversions stand for no user node."""
+
+    def __init__(self, original: onnx.ModelProto, optimized: onnx.ModelProto) -> None:
+        self.producer = {o: n for n in original.graph.node for o in n.output if o}
+        self.by_name = {n.name: n for n in original.graph.node if n.name}
+        self.order = {n.name or n.output[0]: i for i, n in enumerate(original.graph.node)}
+        kept = {t for n in optimized.graph.node for t in [*n.input, *n.output] if t}
+        kept |= {i.name for i in optimized.graph.input} | {t.name for t in optimized.graph.initializer}
+        kept |= {n.name.removesuffix("_nchwc") for n in optimized.graph.node if n.name.endswith("_nchwc")}
+        kept |= {o for n in optimized.graph.node if n.name in self.by_name and not set(n.output) & set(self.producer)
+                 for o in self.by_name[n.name].output}  # a node kept by name whose outputs were renamed
+        self.kept = kept
+
+    def of(self, node: onnx.NodeProto) -> list[tuple[str, str]]:
+        if node.op_type.startswith("Reorder"):
+            return []
+        starts = [self.producer.get(o) for o in node.output if o in self.producer]
+        if not starts and node.name.endswith("_nchwc"):
+            starts = [self.producer.get(node.name.removesuffix("_nchwc"))]
+        elif not starts and node.name in self.by_name:
+            starts = [self.by_name[node.name]]
+        found: dict[str, str] = {}
+        stack = [p for p in starts if p is not None]
+        while stack:
+            p = stack.pop()
+            key = p.name or p.output[0]
+            if key in found:
+                continue
+            found[key] = p.op_type
+            stack += [self.producer[i] for i in p.input if i and i not in self.kept and i in self.producer]
+        return sorted(found.items(), key=lambda kv: self.order.get(kv[0], 0))

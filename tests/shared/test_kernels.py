@@ -56,15 +56,16 @@ def hand_built(batch_dim: int | str = 1, size: int | str = 16) -> onnx.ModelProt
 
 def test_hand_built_graph_gives_the_kernels_onnxruntime_runs() -> None:
     parts = decompose(hand_built())
-    got = [(k.config.op, k.config.fn, k.op_types[0]) for k in parts.kernels]
+    got = [(k.config.op, k.config.fn, k.runtime_op, k.nodes) for k in parts.kernels]
     assert got == [
-        ("conv", "Relu", "FusedConv"),  # BN folded into the conv, Relu fused
-        ("dwconv", "Clip", "FusedConv"),  # depthwise: one input channel per group; Clip = Relu6
-        ("binary", "Add", "Add"),  # the residual Add stays its own kernel at this level
-        ("global_pool", "GlobalAveragePool", "GlobalAveragePool"),
-        ("matmul", "none", "Gemm"),  # MatMul + bias Add -> Gemm
-        ("softmax", "Softmax", "Softmax"),
+        ("conv", "Relu", "FusedConv", ["conv1", "bn1", "relu1"]),  # BN folded into the conv, Relu fused
+        ("dwconv", "Clip", "FusedConv", ["dw2", "bn2", "relu6"]),  # one input channel per group; Clip = Relu6
+        ("binary", "Add", "Add", ["residual"]),  # the residual Add stays its own kernel at this level
+        ("global_pool", "GlobalAveragePool", "GlobalAveragePool", ["gap"]),
+        ("matmul", "none", "Gemm", ["fc", "fc_bias"]),  # MatMul + bias Add -> Gemm
+        ("softmax", "Softmax", "Softmax", ["softmax"]),
     ]
+    assert parts.kernels[0].op_types == ["Conv", "BatchNormalization", "Relu"]
     conv = parts.kernels[0].config.values
     assert (conv["cin"], conv["cout"], conv["h"], conv["w"], conv["kernel"], conv["stride"]) == (3, 8, 16, 16, 3, 1)
     assert parts.kernels[1].config.values["groups"] == 8
@@ -72,9 +73,9 @@ def test_hand_built_graph_gives_the_kernels_onnxruntime_runs() -> None:
     assert parts.kernels[4].config.values == {"batch": 1, "m": 1, "k": 8, "n": 4, "bias": 1}
     assert [u["op_type"] for u in parts.unsupported] == ["CumSum"]  # listed, never dropped
     assert "no kernel kind covers CumSum" in parts.unsupported[0]["reason"]
-    covered = {n for k in parts.kernels for n in k.nodes} | {f["node"] for f in parts.free} | {
-        u["node"] for u in parts.unsupported}
-    assert len(covered) == len(parts.kernels) + len(parts.free) + len(parts.unsupported)
+    covered = [n for k in parts.kernels for n in k.nodes] + [f["node"] for f in parts.free] + [
+        u["node"] for u in parts.unsupported]
+    assert sorted(covered) == sorted(n.name for n in hand_built().graph.node)  # every node, once
 
 
 def test_dynamic_input_needs_a_shape_and_then_scales() -> None:
