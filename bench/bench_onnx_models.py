@@ -6,7 +6,9 @@ The code is the product's: the kernel campaign's sampler (``shared.kernel_space`
 models involved), the host agent's runner (``android_harness.host.HostRunner``: onnxruntime,
 1 thread, p10 of the per-run samples), the server's kernel predictor fit and the decomposition
 that ``POST /v1/predict/onnx`` runs. Kernels and models are measured with the same runner and
-the same statistic. ``--clock thread-cpu`` (the default) reads the measuring thread's CPU time:
+the same statistic. The network-level calibration uses the project's own blocks (its search
+space, sampled), measured the same way, as the server uses the blocks a farm has measured.
+``--clock thread-cpu`` (the default) reads the measuring thread's CPU time:
 on this shared 2-core machine, other jobs stretch the wall time of a whole model far more than
 that of a short kernel (load average above 10 during development), which is no property of the
 predictor; ``--clock wall`` gives wall-clock figures.
@@ -35,10 +37,11 @@ import torch  # noqa: E402
 from android_harness.host import HostRunner  # noqa: E402
 from android_harness.runner import MeasureOptions  # noqa: E402
 from heldout_models import MODELS, build  # noqa: E402
-from profiler_server.kernel_predictor import fit_kernel_predictor  # noqa: E402
-from shared.export import export_module_onnx  # noqa: E402
+from profiler_server.kernel_predictor import calibrate, fit_kernel_predictor  # noqa: E402
+from shared.export import export_block_onnx, export_module_onnx  # noqa: E402
 from shared.kernel_space import sample_kernels  # noqa: E402
 from shared.kernels import decompose, export_kernel_onnx  # noqa: E402
+from shared.space import default_space, sample_stratified  # noqa: E402
 
 NN_METER = {"device": "Pixel 4 CPU (TFLite)", "within_10": 0.990, "source": "nn-Meter (MobiSys 2021), as published"}
 TARGET = 0.90
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", type=int, default=400, help="kernel campaign size")
     ap.add_argument("--kernel-runs", type=int, default=15)
     ap.add_argument("--model-runs", type=int, default=20)
+    ap.add_argument("--blocks", type=int, default=40,
+                    help="the project's own blocks measured for the network-level calibration (0: none)")
     ap.add_argument("--clock", choices=["thread-cpu", "wall"], default="thread-cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
@@ -87,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel campaign: {len(kernels)} kernels measured in {campaign_s:.0f} s; held-out kernel MAPE "
               f"{m.get('mape', float('nan')):.1f} %, within ±10 % {100 * m.get('within_10', float('nan')):.0f} %; "
               f"call overhead {1000 * predictor.overhead_ms:.0f} µs", flush=True)
+        blocks = sample_stratified(default_space(inputs=((128, 256), (256, 512))), args.blocks, args.seed)
+        block_bytes = [export_block_onnx(b) for b in blocks]
+        block_ms = [_measure(runner, data, model_opts, folder)["p10_ms"] for data in block_bytes]
+        cal = calibrate(predictor, block_bytes, block_ms) if blocks else {"n": 0, "scale": 1.0}
+        print(f"network-level calibration on {cal['n']} of the project's own blocks: scale {cal['scale']:.3f}"
+              + (f" (block MAPE {cal['mape_before']:.1f} % -> {cal['mape_after']:.1f} %)" if "mape_after" in cal else ""),
+              flush=True)
         for kind, f in sorted(m["kinds"].items()):
             if "mape" in f:
                 print(f"    {kind:<12} n={f['n']:<4} held-out MAPE {f['mape']:5.1f} %  within ±10 % {100 * f['within_10']:4.0f} %")
@@ -113,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     overall = _figures([r["predicted_ms"] for r in rows], [r["measured_p10_ms"] for r in rows])
     result = {"clock": args.clock, "statistic": "p10_ms", "threads": 1, "load_average": os.getloadavg(),
               "kernel_campaign": {"n": len(kernels), "seconds": campaign_s, "metrics": m},
+              "calibration": cal,
               "rows": rows, "per_model": per_model, "overall": overall, "nn_meter_published": NN_METER,
               "target_within_10": TARGET, "seconds": time.monotonic() - t0}
     args.out.write_text(json.dumps(result, indent=2, default=float))

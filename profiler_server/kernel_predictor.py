@@ -25,11 +25,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
 from sklearn.ensemble import RandomForestRegressor
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Artifact, CampaignItem, Database, Measurement, PredictorVersion
@@ -91,6 +92,7 @@ class KernelPredictor:
     overhead_ms: float
     kinds: dict[str, KindModel]
     metrics: dict
+    scale: float = 1.0  # network-level calibration (see ``calibrate``)
 
     def predict_configs(self, cfgs: Sequence[KernelConfig]) -> tuple[list[float | None], list[bool]]:
         """Per config: predicted ms (None for a kind never measured) and the extrapolated flag."""
@@ -109,7 +111,7 @@ class KernelPredictor:
                 continue
             pred, out = model.predict([cfgs[i] for i in idx])
             for j, i in enumerate(idx):
-                ms[i], outside[i] = float(pred[j]), bool(out[j])
+                ms[i], outside[i] = float(pred[j]) * self.scale, bool(out[j])
         return ms, outside
 
     def predict(self, decomposition: Decomposition) -> dict:
@@ -244,6 +246,39 @@ def fit_kernel_predictor(configs: Sequence[KernelConfig | dict], latencies_ms: S
     return KernelPredictor(level=level, overhead_ms=overhead, kinds=kinds, metrics=metrics)
 
 
+MIN_CALIBRATION = 5
+
+
+def calibrate(predictor: KernelPredictor, models: Sequence[bytes], measured_ms: Sequence[float]) -> dict:
+    """Network-level correction: whole models measured on the device (the farm's own block
+    measurements, never a model the user asks about) against the sum of their kernels; the
+    median ratio scales every kernel. Kernels measured alone run with cold neighbours and, on an
+    x86 host, with layout conversions that are only estimated; a whole graph does neither.
+    Returns the calibration figures (also stored in the predictor's metrics)."""
+    predictor.scale = 1.0
+    pairs = []
+    for data, ms in zip(models, measured_ms, strict=True):
+        try:
+            answer = predictor.predict(decompose(data, level=predictor.level))
+        except ValueError:  # DecompositionError: a model the decomposition cannot read is skipped
+            continue
+        if answer["unsupported"]:
+            continue
+        kernels = answer["total_ms"] - predictor.overhead_ms
+        if kernels > 0 and ms > predictor.overhead_ms:
+            pairs.append((kernels, ms))
+    info: dict = {"n": len(pairs), "scale": 1.0}
+    if len(pairs) >= MIN_CALIBRATION:
+        ratios = np.array([(ms - predictor.overhead_ms) / k for k, ms in pairs])
+        before = [predictor.overhead_ms + k for k, _ in pairs]
+        predictor.scale = float(np.median(ratios))
+        after = [predictor.overhead_ms + k * predictor.scale for k, _ in pairs]
+        truth = [ms for _, ms in pairs]
+        info.update(scale=predictor.scale, mape_before=M.mape(before, truth), mape_after=M.mape(after, truth))
+    predictor.metrics["calibration"] = info
+    return info
+
+
 # --- storage and serving ------------------------------------------------------------------------
 
 def training_rows(session: Session, device_class: str, runtime: str, statistic: str = "p10_ms"
@@ -261,8 +296,34 @@ _cache: dict[int, KernelPredictor] = {}
 _cache_lock = threading.Lock()
 
 
-def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str = "p10_ms") -> PredictorVersion:
-    """Fit a new version from every kernel measurement of (device class, runtime) and store it."""
+MAX_CALIBRATION_MODELS = 60
+
+
+def _calibration_models(db: Database, root: Path, device_class: str, runtime: str, statistic: str
+                        ) -> tuple[list[bytes], list[float]]:
+    """The latest measured blocks of (device class, runtime): their artifact bytes and latency."""
+    with db.session() as session:
+        rows = session.execute(
+            select(Measurement.artifact_sha256, func.min(getattr(Measurement, statistic)))
+            .join(Artifact, Artifact.sha256 == Measurement.artifact_sha256)
+            .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
+            .where(Measurement.kind.not_in(("kernel", "network")), Artifact.format == "onnx")
+            .group_by(Measurement.artifact_sha256).order_by(func.max(Measurement.id).desc())
+            .limit(MAX_CALIBRATION_MODELS)
+        ).all()
+    models, latencies = [], []
+    for sha, ms in rows:
+        path = root / sha[:2] / sha
+        if path.is_file():
+            models.append(path.read_bytes())
+            latencies.append(float(ms))
+    return models, latencies
+
+
+def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str = "p10_ms",
+                  artifacts_root: Path | None = None) -> PredictorVersion:
+    """Fit a new version from every kernel measurement of (device class, runtime) and store it;
+    calibrated on the measured blocks of the same pair when ``artifacts_root`` holds them."""
     try:
         key = store.runtime_key(runtime)
     except ValueError as exc:
@@ -274,6 +335,8 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
                        f"{kernel_campaign_hint(device_class, key)}")
     predictor = fit_kernel_predictor(configs, latencies, decomposition_level(device_class))
     predictor.metrics["statistic"] = statistic
+    if artifacts_root is not None:
+        calibrate(predictor, *_calibration_models(db, artifacts_root, device_class, key, statistic))
     blob = pickle.dumps(predictor)
     with db.session() as session:
         row = store.new_version(session, device_class, predictor_runtime(key))

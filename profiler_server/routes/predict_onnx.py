@@ -75,8 +75,11 @@ async def predict_onnx(
 
 
 @router.post("/kernel-predictors", status_code=201)
-async def fit_kernel_predictor(body: KernelFitRequest, db: DatabaseDep, session: SessionDep, _team: TeamDep) -> dict:
-    """Fit a kernel predictor version from every kernel measurement of (device class, runtime)."""
+async def fit_kernel_predictor(body: KernelFitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep,
+                               _team: TeamDep) -> dict:
+    """Fit a kernel predictor version from every kernel measurement of (device class, runtime),
+    calibrated on the blocks measured there (network-level correction)."""
     session.rollback()  # SQLite serves one connection: the fit opens its own sessions
-    row = await run_in_threadpool(kernel_predictor.fit_and_store, db, body.device_class, body.runtime)
+    row = await run_in_threadpool(kernel_predictor.fit_and_store, db, body.device_class, body.runtime, "p10_ms",
+                                  settings.artifacts_dir)
     return store.version_view(row)

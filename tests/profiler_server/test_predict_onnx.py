@@ -96,8 +96,9 @@ def test_kernel_predictor_learns_the_device_and_predicts_a_whole_model(client, k
     r = _predict(client, kernel_farm, _model())
     assert r.status_code == 200, r.text
     ans = r.json()
-    assert [(k["kind"], k["nodes"]) for k in ans["kernels"]] == [
-        ("conv", ["stem"]), ("global_pool", ["pool"]), ("matmul", ["classifier"])]
+    assert [k["kind"] for k in ans["kernels"]] == ["conv", "global_pool", "matmul"]
+    assert ans["kernels"][0]["nodes"] == ["stem", "stem_relu"] and ans["kernels"][0]["runtime_op"] == "FusedConv"
+    assert "classifier" in ans["kernels"][2]["nodes"]
     assert ans["kernels"][0]["fn"] == "Relu" and ans["kernels"][0]["dims"]["cout"] == 16
     assert [u["op_type"] for u in ans["unsupported"]] == ["CumSum"]
     assert ans["total_ms"] == pytest.approx(ans["overhead_ms"] + sum(k["predicted_ms"] for k in ans["kernels"]))
@@ -143,3 +144,35 @@ def test_kernel_family_campaign_samples_one_kernel_models(farm) -> None:
     bad = {"kind": "kernel", "op": "conv", "fn": "Relu", "dims": [3, 8, 8, 8, 3, 1, 1]}
     r = farm.client.post("/v1/campaigns", json={"device_class": DC, "configs": [bad]}, headers=farm.team)
     assert r.status_code == 422 and "takes dims" in r.text
+
+
+def test_network_level_calibration_scales_kernels_to_measured_models() -> None:
+    from profiler_server.kernel_predictor import calibrate, fit_kernel_predictor
+    from shared.kernels import decompose
+
+    configs = sample_kernels(90, seed=1, reorders=False)
+    predictor = fit_kernel_predictor(configs, [formula_ms(c) for c in configs], level="extended")
+    models = [_model(dynamic=True)]
+    shapes = [[1, 3, 16 * (i + 1), 16 * (i + 1)] for i in range(6)]
+    raw = [predictor.predict(decompose(models[0], s))["total_ms"] for s in shapes]
+    fixed = []  # the same model at fixed sizes, "measured" 30 % slower than its kernels add up to
+    for s in shapes:
+        m = onnx.load_from_string(models[0])
+        for d, v in zip(m.graph.input[0].type.tensor_type.shape.dim, s, strict=True):
+            d.dim_value = v
+        fixed.append(m.SerializeToString())
+    measured = [predictor.overhead_ms + 1.3 * (t - predictor.overhead_ms) for t in raw]
+    info = calibrate(predictor, fixed, measured)
+    assert info["n"] == 0  # CumSum is no kernel: a model with unsupported ops cannot calibrate
+    info = calibrate(predictor, [_strip_cumsum(b) for b in fixed], measured)
+    assert info["n"] == 6 and info["scale"] == pytest.approx(1.3, rel=0.02)
+    assert info["mape_after"] < 2 < info["mape_before"]
+
+
+def _strip_cumsum(data: bytes) -> bytes:
+    m = onnx.load_from_string(data)
+    keep = [n for n in m.graph.node if n.op_type != "CumSum"]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    m.graph.output[0].name = "l"
+    return m.SerializeToString()
