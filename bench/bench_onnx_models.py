@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from heldout_models import MODELS, build  # noqa: E402
 
 from android_harness.host import HostRunner  # noqa: E402
 from android_harness.runner import MeasureOptions  # noqa: E402
-from heldout_models import MODELS, build  # noqa: E402
 from profiler_server.kernel_predictor import calibrate, fit_kernel_predictor  # noqa: E402
 from shared.export import export_block_onnx, export_module_onnx  # noqa: E402
 from shared.kernel_space import sample_kernels  # noqa: E402

@@ -7,8 +7,6 @@ them). Each builder returns an eval-mode module taking (1, 3, H, W).
 
 from __future__ import annotations
 
-
-
 import torch
 import torch.nn.functional as F
 from torch import nn

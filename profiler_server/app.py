@@ -21,7 +21,16 @@ from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
 from profiler_server.limits import BodyLimitMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
-from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, predict_onnx, teams
+from profiler_server.routes import (
+    agents,
+    artifacts,
+    campaigns,
+    health,
+    jobs,
+    measurements,
+    predict_onnx,
+    teams,
+)
 from profiler_server.settings import Settings
 
 log = logging.getLogger(__name__)
