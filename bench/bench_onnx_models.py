@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", type=int, default=400, help="kernel campaign size")
     ap.add_argument("--kernel-runs", type=int, default=15)
     ap.add_argument("--model-runs", type=int, default=20)
-    ap.add_argument("--blocks", type=int, default=40,
-                    help="the project's own blocks measured for the network-level calibration (0: none)")
+    ap.add_argument("--blocks", type=int, default=0,
+                    help="calibrate on this many of the project's own blocks (default none: on this host a "
+                         "40-block calibration moved the held-out models the wrong way, scale 1.12)")
     ap.add_argument("--clock", choices=["thread-cpu", "wall"], default="thread-cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
@@ -92,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel campaign: {len(kernels)} kernels measured in {campaign_s:.0f} s; held-out kernel MAPE "
               f"{m.get('mape', float('nan')):.1f} %, within ±10 % {100 * m.get('within_10', float('nan')):.0f} %; "
               f"call overhead {1000 * predictor.overhead_ms:.0f} µs", flush=True)
-        blocks = sample_stratified(default_space(inputs=((128, 256), (256, 512))), args.blocks, args.seed)
+        blocks = sample_stratified(default_space(inputs=((128, 256), (256, 512))), args.blocks, args.seed) \
+            if args.blocks else []
         block_bytes = [export_block_onnx(b) for b in blocks]
         block_ms = [_measure(runner, data, model_opts, folder)["p10_ms"] for data in block_bytes]
         cal = calibrate(predictor, block_bytes, block_ms) if blocks else {"n": 0, "scale": 1.0}
-        print(f"network-level calibration on {cal['n']} of the project's own blocks: scale {cal['scale']:.3f}"
-              + (f" (block MAPE {cal['mape_before']:.1f} % -> {cal['mape_after']:.1f} %)" if "mape_after" in cal else ""),
-              flush=True)
+        if blocks:
+            print(f"network-level calibration on {cal['n']} of the project's own blocks: scale {cal['scale']:.3f}"
+                  + (f" (block MAPE {cal['mape_before']:.1f} % -> {cal['mape_after']:.1f} %)" if "mape_after" in cal
+                     else ""), flush=True)
         for kind, f in sorted(m["kinds"].items()):
             if "mape" in f:
                 print(f"    {kind:<12} n={f['n']:<4} held-out MAPE {f['mape']:5.1f} %  within ±10 % {100 * f['within_10']:4.0f} %")

@@ -24,6 +24,8 @@ class KernelFitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_class: str = Field(min_length=1, max_length=200)
     runtime: str = Field("onnxruntime", max_length=100)
+    calibrate: bool = Field(False, description="scale kernels by measured ÷ predicted over the blocks measured "
+                                               "on this device (network-level correction)")
 
 
 def predict_model(db: Any, data: bytes, device_class: str, runtime: str, input_shape: str | None) -> dict:
@@ -77,9 +79,9 @@ async def predict_onnx(
 @router.post("/kernel-predictors", status_code=201)
 async def fit_kernel_predictor(body: KernelFitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep,
                                _team: TeamDep) -> dict:
-    """Fit a kernel predictor version from every kernel measurement of (device class, runtime),
-    calibrated on the blocks measured there (network-level correction)."""
+    """Fit a kernel predictor version from every kernel measurement of (device class, runtime);
+    ``calibrate``: also scale it on the blocks measured there (network-level correction)."""
     session.rollback()  # SQLite serves one connection: the fit opens its own sessions
     row = await run_in_threadpool(kernel_predictor.fit_and_store, db, body.device_class, body.runtime, "p10_ms",
-                                  settings.artifacts_dir)
+                                  settings.artifacts_dir if body.calibrate else None)
     return store.version_view(row)
