@@ -22,7 +22,17 @@ from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
 from profiler_server.limits import BodyLimitMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
-from profiler_server.routes import agents, artifacts, campaigns, health, jobs, measurements, status, teams
+from profiler_server.routes import (
+    agents,
+    artifacts,
+    campaigns,
+    health,
+    jobs,
+    measurements,
+    predict_onnx,
+    status,
+    teams,
+)
 from profiler_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, _overflow_error)
     app.add_exception_handler(DataError, _data_error)
-    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts, status):
+    for module in (health, teams, agents, jobs, campaigns, measurements, artifacts, status, predict_onnx):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     dashboard.mount_assets(app)

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from profiler_server.db import Artifact, Database
 from profiler_server.errors import BadRequest, NotFound
 from shared.config import AnyBlock
-from shared.export import export_block, sha256_bytes
+from shared.export import sha256_bytes
+from shared.kernels import export_config
 
 log = logging.getLogger(__name__)
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -81,7 +82,7 @@ def export_block_artifact(db: Database, root: Path, cfg: AnyBlock, fmt: str) -> 
         known = find_block_artifact(session, cfg, fmt)
     if known is not None and artifact_path(root, known.sha256).exists():
         return known
-    data = export_block(cfg, fmt)
+    data = export_config(cfg, fmt)
     sha = write_file(root, data)
     row = Artifact(
         sha256=sha,

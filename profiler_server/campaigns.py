@@ -29,9 +29,11 @@ from profiler_server.auth import Principal, admin_team
 from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
 from profiler_server.errors import BadRequest, NotFound, TooManyRequests
 from profiler_server.settings import Settings
-from shared.config import AnyBlock, BlockConfig, parse_blocks
+from shared.config import AnyBlock
 from shared.costs import block_macs, block_params
 from shared.export import tflite_available
+from shared.kernel_space import sample_kernels
+from shared.kernels import CampaignConfig, KernelConfig, kernel_costs, parse_campaign_configs
 from shared.schemas import RuntimeSettings
 from shared.space import SAMPLERS, SearchSpace, default_space
 
@@ -49,7 +51,10 @@ class CampaignCreate(BaseModel):
         "onnxruntime", description="RuntimeSettings or 'onnxruntime/t1/cpu'"
     )
     space: SearchSpace | None = None
-    configs: list[BlockConfig] | None = Field(None, min_length=1, max_length=50_000)
+    configs: list[CampaignConfig] | None = Field(None, min_length=1, max_length=50_000)  # type: ignore[valid-type]
+    family: Literal["blocks", "kernels"] = Field(
+        "blocks", description="kernels: sample n one-kernel models (the kernel predictor's data) instead of blocks"
+    )
     n: int = Field(100, ge=1, le=50_000)
     sampling: Literal["uniform", "stratified", "adaptive"] = Field(
         "stratified", description="adaptive: near the configs the latest predictor misses most (needs one)"
@@ -86,6 +91,11 @@ class CampaignCreate(BaseModel):
 def choose_configs(session: Session, body: CampaignCreate, runtime: str) -> tuple[list[AnyBlock], str]:
     if body.configs is not None:
         return list(body.configs), "explicit"
+    if body.family == "kernels":
+        if body.space is not None or body.sampling == "adaptive":
+            raise BadRequest("a kernel campaign samples its own kernel space: give n and seed, not space or adaptive")
+        reorders = runtime.startswith("onnxruntime") and body.device_class.startswith("host/")
+        return sample_kernels(body.n, body.seed, reorders=reorders), "kernels"
     space = body.space or default_space()
     if body.sampling == "adaptive":
         try:
@@ -104,7 +114,7 @@ def check_limits(configs: list[AnyBlock], limits: Settings) -> None:
         )
     too_big = [
         c for c in configs
-        if block_macs(c) > limits.max_block_gmacs * 1e9 or block_params(c) > limits.max_block_mparams * 1e6
+        if _macs(c) > limits.max_block_gmacs * 1e9 or _params(c) > limits.max_block_mparams * 1e6
     ]  # fmt: skip
     if too_big:
         raise BadRequest(
@@ -137,6 +147,14 @@ def check_team_queue(session: Session, principal: Principal, adding: int, limits
         )
 
 
+def _macs(cfg: AnyBlock | KernelConfig) -> float:
+    return kernel_costs(cfg)[0] if isinstance(cfg, KernelConfig) else block_macs(cfg)
+
+
+def _params(cfg: AnyBlock | KernelConfig) -> float:
+    return kernel_costs(cfg)[3] if isinstance(cfg, KernelConfig) else block_params(cfg)
+
+
 def create_campaign(
     session: Session, principal: Principal, body: CampaignCreate, limits: Settings
 ) -> Campaign:
@@ -147,6 +165,8 @@ def create_campaign(
     if body.configs is None and body.n > limits.max_campaign_configs:
         raise BadRequest(f"n={body.n} exceeds this server's limit of {limits.max_campaign_configs} configs")
     configs, sampling = choose_configs(session, body, runtime.key())
+    if runtime.runtime != "onnxruntime" and any(isinstance(c, KernelConfig) for c in configs):
+        raise BadRequest("kernel configs are measured as one-kernel ONNX models: use an onnxruntime runtime")
     check_limits(configs, limits)
     check_team_queue(session, principal, len(configs), limits)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
@@ -216,7 +236,7 @@ def export_campaign(
         )
     runtime = RuntimeSettings(**settings["runtime"])
     fmt = "tflite" if runtime.runtime == "tflite" else "onnx"
-    configs = parse_blocks(settings["configs"])
+    configs = parse_campaign_configs(settings["configs"])
     rng = random.Random(campaign.seed or 0)
     batch: list[Artifact] = []
     for cfg in configs:

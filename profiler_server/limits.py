@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-UPLOAD_PATHS = ("/v1/networks",)
+UPLOAD_PATHS = ("/v1/networks", "/v1/predict/onnx")
 
 
 class BodyLimitMiddleware:

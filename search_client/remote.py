@@ -285,6 +285,21 @@ class ProfilerClient:
             data["predicted_ms"] = str(predicted_ms)
         return self._json("POST", "/v1/networks", files=files, data=data)
 
+    def predict_onnx(self, onnx_bytes: bytes, device_class: str, runtime: str = "onnxruntime",
+                     input_shape: str | None = None, name: str = "model") -> dict:
+        """``POST /v1/predict/onnx``: total and per-kernel predicted latency of a whole ONNX model."""
+        files = {"file": (f"{_slug(name)}.onnx", onnx_bytes, "application/octet-stream")}
+        data = {"device_class": device_class, "runtime": runtime}
+        if input_shape:
+            data["input_shape"] = input_shape
+        return self._json("POST", "/v1/predict/onnx", files=files, data=data, timeout=max(
+            self._http.timeout.read or 30.0, 300.0))
+
+    def fit_kernel_predictor(self, device_class: str, runtime: str) -> dict:
+        """``POST /v1/kernel-predictors``: fit a kernel predictor version from the kernel measurements."""
+        return self._json("POST", "/v1/kernel-predictors", json={"device_class": device_class, "runtime": runtime},
+                          timeout=max(self._http.timeout.read or 30.0, 600.0))
+
     def get_job(self, job_id: int) -> dict:
         return self._json("GET", f"/v1/jobs/{job_id}")
 

@@ -12,7 +12,17 @@ log = logging.getLogger(__name__)
 
 
 def on_campaign_complete(campaign_id: int, device_class: str, runtime: str) -> int | None:
-    """Queue a fit in the predictor worker; returns the new predictor id (None: too little data)."""
+    """Queue a fit in the predictor worker; returns the new predictor id (None: too little data).
+    A campaign that measured kernels refits the kernel predictor instead (here, in the hook's thread)."""
+    from profiler_server import kernel_predictor
+
+    db = current_database()
+    if kernel_predictor.campaign_has_kernels(db, campaign_id):
+        try:
+            return kernel_predictor.fit_and_store(db, device_class, runtime).id
+        except Conflict as exc:
+            log.info("kernel campaign %d complete, no fit: %s", campaign_id, exc.message)
+            return None
     try:
         row = service_for(current_database()).start_fit(device_class, runtime)
     except Conflict as exc:
