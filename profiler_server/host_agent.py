@@ -89,7 +89,9 @@ class HostAgentSupervisor:
                     return
             quick_deaths = quick_deaths + 1 if time.monotonic() - started < 60 else 0
             delay = RESTART_DELAYS_S[min(quick_deaths, len(RESTART_DELAYS_S)) - 1] if quick_deaths else 1.0
-            log.warning("host-device agent exited with status %s; restarting in %.0f s", self.proc.returncode, delay)
+            log.warning(
+                "host-device agent exited with status %s; restarting in %.0f s", self.proc.returncode, delay
+            )
             if self._stopping.wait(delay):
                 return
 

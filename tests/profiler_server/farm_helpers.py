@@ -98,7 +98,7 @@ class LiveServer:
         self.env = {**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN, "RTSEG_REAPER_INTERVAL_S": "0.2", **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> LiveServer:
+    def start(self, timeout: float = 180) -> LiveServer:  # a start imports torch: slow on a busy machine
         cmd = [sys.executable, "-m", "profiler_server.cli", "--data", str(self.data_dir), "--port", str(self.port),
                "--log-level", "warning", *self.args]  # fmt: skip
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115

@@ -76,8 +76,10 @@ def test_sigterm_mid_job_hands_the_job_back_and_the_campaign_completes_after_res
             "min_seconds": 1, "wait_s": 60}  # fmt: skip
     campaign = admin.post("/v1/campaigns", json=body).json()
     url = f"/v1/campaigns/{campaign['id']}"
-    _wait(lambda: admin.get(url).json()["running"] >= 1, 120, "no job started")
-    server.stop()  # SIGTERM while a job runs
+    try:
+        _wait(lambda: admin.get(url).json()["running"] >= 1, 120, "no job started")
+    finally:
+        server.stop()  # SIGTERM while a job runs (and no server left behind a failed wait)
     assert server.proc.returncode is not None
     # the agent reported its measurement or released its lease before the server stopped
     assert _db_rows(data, "SELECT id FROM jobs WHERE state = 'running'") == []
@@ -95,17 +97,21 @@ def test_host_agent_is_supervised_and_its_token_kept_off_the_command_line(tmp_pa
     data = tmp_path / "data"
     data.mkdir()
     server = _start(data)
-    _wait(lambda: _device_online(server), 120, "host device not registered")
-    first = _wait(lambda: _agent_pids(server), 30, "no agent start logged")[0]
-    token = (data / TOKEN_FILE).read_text().strip()
-    cmdline = Path(f"/proc/{first}/cmdline").read_bytes().decode().split("\0")
-    assert token not in cmdline and "--token" not in cmdline  # ps shows the command line to everyone
-    os.kill(first, signal.SIGKILL)  # the agent dies: the server starts another
-    agent_id = _device(server)["agent_id"]
-    second = _wait(lambda: [p for p in _agent_pids(server) if p != first], 60, "agent not restarted")[0]
-    _wait(lambda: _device(server)["agent_id"] != agent_id, 120, "restarted agent not registered")
-    server.kill()  # the server dies: its orphaned agent stops on its own
-    _wait(lambda: not _alive(second), 30, "orphaned agent still running", poll=0.5)
+    try:
+        _wait(lambda: _device_online(server), 120, "host device not registered")
+        first = _wait(lambda: _agent_pids(server), 30, "no agent start logged")[0]
+        token = (data / TOKEN_FILE).read_text().strip()
+        cmdline = Path(f"/proc/{first}/cmdline").read_bytes().decode().split("\0")
+        assert token not in cmdline and "--token" not in cmdline  # ps shows the command line to everyone
+        os.kill(first, signal.SIGKILL)  # the agent dies: the server starts another
+        agent_id = _device(server)["agent_id"]
+        second = _wait(lambda: [p for p in _agent_pids(server) if p != first], 60, "agent not restarted")[0]
+        _wait(lambda: _device(server)["agent_id"] != agent_id, 120, "restarted agent not registered")
+        server.kill()  # the server dies: its orphaned agent stops on its own
+        _wait(lambda: not _alive(second), 30, "orphaned agent still running", poll=0.5)
+    except BaseException:
+        server.kill()  # leave no server behind a failed check
+        raise
     server.log.close()
     server = _start(data, port=server.port)
     try:

@@ -64,12 +64,17 @@ def test_only_the_holder_releases_or_fails_its_lease(farm: Farm):
 def test_a_re_registering_agent_keeps_its_id_and_its_leases(farm: Farm):
     farm.campaign(small_configs(1))
     job = farm.lease()
-    devices = [{"serial": s, "device_class": DEVICE_CLASS, "kind": "host"} for s in ("dev-1", "dev-2", "dev-3")]
+    devices = [
+        {"serial": s, "device_class": DEVICE_CLASS, "kind": "host"} for s in ("dev-1", "dev-2", "dev-3")
+    ]
     body = {"name": "test-agent", "devices": devices, "agent_id": farm.agent_id}
     r = farm.client.post("/v1/agents", json=body, headers=farm.agent)
     assert r.json()["agent_id"] == farm.agent_id
     release = {"lease_id": job["lease_id"], "agent_id": farm.agent_id}
-    assert farm.client.post(f"/v1/jobs/{job['job_id']}/release", json=release, headers=farm.agent).status_code == 200
+    assert (
+        farm.client.post(f"/v1/jobs/{job['job_id']}/release", json=release, headers=farm.agent).status_code
+        == 200
+    )
 
 
 def test_team_limits_on_queued_jobs_and_running_fits(tmp_path):

@@ -139,7 +139,11 @@ def test_server_killed_mid_campaign_loses_nothing(tmp_path: Path):
 
 def test_eight_concurrent_agents_measure_every_job_exactly_once(live_server: LiveServer):
     team = _team(live_server.url)
-    campaign = _campaign(team, 300, wait_s=120)
+    campaign = _campaign(team, 300, wait_s=60)
+    deadline = time.monotonic() + 240
+    while campaign["state"] == "exporting" and time.monotonic() < deadline:  # export runs in the background
+        time.sleep(0.5)
+        campaign = team.get(f"/v1/campaigns/{campaign['id']}").json()
     assert campaign["jobs"] == 300
     agents = [Agent(live_server.url, f"dev-{i}") for i in range(8)]
     accepted: list[int] = []
@@ -173,7 +177,7 @@ def test_sigterm_stops_a_long_export_which_resumes_after_restart(tmp_path: Path)
     data.mkdir()
     server = LiveServer(data).start(timeout=240)  # generous: the start imports torch
     team = _team(server.url)
-    n = 60  # a few hundred ms per config on a busy 2-core machine: tens of seconds in all
+    n = 150  # 0.1-0.3 s per config on a busy 2-core machine: tens of seconds in all
     campaign = _campaign(team, n, wait_s=0)
     assert campaign["state"] == "exporting"
     time.sleep(3)
@@ -183,6 +187,11 @@ def test_sigterm_stops_a_long_export_which_resumes_after_restart(tmp_path: Path)
     stopped_in = time.monotonic() - started
     server.log.close()
     assert stopped_in < 10, f"SIGTERM waited {stopped_in:.1f} s for the export"
+    with sqlite3.connect(data / "profiler.db") as conn:  # stopped part-way, not run to its end
+        state, items = conn.execute(
+            "SELECT state, (SELECT count(*) FROM campaign_items WHERE campaign_id = c.id) FROM campaigns c"
+        ).fetchone()
+    assert state == "exporting" and items < n, (state, items)
     server = LiveServer(data, port=server.port).start(timeout=240)
     try:
         deadline = time.monotonic() + 240

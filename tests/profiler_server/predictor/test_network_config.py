@@ -17,10 +17,17 @@ def _measure_network(client) -> int:
     files = {"file": ("net.onnx", data, "application/octet-stream")}
     r = client.post("/v1/networks", files=files, data={"device_class": DEVICE_CLASS}, headers=AUTH)
     assert r.status_code == 201, r.text
-    agent = {"Authorization": "Bearer " + client.post("/v1/tokens", json={"role": "agent"}, headers=AUTH).json()["token"]}
+    agent = {
+        "Authorization": "Bearer "
+        + client.post("/v1/tokens", json={"role": "agent"}, headers=AUTH).json()["token"]
+    }
     devices = [{"serial": "dev-n", "device_class": DEVICE_CLASS, "kind": "host"}]
-    agent_id = client.post("/v1/agents", json={"name": "a", "devices": devices}, headers=agent).json()["agent_id"]
-    job = client.post("/v1/jobs/lease", json={"agent_id": agent_id, "serial": "dev-n"}, headers=agent).json()["job"]
+    agent_id = client.post("/v1/agents", json={"name": "a", "devices": devices}, headers=agent).json()[
+        "agent_id"
+    ]
+    job = client.post("/v1/jobs/lease", json={"agent_id": agent_id, "serial": "dev-n"}, headers=agent).json()[
+        "job"
+    ]
     stats = {"median_ms": 2.0, "mean_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.1, "std_ms": 0.1, "runs": 3,
              "samples_ms": [2.0, 2.0, 2.0]}  # fmt: skip
     body = {"lease_id": job["lease_id"], "serial": "dev-n", "stats": stats}
@@ -38,4 +45,7 @@ def test_fit_after_a_network_measurement_succeeds(app_client):
     row = app_client.get(f"/v1/predictors/{r.json()['id']}").json()
     assert row["state"] == "ready", row["error"]
     with db.engine.connect() as conn:  # stored as SQL NULL, not as the JSON text 'null'
-        assert conn.execute(text(f"SELECT config IS NULL FROM measurements WHERE job_id = {job_id}")).scalar() == 1
+        assert (
+            conn.execute(text(f"SELECT config IS NULL FROM measurements WHERE job_id = {job_id}")).scalar()
+            == 1
+        )
