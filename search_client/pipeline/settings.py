@@ -119,7 +119,7 @@ class PipelineSettings(BaseModel):
             if name == "overrides":
                 changes.extend(_override_changes(saved.overrides, self.overrides))
             else:
-                changes.append(SettingChange(name, FLAGS.get(name, name), PINNED_BY[name],
+                changes.append(SettingChange(name, FLAGS.get(name, name), PINNED_BY.get(name, PHASES[0]),
                                              getattr(saved, name), getattr(self, name)))
         return changes
 
@@ -161,7 +161,8 @@ class PipelineSettings(BaseModel):
 # Fields that only say which folder the run lives in.
 IDENTITY = frozenset({"name", "runs_dir"})
 
-# The phase that first uses each setting: once it has started, the setting is pinned.
+# The phase that first uses each setting: once it has started, the setting is pinned. A field not
+# listed here is pinned from the first phase on (never silently changed mid-run).
 PINNED_BY: dict[str, str] = {
     "preset": "pretrain", "pretrain_iters": "pretrain",
     "search_iters": "search", "target_ms": "search", "target_fraction": "search", "target_position": "search",
