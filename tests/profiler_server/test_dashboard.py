@@ -74,12 +74,8 @@ def lab(tmp_path_factory):
     configs = small_configs(60)
     r = lab.http.post("/v1/campaigns", json={"device_class": DEVICE_CLASS, "configs": configs}, headers=lab.team)
     assert r.status_code == 201, r.text
-    sha_to_cout = {}
-    for job in lab.http.get("/v1/jobs", params={"limit": 100}, headers=lab.team).json()["items"]:
-        sha_to_cout[job["job_id"] if "job_id" in job else job["id"]] = job
-    # a latency that grows with the output channels: what the predictor learns
-    cout = {c["cout"] for c in configs}
-    assert len(cout) == 60
+    # jobs are queued in config order, so a latency growing with the job id grows with the
+    # config's output channels: something the predictor can learn
     lab.measure_all("phone-1", lambda job: 0.05 + 0.01 * job["id"])
     lab.predictor = lab.wait_predictor()
     running = lab.http.post("/v1/campaigns", json={"device_class": DEVICE_CLASS, "configs": small_configs(4, 100),
