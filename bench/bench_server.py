@@ -87,7 +87,7 @@ def start_server(data: Path, port: int) -> subprocess.Popen:
     raise SystemExit("bench_server: the server did not become ready in 60 s")
 
 
-async def agent(url: str, index: int, stop_at: float, latencies: list[float]) -> int:
+async def agent(url: str, index: int, seconds: float, ready: asyncio.Barrier, latencies: list[float]) -> int:
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         token = (
             await http.post(
@@ -98,6 +98,8 @@ async def agent(url: str, index: int, stop_at: float, latencies: list[float]) ->
         serial = f"bench-{index}"
         body = {"name": serial, "devices": [{"serial": serial, "device_class": DEVICE_CLASS, "kind": "host"}]}
         agent_id = (await http.post("/v1/agents", json=body)).json()["agent_id"]
+        await ready.wait()  # the clock starts when every agent is registered
+        stop_at = time.monotonic() + seconds
         done = 0
         while time.monotonic() < stop_at:
             t0 = time.perf_counter()
@@ -116,8 +118,11 @@ async def agent(url: str, index: int, stop_at: float, latencies: list[float]) ->
 
 async def run_agents(url: str, n_agents: int, seconds: float) -> tuple[int, float, list[float]]:
     latencies: list[float] = []
+    ready = asyncio.Barrier(n_agents + 1)
+    tasks = [asyncio.create_task(agent(url, i, seconds, ready, latencies)) for i in range(n_agents)]
+    await ready.wait()
     start = time.monotonic()
-    counts = await asyncio.gather(*(agent(url, i, start + seconds, latencies) for i in range(n_agents)))
+    counts = await asyncio.gather(*tasks)
     return sum(counts), time.monotonic() - start, latencies
 
 

@@ -6,13 +6,18 @@ Bounds on every number keep hostile input out; the server answers 422 for anythi
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.config import BlockConfig
 
 Runtime = Literal["onnxruntime", "tflite"]
+# What RuntimeSettings.parse accepts: a runtime name, or 'runtime/tN/delegate' with 1 <= N <= 64.
+RUNTIME_PATTERN = r"^(onnxruntime|tflite)(/t0*([1-9]|[1-5][0-9]|6[0-4])/(cpu|xnnpack|gpu|nnapi|qnn))?$"
+RuntimeText = Annotated[
+    str, StringConstraints(pattern=RUNTIME_PATTERN, max_length=100), Field(description="'onnxruntime' or 'onnxruntime/t1/cpu'")
+]
 SHA256 = Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256 of the artifact bytes")
 
 
@@ -144,7 +149,7 @@ class JobRelease(_Model):
 
 class PredictRequest(_Model):
     device_class: str = Field(min_length=1, max_length=200)
-    runtime: str = Field("onnxruntime", max_length=100)
+    runtime: RuntimeText = "onnxruntime"
     blocks: list[BlockConfig] = Field(min_length=1, max_length=100_000)
     predictor_version: int | None = Field(None, ge=1)
 

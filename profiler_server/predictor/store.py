@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from profiler_server.db import Measurement, PredictorVersion
 from shared.schemas import RuntimeSettings
 
 
+@functools.lru_cache(maxsize=1024)  # on every prediction; a ValueError is not cached
 def runtime_key(text: str) -> str:
     """``onnxruntime`` or ``onnxruntime/t1/cpu`` -> the stored key; ValueError with a message."""
     try:

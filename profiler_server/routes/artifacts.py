@@ -13,15 +13,21 @@ from profiler_server.auth import admin_team
 from profiler_server.db import Job
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import TooLarge
+from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
 from profiler_server.measurements import runtime_key
-from shared.schemas import RuntimeSettings
+from shared.schemas import RuntimeSettings, RuntimeText
 
 router = APIRouter(prefix="/v1", tags=["artifacts"])
 Sha256 = Path(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")
 CHUNK = 1 << 20
 
 
-@router.get("/artifacts/{sha256}", response_class=FileResponse)
+@router.get(
+    "/artifacts/{sha256}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                     "description": "the artifact's bytes (ONNX or TFLite)"}} | ANY_TOKEN | MISSING | INVALID,
+)
 def get_artifact(
     session: SessionDep, settings: SettingsDep, _: PrincipalDep, sha256: str = Sha256
 ) -> FileResponse:
@@ -40,7 +46,7 @@ def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/networks", status_code=201)
+@router.post("/networks", status_code=201, responses=AUTH | BODY | error_responses(400))
 def upload_network(
     file: Annotated[UploadFile, File(description="whole-network ONNX model")],
     device_class: Annotated[str, Form(min_length=1, max_length=200)],
@@ -48,7 +54,7 @@ def upload_network(
     db: DatabaseDep,
     settings: SettingsDep,
     principal: TeamDep,
-    runtime: Annotated[str, Form(max_length=100)] = "onnxruntime",
+    runtime: Annotated[RuntimeText, Form()] = "onnxruntime",
     name: Annotated[str, Form(max_length=200)] = "",
     warmup: Annotated[int, Form(ge=0, le=10_000)] = 10,
     runs: Annotated[int, Form(ge=1, le=100_000)] = 50,
