@@ -24,8 +24,8 @@ class ErrorBody(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "content the schema cannot describe is wrong (e.g. a file that is not a valid model, or a "
-    "request beyond this server's configured limits)",
+    400: "the body cannot be read (not JSON, not UTF-8), or content the schema cannot describe is "
+    "wrong (a file that is not a valid model, a request beyond this server's configured limits)",
     401: "missing, unknown or revoked bearer token",
     403: "the token's role may not do this",
     404: "a resource named in the request does not exist (or belongs to another team)",
@@ -45,7 +45,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 AUTH = error_responses(401, 403)
 ANY_TOKEN = error_responses(401)
 INVALID = error_responses(422)
-BODY = error_responses(413, 422)
+BODY = error_responses(400, 413, 422)
 MISSING = error_responses(404)
 
 

@@ -13,8 +13,8 @@ from profiler_server.auth import admin_team
 from profiler_server.db import Job
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import TooLarge
-from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
 from profiler_server.measurements import runtime_key
+from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
 from shared.schemas import RuntimeSettings, RuntimeText
 
 router = APIRouter(prefix="/v1", tags=["artifacts"])

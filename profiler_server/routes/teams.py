@@ -30,7 +30,7 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["agent", "team", "admin"] = "agent"
     name: str = Field("", max_length=200)
-    team_id: int | None = Field(None, ge=1, le=2**62, description="required for role=team, only there")
+    team_id: int | None = Field(None, ge=1, le=2**53, description="required for role=team, only there")
 
     @model_validator(mode="after")
     def _team_id_with_team_role(self) -> TokenCreate:
