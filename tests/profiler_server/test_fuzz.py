@@ -6,6 +6,7 @@ input refused only for reasons the schema cannot state (``schema_valid_input_acc
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -39,12 +40,20 @@ def _app():
     )
 
 
+@contextlib.asynccontextmanager
+async def _no_lifespan(_app):
+    yield
+
+
 APP = _app()
+# The ASGI transport runs the lifespan around each call; its shutdown would stop the export
+# workers for every later case (create_app has already opened everything the routes use).
+APP.router.lifespan_context = _no_lifespan
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 def _role_tokens() -> dict[str, str]:
-    client = TestClient(APP)  # no ``with``: its shutdown would stop the app's export workers
+    client = TestClient(APP)
     team = client.post("/v1/teams", json={"name": "fuzz-team"}, headers=bearer(ADMIN)).json()["token"]
     agent = client.post("/v1/tokens", json={"role": "agent"}, headers=bearer(ADMIN)).json()["token"]
     return {"admin": ADMIN, "team": team, "agent": agent}
