@@ -34,7 +34,7 @@ from shared.costs import block_macs, block_params
 from shared.export import tflite_available
 from shared.kernel_space import sample_kernels
 from shared.kernels import CampaignConfig, KernelConfig, kernel_costs, parse_campaign_configs
-from shared.schemas import RuntimeSettings
+from shared.schemas import RuntimeSettings, RuntimeText
 from shared.space import SAMPLERS, SearchSpace, default_space
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class CampaignCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     device_class: str = Field(min_length=1, max_length=200)
-    runtime: RuntimeSettings | str = Field(
+    runtime: RuntimeSettings | RuntimeText = Field(
         "onnxruntime", description="RuntimeSettings or 'onnxruntime/t1/cpu'"
     )
     space: SearchSpace | None = None

@@ -15,7 +15,7 @@ from profiler_server.auth import Principal
 from profiler_server.db import Campaign, CampaignItem, Measurement
 from profiler_server.errors import BadRequest, NotFound
 from profiler_server.tenancy import visible_measurements
-from shared.schemas import RuntimeSettings
+from shared.schemas import RuntimeSettings, RuntimeText
 
 COLUMNS = (
     "id", "job_id", "artifact_sha256", "kind", "device_class", "runtime", "serial", "median_ms", "mean_ms",
@@ -28,7 +28,7 @@ class MeasurementFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     campaign_id: int | None = Field(None, ge=1, le=2**62)
     device_class: str | None = Field(None, max_length=200)
-    runtime: str | None = Field(None, max_length=100, description="'onnxruntime' or 'onnxruntime/t1/cpu'")
+    runtime: RuntimeText | None = None
     kind: str | None = Field(None, max_length=32)
     limit: int = Field(100_000, ge=1, le=1_000_000)
     offset: int = Field(0, ge=0, le=2**62)

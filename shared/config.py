@@ -28,8 +28,14 @@ Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS, description="channel coun
 Size = Annotated[int, Field(ge=1, le=MAX_SIZE, description="feature map size (pixels)")]
 
 
+def _kind_required(schema: dict) -> None:
+    # ``kind`` has a default for Python callers, but on the wire it is the union's tag: required.
+    if "kind" in schema.get("properties", {}):
+        schema["required"] = ["kind", *[n for n in schema.get("required", []) if n != "kind"]]
+
+
 class _Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required)
 
     h: Size
     w: Size
@@ -58,22 +64,9 @@ class ConvConfig(_Block):
     kind: Literal["conv"] = "conv"
     cin: Channels
     cout: Channels
-    kernel: int = Field(3, ge=1, le=11)
-    stride: int = 1
-
-    @field_validator("kernel")
-    @classmethod
-    def _odd_kernel(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"kernel must be odd (1, 3, 5, ...), got {v}")
-        return v
-
-    @field_validator("stride")
-    @classmethod
-    def _stride(cls, v: int) -> int:
-        if v not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {v}")
-        return v
+    # Allowed values as enums, so that the wire schema states them (and validation stays in Rust).
+    kernel: Literal[1, 3, 5, 7, 9, 11] = Field(3, description="odd kernel size")
+    stride: Literal[1, 2] = 1
 
     def out_size(self) -> tuple[int, int]:
         return _strided(self.h, self.stride), _strided(self.w, self.stride)

@@ -6,18 +6,41 @@ Bounds on every number keep hostile input out; the server answers 422 for anythi
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic.types import Strict
+from pydantic_core import PydanticCustomError
 
 from shared.config import BlockConfig
 
 Runtime = Literal["onnxruntime", "tflite"]
+# What RuntimeSettings.parse accepts: a runtime name, or 'runtime/tN/delegate' with 1 <= N <= 64.
+RUNTIME_PATTERN = r"^(onnxruntime|tflite)(/t0*([1-9]|[1-5][0-9]|6[0-4])/(cpu|xnnpack|gpu|nnapi|qnn))?$"
+RuntimeText = Annotated[
+    str, StringConstraints(pattern=RUNTIME_PATTERN, max_length=100), Field(description="'onnxruntime' or 'onnxruntime/t1/cpu'")
+]
 SHA256 = Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256 of the artifact bytes")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _json_number(value: object) -> object:
+    # JSON types as the schema states them: true/false and "5" are not numbers (pydantic's lax
+    # mode would read them as 1/0 and 5); 3.0 is an integer in JSON Schema and stays accepted.
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "Input should be a JSON number, not {kind}", {"kind": type(value).__name__})
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+JsonFloat = Annotated[float, Strict()]  # strict float: ints pass, true/false and text do not (in Rust)
+
+
+class _Request(_Model):
+    """A body a client sends (its numbers are ``JsonInt`` / ``JsonFloat``, its flags StrictBool)."""
 
 
 # --- devices and runtimes ------------------------------------------------------------------
@@ -46,7 +69,7 @@ class RuntimeSettings(_Model):
         raise ValueError(f"runtime {text!r} is neither a runtime name nor 'runtime/tN/delegate'")
 
 
-class DeviceInfo(_Model):
+class DeviceInfo(_Request):
     serial: str = Field(min_length=1, max_length=128)
     device_class: str = Field(min_length=1, max_length=200)
     kind: Literal["adb", "host"] = "adb"
@@ -55,37 +78,37 @@ class DeviceInfo(_Model):
     soc: str = ""
     android_release: str = ""
     abi: str = ""
-    cpu_max_freq_khz: list[int] = Field(default_factory=list, max_length=64)
-    thermal_zones: int = Field(0, ge=0, le=1000)
+    cpu_max_freq_khz: list[JsonInt] = Field(default_factory=list, max_length=64)
+    thermal_zones: JsonInt = Field(0, ge=0, le=1000)
     runtimes: list[Runtime] = Field(
         default_factory=list, max_length=8,
         description="runtimes the agent can measure on this device; empty: not declared (an older agent)")
 
 
-class MeasurementStats(_Model):
+class MeasurementStats(_Request):
     """What one measurement of one model on one device produced (every per-run sample kept)."""
 
-    median_ms: float = Field(gt=0, le=1e7)
-    mean_ms: float = Field(gt=0, le=1e7)
-    p10_ms: float = Field(gt=0, le=1e7)
-    p90_ms: float = Field(gt=0, le=1e7)
-    std_ms: float = Field(ge=0, le=1e7)
-    runs: int = Field(ge=1, le=1_000_000)
-    samples_ms: list[float] = Field(default_factory=list, max_length=100_000)
-    warmup: int = Field(0, ge=0, le=100_000)
-    temp_before_c: float | None = Field(None, ge=-50, le=200)
-    temp_after_c: float | None = Field(None, ge=-50, le=200)
+    median_ms: JsonFloat = Field(gt=0, le=1e7)
+    mean_ms: JsonFloat = Field(gt=0, le=1e7)
+    p10_ms: JsonFloat = Field(gt=0, le=1e7)
+    p90_ms: JsonFloat = Field(gt=0, le=1e7)
+    std_ms: JsonFloat = Field(ge=0, le=1e7)
+    runs: JsonInt = Field(ge=1, le=1_000_000)
+    samples_ms: list[JsonFloat] = Field(default_factory=list, max_length=100_000)
+    warmup: JsonInt = Field(0, ge=0, le=100_000)
+    temp_before_c: Annotated[JsonFloat, Field(ge=-50, le=200)] | None = None
+    temp_after_c: Annotated[JsonFloat, Field(ge=-50, le=200)] | None = None
     tool: str = Field("", max_length=200)
     tool_version: str = Field("", max_length=200)
     flags: list[str] = Field(default_factory=list, max_length=100)
-    unstable: bool = False
-    attempts: int = Field(1, ge=1, le=100)
+    unstable: StrictBool = False
+    attempts: JsonInt = Field(1, ge=1, le=100)
 
 
 # --- agent protocol ------------------------------------------------------------------------
 
 
-class AgentRegister(_Model):
+class AgentRegister(_Request):
     name: str = Field(min_length=1, max_length=200)
     devices: list[DeviceInfo] = Field(max_length=256)
     agent_id: str | None = Field(
@@ -98,12 +121,12 @@ class AgentRegistered(_Model):
     heartbeat_s: float
 
 
-class Heartbeat(_Model):
+class Heartbeat(_Request):
     agent_id: str = Field(max_length=64)
     serials: list[str] = Field(default_factory=list, max_length=256)
 
 
-class LeaseRequest(_Model):
+class LeaseRequest(_Request):
     agent_id: str = Field(max_length=64)
     serial: str = Field(min_length=1, max_length=128)
 
@@ -127,22 +150,22 @@ class LeaseResponse(_Model):
     job: JobLease | None = None
 
 
-class JobResult(_Model):
+class JobResult(_Request):
     lease_id: str = Field(max_length=64)
     serial: str = Field(max_length=128)
     stats: MeasurementStats
 
 
-class JobFailure(_Model):
+class JobFailure(_Request):
     lease_id: str = Field(max_length=64)
     serial: str = Field(max_length=128)
     agent_id: str | None = Field(None, max_length=64, description="the agent holding the lease")
     error: str = Field(max_length=2000)
     output: str = Field("", max_length=200_000)
-    retry: bool = True  # False: the model itself is at fault, don't retry elsewhere
+    retry: StrictBool = True  # False: the model itself is at fault, don't retry elsewhere
 
 
-class JobRelease(_Model):
+class JobRelease(_Request):
     lease_id: str = Field(max_length=64)
     agent_id: str | None = Field(None, max_length=64, description="the agent holding the lease")
 
@@ -150,11 +173,11 @@ class JobRelease(_Model):
 # --- prediction ----------------------------------------------------------------------------
 
 
-class PredictRequest(_Model):
+class PredictRequest(_Request):
     device_class: str = Field(min_length=1, max_length=200)
-    runtime: str = Field("onnxruntime", max_length=100)
+    runtime: RuntimeText = "onnxruntime"
     blocks: list[BlockConfig] = Field(min_length=1, max_length=100_000)
-    predictor_version: int | None = Field(None, ge=1)
+    predictor_version: Annotated[int, Field(ge=1), BeforeValidator(_json_number)] | None = None
 
 
 class PredictorRef(BaseModel):

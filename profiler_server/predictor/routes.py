@@ -6,16 +6,18 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from profiler_server.db import PredictorVersion
 from profiler_server.deps import DatabaseDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import BadRequest, NotFound, TooManyRequests
+from profiler_server.openapi import AUTH, BODY, INVALID, MISSING, error_responses, json_body
 from profiler_server.predictor import store
 from profiler_server.predictor.fit import Statistic
 from profiler_server.predictor.service import service_for
-from shared.schemas import PredictRequest, PredictResponse
+from shared.schemas import PredictRequest, PredictResponse, RuntimeText
 
 router = APIRouter(prefix="/v1", tags=["predictors"])
 INLINE_BLOCKS = 64  # up to this many blocks are predicted on the event loop (well under a millisecond)
@@ -25,10 +27,18 @@ PredictorId = Annotated[int, Path(ge=1, le=2**62, description="id from GET /v1/p
 class FitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_class: str = Field(min_length=1, max_length=200)
-    runtime: str = Field("onnxruntime", max_length=100)
+    runtime: RuntimeText = "onnxruntime"
     statistic: Statistic | None = Field(
         None, description="per-config latency to learn (default p10_ms: least disturbed by interference)"
     )
+
+
+def _parse(model: type[BaseModel], raw: bytes) -> Any:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=raw) from None
 
 
 def _runtime_or_400(text: str) -> str:
@@ -45,9 +55,18 @@ def _version_or_404(session: SessionDep, predictor_id: int) -> PredictorVersion:
     return row
 
 
-@router.post("/predict", response_model=PredictResponse)
-async def predict(body: PredictRequest, request: Request) -> Response:
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=MISSING | BODY,
+    openapi_extra=json_body(PredictRequest, "blocks to predict on a device class and runtime"),
+)
+async def predict(request: Request) -> Response:
     """Per-block and total latency of ``blocks`` on ``device_class`` with ``runtime``."""
+    # The hottest route reads its own body: pydantic parses the raw JSON in one pass, where
+    # FastAPI's body handling (decode, content-type parsing, dependency solving) cost more than
+    # the prediction itself.
+    body = _parse(PredictRequest, await request.body())
     svc = service_for(request.app.state.db)
     loaded = None
     if body.predictor_version is None and len(body.blocks) <= INLINE_BLOCKS:
@@ -60,17 +79,17 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@router.get("/predictors")
+@router.get("/predictors", responses=INVALID)
 def list_predictors(
     session: SessionDep,
     device_class: Annotated[str | None, Query(max_length=200)] = None,
-    runtime: Annotated[str | None, Query(max_length=100)] = None,
+    runtime: Annotated[RuntimeText | None, Query()] = None,
 ) -> list[dict[str, Any]]:
     key = _runtime_or_400(runtime) if runtime is not None else None
     return [store.version_view(r) for r in store.list_versions(session, device_class, key)]
 
 
-@router.post("/predictors", status_code=202)
+@router.post("/predictors", status_code=202, responses=AUTH | BODY | error_responses(409, 429))
 def start_fit(
     body: FitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep, team: TeamDep
 ) -> dict[str, Any]:
@@ -87,13 +106,20 @@ def start_fit(
             "device_class": row.device_class, "runtime": row.runtime}
 
 
-@router.get("/predictors/{predictor_id}")
+@router.get("/predictors/{predictor_id}", responses=MISSING | INVALID)
 def get_predictor(predictor_id: PredictorId, session: SessionDep) -> dict[str, Any]:
     row = _version_or_404(session, predictor_id)
     return {**store.version_view(row), "feature_ranges": row.feature_ranges or {}}
 
 
-@router.get("/predictors/{predictor_id}/weights", response_class=Response)
+@router.get(
+    "/predictors/{predictor_id}/weights",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                     "description": "the predictor's weights and metadata"},
+               304: {"description": "If-None-Match names this version: the cached copy is current"}}
+    | MISSING | INVALID,
+)
 def get_weights(
     predictor_id: PredictorId,
     session: SessionDep,

@@ -10,8 +10,9 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from sqlalchemy import select
@@ -28,7 +29,7 @@ from profiler_server.predictor.fit import (
     fit_predictor,
     range_features,
 )
-from shared.config import KINDS
+from shared.config import KINDS, AnyBlock
 from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
 from shared.predictor import LatencyMLP, dump_predictor, load_predictor
@@ -39,6 +40,7 @@ MIN_CONFIGS = 20
 LATEST_TTL_S = 5.0  # how long "the latest version is N" is trusted before asking the database again
 MAX_MS = 1e12
 RANGE_SLACK = 1e-4  # features are log2(1 + x) floats; equal values must not count as outside
+MEMO_BLOCKS = 200_000  # per loaded version: distinct block configs whose answer is remembered
 
 
 @dataclass
@@ -50,6 +52,9 @@ class Loaded:
     model: LatencyMLP
     lo: torch.Tensor  # (len(KINDS), range features); +inf rows for kinds never trained on
     hi: torch.Tensor
+    # config -> (ms, outside). A version never changes, and a search asks for the same blocks again
+    # and again, so each distinct config goes through the network once (dict ops are GIL-atomic).
+    memo: dict[AnyBlock, tuple[float, bool]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_row(cls, row: PredictorVersion) -> Loaded:
@@ -72,6 +77,20 @@ class Loaded:
         checked = range_features(x)
         outside = ((checked < self.lo[kind]) | (checked > self.hi[kind])).any(1)
         return ms.double().tolist(), outside.tolist()
+
+    def predict_blocks(self, blocks: Sequence[AnyBlock]) -> tuple[list[float], list[bool]]:
+        """Per-block ms and extrapolation flags; configs not seen before are computed in one batch."""
+        memo = self.memo
+        known = [memo.get(b) for b in blocks]
+        missing = list(dict.fromkeys(b for b, k in zip(blocks, known, strict=True) if k is None))
+        if missing:
+            ms, outside = self.predict(encode_many(missing))
+            fresh = dict(zip(missing, zip(ms, outside, strict=True), strict=True))
+            if len(memo) + len(fresh) > MEMO_BLOCKS:
+                memo.clear()
+            memo.update(fresh)
+            known = [k if k is not None else fresh[b] for b, k in zip(blocks, known, strict=True)]
+        return [k[0] for k in known], [k[1] for k in known]
 
 
 class PredictorService:
@@ -246,7 +265,7 @@ class PredictorService:
 
     def predict(self, request: PredictRequest, loaded: Loaded | None = None) -> PredictResponse:
         loaded = loaded or self.resolve(request.device_class, request.runtime, request.predictor_version)
-        block_ms, outside = loaded.predict(encode_many(request.blocks))
+        block_ms, outside = loaded.predict_blocks(request.blocks)
         return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
                                block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
 

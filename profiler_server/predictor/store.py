@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from shared.config import is_current_definition
 from shared.schemas import RuntimeSettings
 
 
+@functools.lru_cache(maxsize=1024)  # on every prediction; a ValueError is not cached
 def runtime_key(text: str) -> str:
     """``onnxruntime`` or ``onnxruntime/t1/cpu`` -> the stored key; ValueError with a message."""
     try:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path
 
 from profiler_server import devices, farm_status, jobs
 from profiler_server.deps import AgentDep, PrincipalDep, SessionDep, SettingsDep
+from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
 from shared.schemas import AgentRegister, AgentRegistered, Heartbeat
 
 router = APIRouter(prefix="/v1", tags=["agents"])
@@ -15,7 +16,7 @@ AgentId = Path(max_length=64, pattern=r"^[0-9a-f]{1,64}$")
 Serial = Path(min_length=1, max_length=128)
 
 
-@router.post("/agents", response_model=AgentRegistered, status_code=201)
+@router.post("/agents", response_model=AgentRegistered, status_code=201, responses=AUTH | BODY)
 def register_agent(
     body: AgentRegister, session: SessionDep, settings: SettingsDep, principal: AgentDep
 ) -> AgentRegistered:
@@ -24,7 +25,7 @@ def register_agent(
     return AgentRegistered(agent_id=agent.id, heartbeat_s=settings.heartbeat_s)
 
 
-@router.post("/agents/{agent_id}/heartbeat")
+@router.post("/agents/{agent_id}/heartbeat", responses=AUTH | BODY | error_responses(404, 409))
 def heartbeat(
     body: Heartbeat, session: SessionDep, settings: SettingsDep, principal: AgentDep, agent_id: str = AgentId
 ) -> dict:
@@ -34,12 +35,12 @@ def heartbeat(
     return {"ok": True}
 
 
-@router.get("/devices")
+@router.get("/devices", responses=ANY_TOKEN)
 def list_devices(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     """Every device with its last temperature, current job and measurements today."""
     return farm_status.device_views(session, principal)
 
 
-@router.get("/devices/{serial}")
+@router.get("/devices/{serial}", responses=ANY_TOKEN | MISSING | INVALID)
 def get_device(session: SessionDep, principal: PrincipalDep, serial: str = Serial) -> dict[str, Any]:
     return farm_status.device_views(session, principal, serial)[0]

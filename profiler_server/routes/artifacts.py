@@ -10,13 +10,20 @@ from fastapi.responses import FileResponse
 from profiler_server import artifacts, networks, tenancy
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import TooLarge
+from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
+from shared.schemas import RuntimeText
 
 router = APIRouter(prefix="/v1", tags=["artifacts"])
 Sha256 = Path(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")
 CHUNK = 1 << 20
 
 
-@router.get("/artifacts/{sha256}", response_class=FileResponse)
+@router.get(
+    "/artifacts/{sha256}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                     "description": "the artifact's bytes (ONNX or TFLite)"}} | ANY_TOKEN | MISSING | INVALID,
+)
 def get_artifact(
     session: SessionDep, settings: SettingsDep, principal: PrincipalDep, sha256: str = Sha256
 ) -> FileResponse:
@@ -38,7 +45,7 @@ def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/networks", status_code=201)
+@router.post("/networks", status_code=201, responses=AUTH | BODY | error_responses(400, 429))
 def upload_network(
     file: Annotated[UploadFile, File(description="whole-network model: ONNX for onnxruntime, .tflite for tflite")],
     device_class: Annotated[str, Form(min_length=1, max_length=200)],
@@ -46,7 +53,7 @@ def upload_network(
     db: DatabaseDep,
     settings: SettingsDep,
     principal: TeamDep,
-    runtime: Annotated[str, Form(max_length=100)] = "onnxruntime",
+    runtime: Annotated[RuntimeText, Form()] = "onnxruntime",
     name: Annotated[str, Form(max_length=200)] = "",
     warmup: Annotated[int, Form(ge=0, le=10_000)] = 10,
     runs: Annotated[int, Form(ge=1, le=100_000)] = 50,

@@ -15,6 +15,7 @@ from profiler_server.auth import authenticate, check_priority, require_role
 from profiler_server.cancel import cancel_campaign
 from profiler_server.db import Campaign, Team
 from profiler_server.deps import Credentials, PrincipalDep, SessionDep, TeamDep
+from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 CampaignId = Path(ge=1, le=2**62)
@@ -22,7 +23,7 @@ CampaignId = Path(ge=1, le=2**62)
 
 # Async, with the database work in worker threads: waiting for the export (``wait_s``) holds no
 # worker thread and no database connection, so many waiting clients cannot starve other requests.
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=AUTH | BODY | error_responses(400, 409, 429))
 async def create_campaign(body: campaigns.CampaignCreate, request: Request, creds: Credentials) -> dict:
     app = request.app
     campaign_id = await run_in_threadpool(_create, app, creds, body)
@@ -48,7 +49,7 @@ def _view_by_id(app: FastAPI, campaign_id: int) -> dict:
         return _view(session, session.get(Campaign, campaign_id))
 
 
-@router.get("")
+@router.get("", responses=ANY_TOKEN | INVALID)
 def list_campaigns(
     session: SessionDep, principal: PrincipalDep, f: Annotated[listings.CampaignFilter, Query()]
 ) -> dict[str, Any]:
@@ -56,12 +57,12 @@ def list_campaigns(
     return listings.list_campaigns(session, principal, f)
 
 
-@router.get("/{campaign_id}")
+@router.get("/{campaign_id}", responses=ANY_TOKEN | MISSING | INVALID)
 def get_campaign(session: SessionDep, principal: PrincipalDep, campaign_id: int = CampaignId) -> dict:
     return _view(session, campaigns.get_campaign(session, principal, campaign_id))
 
 
-@router.post("/{campaign_id}/cancel")
+@router.post("/{campaign_id}/cancel", responses=AUTH | MISSING | INVALID | error_responses(409))
 def cancel(session: SessionDep, principal: TeamDep, campaign_id: int = CampaignId) -> dict:
     """Queued jobs leave the queue; running ones finish and their results are kept."""
     campaign = cancel_campaign(session, principal, campaign_id)

@@ -14,6 +14,7 @@ from profiler_server.cancel import cancel_job
 from profiler_server.db import Job
 from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep, TeamDep
 from profiler_server.errors import NotFound
+from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
 from shared.schemas import JobFailure, JobRelease, JobResult, LeaseRequest, LeaseResponse
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -22,7 +23,7 @@ JobId = Path(ge=1, le=2**62)
 
 # The two hottest endpoints are async with one worker-thread hop for the whole transaction:
 # sync dependencies would each cost a hop of their own (about half the time of a lease).
-@router.post("/lease", response_model=LeaseResponse)
+@router.post("/lease", response_model=LeaseResponse, responses=AUTH | BODY | error_responses(404, 409))
 async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> LeaseResponse:
     return await run_in_threadpool(_lease, request.app, creds, body)
 
@@ -38,7 +39,7 @@ def _lease(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: Lease
     return LeaseResponse(job=view)
 
 
-@router.post("/{job_id}/result")
+@router.post("/{job_id}/result", responses=AUTH | BODY | error_responses(404, 409))
 async def result(body: JobResult, request: Request, creds: Credentials, job_id: int = JobId) -> dict:
     return await run_in_threadpool(_result, request.app, creds, job_id, body)
 
@@ -56,7 +57,7 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:
     return creds.credentials if creds else None
 
 
-@router.post("/{job_id}/failure")
+@router.post("/{job_id}/failure", responses=AUTH | BODY | error_responses(404, 409))
 def failure(body: JobFailure, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> dict:
     job, _ = jobs.record_failure(session, principal, job_id, body)
     session.commit()
@@ -64,14 +65,14 @@ def failure(body: JobFailure, session: SessionDep, principal: AgentDep, job_id: 
     return {"state": job.state, "attempts": job.attempts, "error": job.error}
 
 
-@router.post("/{job_id}/release")
+@router.post("/{job_id}/release", responses=AUTH | BODY | error_responses(404, 409))
 def release(body: JobRelease, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> dict:
     job = jobs.release_job(session, principal, job_id, body)
     session.commit()
     return {"state": job.state}
 
 
-@router.get("")
+@router.get("", responses=ANY_TOKEN | INVALID)
 def list_jobs(
     session: SessionDep, principal: PrincipalDep, f: Annotated[listings.JobFilter, Query()]
 ) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def list_jobs(
     return listings.list_jobs(session, principal, f)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=ANY_TOKEN | MISSING | INVALID)
 def get_job(session: SessionDep, principal: PrincipalDep, job_id: int = JobId) -> dict:
     job = session.get(Job, job_id)
     visible = principal.role in ("admin", "agent") or (job is not None and job.team_id == principal.team_id)

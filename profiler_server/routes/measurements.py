@@ -10,23 +10,34 @@ from fastapi import APIRouter, Query, Response
 from profiler_server import measurements
 from profiler_server.deps import PrincipalDep, SessionDep
 from profiler_server.measurements import MeasurementFilter
+from profiler_server.openapi import ANY_TOKEN, INVALID, MISSING
 
 router = APIRouter(prefix="/v1", tags=["measurements"])
 Filter = Annotated[MeasurementFilter, Query()]
 
 
-@router.get("/measurements")
+@router.get("/measurements", responses=ANY_TOKEN | MISSING | INVALID)
 def list_measurements(session: SessionDep, principal: PrincipalDep, f: Filter) -> list[dict[str, Any]]:
     return measurements.list_measurements(session, f, principal)
 
 
-@router.get("/measurements.csv", response_class=Response)
+@router.get(
+    "/measurements.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "one row per measurement"}}
+    | ANY_TOKEN | MISSING | INVALID,
+)
 def measurements_csv(session: SessionDep, principal: PrincipalDep, f: Filter) -> Response:
     body = measurements.to_csv(measurements.list_measurements(session, f, principal, samples=True))
     return Response(body, media_type="text/csv")
 
 
-@router.get("/measurements.parquet", response_class=Response)
+@router.get(
+    "/measurements.parquet",
+    response_class=Response,
+    responses={200: {"content": {"application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}},
+                     "description": "one row per measurement"}} | ANY_TOKEN | MISSING | INVALID,
+)
 def measurements_parquet(session: SessionDep, principal: PrincipalDep, f: Filter) -> Response:
     body = measurements.to_parquet(measurements.list_measurements(session, f, principal, samples=True))
     return Response(body, media_type="application/vnd.apache.parquet")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from profiler_server import auth
 from profiler_server.deps import AdminDep, SessionDep, TeamDep
-from profiler_server.errors import BadRequest, NotFound
+from profiler_server.errors import NotFound
+from profiler_server.openapi import AUTH, BODY, error_responses
 
 router = APIRouter(prefix="/v1", tags=["teams"])
 
@@ -29,7 +30,13 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["agent", "team", "admin"] = "agent"
     name: str = Field("", max_length=200)
-    team_id: int | None = Field(None, ge=1, le=2**62, description="required for role=team")
+    team_id: int | None = Field(None, ge=1, le=2**53, description="required for role=team, only there")
+
+    @model_validator(mode="after")
+    def _team_id_with_team_role(self) -> TokenCreate:
+        if (self.role == "team") != (self.team_id is not None):
+            raise ValueError(f"team_id is required for role 'team' and applies to it only (role {self.role!r})")
+        return self
 
 
 class TokenCreated(BaseModel):
@@ -38,18 +45,16 @@ class TokenCreated(BaseModel):
     token: str
 
 
-@router.post("/teams", response_model=TeamCreated, status_code=201)
+@router.post("/teams", response_model=TeamCreated, status_code=201, responses=AUTH | BODY | error_responses(409))
 def create_team(body: TeamCreate, session: SessionDep, _: AdminDep) -> TeamCreated:
     team, token = auth.create_team(session, body.name)
     session.commit()
     return TeamCreated(id=team.id, name=team.name, token=token)
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201)
+@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=AUTH | BODY | error_responses(404))
 def create_token(body: TokenCreate, session: SessionDep, _: AdminDep) -> TokenCreated:
-    if body.role != "team" and body.team_id is not None:
-        raise BadRequest(f"team_id applies to role 'team' only, not {body.role!r}")
-    if body.role == "team" and (body.team_id is None or session.get(auth.Team, body.team_id) is None):
+    if body.role == "team" and session.get(auth.Team, body.team_id) is None:
         raise NotFound(f"a team token needs an existing team_id (got {body.team_id})")
     token = auth.issue_token(session, body.role, name=body.name, team_id=body.team_id)
     session.commit()

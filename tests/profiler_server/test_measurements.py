@@ -35,7 +35,7 @@ def test_filters_and_raw_samples(farm: Farm):
     )
     assert "samples_ms" not in farm.client.get("/v1/measurements", params={"samples": False}, headers=farm.team).json()[0]
     assert farm.client.get("/v1/measurements", params={"campaign_id": 999}, headers=farm.team).status_code == 404
-    assert farm.client.get("/v1/measurements", params={"runtime": "x/y"}, headers=farm.team).status_code == 400
+    assert farm.client.get("/v1/measurements", params={"runtime": "x/y"}, headers=farm.team).status_code == 422
 
 
 def test_csv_and_parquet_round_trip(farm: Farm):

@@ -13,7 +13,7 @@ GOOD_MHSA = {"kind": "mhsa", "cin": 64, "heads": 4, "patch": 2, "cmid": 128, "h"
         ({"kind": "conv", "cin": 8, "cout": -3, "h": 8, "w": 8}, "cout", "greater than or equal to 1"),
         ({"kind": "conv", "cin": 8, "cout": 8, "h": 0, "w": 8}, "h", "greater than or equal to 1"),
         ({"kind": "conv", "cin": 8, "cout": 8, "h": 8, "w": 10**9}, "w", "less than or equal to 2048"),
-        ({"kind": "conv", "cin": 8, "cout": 8, "kernel": 4, "h": 8, "w": 8}, "kernel", "odd"),
+        ({"kind": "conv", "cin": 8, "cout": 8, "kernel": 4, "h": 8, "w": 8}, "kernel", "1, 3, 5, 7, 9 or 11"),
         ({"kind": "lir", "cin": 8, "cmid": 8, "cout": 8, "stride": 3, "h": 8, "w": 8}, "stride", "1 or 2"),
         ({"kind": "lir", "cin": 8, "cout": 8, "h": 8, "w": 8}, "cmid", "Field required"),
         ({**GOOD_MHSA, "heads": 3}, "heads", "must divide cin"),
