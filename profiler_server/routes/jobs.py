@@ -89,7 +89,7 @@ def get_job(session: SessionDep, principal: PrincipalDep, job_id: int = JobId) -
     return listings.job_views(session, [job])[0]
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=AUTH | MISSING | INVALID | error_responses(409))
 def cancel(session: SessionDep, principal: TeamDep, job_id: int = JobId) -> dict:
     """Take a queued job that belongs to no campaign (a network upload) out of the queue."""
     job = cancel_job(session, principal, job_id)

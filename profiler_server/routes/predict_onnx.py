@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from profiler_server import kernel_predictor
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import BadRequest
+from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, error_responses
 from profiler_server.predictor import store
 from profiler_server.routes.artifacts import _read_limited
 from shared.kernels import DecompositionError, decompose, parse_input_shape
@@ -58,7 +59,7 @@ def predict_model(db: Any, data: bytes, device_class: str, runtime: str, input_s
     }
 
 
-@router.post("/predict/onnx")
+@router.post("/predict/onnx", responses=ANY_TOKEN | BODY | error_responses(404, 409))
 async def predict_onnx(
     file: Annotated[UploadFile, File(description="the ONNX model")],
     device_class: Annotated[str, Form(min_length=1, max_length=200)],
@@ -76,7 +77,7 @@ async def predict_onnx(
     return await run_in_threadpool(predict_model, db, data, device_class, runtime, input_shape)
 
 
-@router.post("/kernel-predictors", status_code=201)
+@router.post("/kernel-predictors", status_code=201, responses=AUTH | BODY | error_responses(404, 409))
 async def fit_kernel_predictor(body: KernelFitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep,
                                _team: TeamDep) -> dict:
     """Fit a kernel predictor version from every kernel measurement of (device class, runtime);

@@ -8,11 +8,12 @@ from fastapi import APIRouter
 
 from profiler_server import farm_status
 from profiler_server.deps import PrincipalDep, SessionDep
+from profiler_server.openapi import ANY_TOKEN
 
 router = APIRouter(prefix="/v1", tags=["status"])
 
 
-@router.get("/status")
+@router.get("/status", responses=ANY_TOKEN)
 def status(session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
     """``jobs_per_minute``: jobs finished over the last 10 minutes; ``predictors``: (device class,
     runtime) pairs with a ready predictor."""

@@ -61,13 +61,13 @@ def create_token(body: TokenCreate, session: SessionDep, _: AdminDep) -> TokenCr
     return TokenCreated(role=body.role, name=body.name, token=token)
 
 
-@router.get("/tokens")
+@router.get("/tokens", responses=AUTH)
 def list_tokens(session: SessionDep, principal: TeamDep) -> dict[str, Any]:
     """Tokens without their secrets: the admin sees all, a team token its team's."""
     return {"items": auth.list_tokens(session, principal)}
 
 
-@router.delete("/tokens/{token_id}")
+@router.delete("/tokens/{token_id}", responses=AUTH | error_responses(404, 409, 422))
 def revoke_token(session: SessionDep, principal: TeamDep, token_id: int = Path(ge=1, le=2**62)) -> dict[str, Any]:
     """Refused (401) from the next request on, on every server process of this database."""
     item = auth.revoke_token(session, principal, token_id)
