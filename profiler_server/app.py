@@ -20,7 +20,7 @@ from profiler_server.dashboard import routes as dashboard
 from profiler_server.db import Database, upgrade_database
 from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
-from profiler_server.limits import BodyLimitMiddleware
+from profiler_server.limits import BodyLimitMiddleware, SingleQueryValueMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
 from profiler_server.openapi import add_self_parsed_schemas
 from profiler_server.routes import (
@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.max_upload_bytes
     )
+    app.add_middleware(SingleQueryValueMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
     app.state.exporter = Exporter(db, settings.artifacts_dir, settings.export_workers)
     resume_exports(db, app.state.exporter)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 UPLOAD_PATHS = ("/v1/networks", "/v1/predict/onnx")
 
@@ -49,7 +50,31 @@ class BodyLimitMiddleware:
 
 
 async def _reject(send: Any, limit: int) -> None:
-    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    await _send_json(send, 413, {"detail": f"request body larger than {limit} bytes"})
+
+
+async def _send_json(send: Any, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class SingleQueryValueMiddleware:
+    """422 with a message when a query parameter is given more than once: no route takes a list in
+    its query, and FastAPI would otherwise keep the last value silently (``?kind=a&kind=b``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"&" in query:
+            names = [name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                detail = [{"loc": ["query", n], "msg": "given more than once; give one value", "type": "value_error"}
+                          for n in repeated]  # fmt: skip
+                await _send_json(send, 422, {"detail": detail})
+                return
+        await self.app(scope, receive, send)

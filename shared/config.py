@@ -28,14 +28,14 @@ Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS, description="channel coun
 Size = Annotated[int, Field(ge=1, le=MAX_SIZE, description="feature map size (pixels)")]
 
 
-def _kind_required(schema: dict) -> None:
+def kind_required_on_wire(schema: dict) -> None:
     # ``kind`` has a default for Python callers, but on the wire it is the union's tag: required.
     if "kind" in schema.get("properties", {}):
         schema["required"] = ["kind", *[n for n in schema.get("required", []) if n != "kind"]]
 
 
 class _Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required_on_wire)
 
     h: Size
     w: Size

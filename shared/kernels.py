@@ -43,7 +43,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from shared.config import CONFIG_CLASSES
+from shared.config import CONFIG_CLASSES, kind_required_on_wire
 
 KERNEL_OPSET = 17
 NCHWC = "com.microsoft.nchwc"  # onnxruntime's blocked-layout ops (level "all" on x86)
@@ -97,7 +97,8 @@ FREE_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", 
 class KernelConfig(BaseModel):
     """One kernel: a kind, its sub-type ``fn`` and its integer dims (names in ``KERNEL_DIMS``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # ``kind`` defaults for Python callers; on the wire it is the campaign union's tag: required.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required_on_wire)
     kind: Literal["kernel"] = "kernel"
     op: Literal[tuple(KERNEL_KINDS)]  # type: ignore[valid-type]
     fn: str = Field("none", max_length=40)

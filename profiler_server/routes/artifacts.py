@@ -59,9 +59,10 @@ def upload_network(
     runs: Annotated[int, Form(ge=1, le=100_000)] = 50,
     min_seconds: Annotated[float, Form(ge=0, le=3600)] = 1.0,
     repeat: Annotated[bool, Form(description="a fresh job even if this network was measured before")] = False,
+    # A plain number with 0 for "not sent": a multipart form has no null for an optional float.
     predicted_ms: Annotated[
-        float | None, Form(gt=0, le=1e7, description="the latency the client predicted (shown beside the measurement)")
-    ] = None,
+        float, Form(ge=0, le=1e7, description="the latency the client predicted, shown beside the measurement (0: none)")
+    ] = 0.0,
 ) -> dict:
     """Store the network and give the team a measurement job: its own identical job when it has
     one (unless ``repeat``: measuring again shows the device's run-to-run spread), a job answered
@@ -69,5 +70,5 @@ def upload_network(
     when no online agent serves the device class (the job waits; ``POST /v1/jobs/{id}/cancel``)."""
     data = _read_limited(file, settings.max_upload_bytes)
     request = networks.NetworkRequest(device_class, runtime, name or file.filename or "", warmup, runs,
-                                      min_seconds, repeat, predicted_ms)  # fmt: skip
+                                      min_seconds, repeat, predicted_ms or None)  # fmt: skip
     return networks.submit_network(session, db, settings, principal, data, request)

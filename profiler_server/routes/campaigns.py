@@ -49,7 +49,7 @@ def _view_by_id(app: FastAPI, campaign_id: int) -> dict:
         return _view(session, session.get(Campaign, campaign_id))
 
 
-@router.get("", responses=ANY_TOKEN | INVALID)
+@router.get("", responses=AUTH | INVALID)
 def list_campaigns(
     session: SessionDep, principal: PrincipalDep, f: Annotated[listings.CampaignFilter, Query()]
 ) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def release(body: JobRelease, session: SessionDep, principal: AgentDep, job_id: 
     return {"state": job.state}
 
 
-@router.get("", responses=ANY_TOKEN | INVALID)
+@router.get("", responses=AUTH | INVALID)
 def list_jobs(
     session: SessionDep, principal: PrincipalDep, f: Annotated[listings.JobFilter, Query()]
 ) -> dict[str, Any]:

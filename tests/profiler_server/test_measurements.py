@@ -48,3 +48,10 @@ def test_csv_and_parquet_round_trip(farm: Farm):
         assert sorted(frame["cfg_cout"]) == [4, 5, 6]
         assert json.loads(frame["config"][0])["kind"] == "conv"
         assert json.loads(frame["samples_ms"][0]) == pytest.approx([1.5, 1.5, 1.65])
+
+
+def test_a_query_parameter_given_twice_is_422_naming_it(farm: Farm):
+    resp = farm.client.get("/v1/measurements?kind=conv&kind=lir&limit=5", headers=farm.team)
+    assert resp.status_code == 422
+    assert [e["loc"] for e in resp.json()["detail"]] == [["query", "kind"]]
+    assert farm.client.get("/v1/measurements?kind=conv&limit=5", headers=farm.team).status_code == 200
