@@ -177,10 +177,12 @@ def test_sigterm_stops_a_long_export_which_resumes_after_restart(tmp_path: Path)
     data.mkdir()
     server = LiveServer(data).start(timeout=240)  # generous: the start imports torch
     team = _team(server.url)
-    n = 150  # 0.1-0.3 s per config on a busy 2-core machine: tens of seconds in all
+    n = 400  # 0.02 s (quiet) to 0.3 s (busy 2-core machine) per config: never done in a blink
     campaign = _campaign(team, n, wait_s=0)
     assert campaign["state"] == "exporting"
-    time.sleep(3)
+    deadline = time.monotonic() + 60  # SIGTERM once the export is under way
+    while team.get(f"/v1/campaigns/{campaign['id']}").json()["exported"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
     server.proc.terminate()
     started = time.monotonic()
     server.proc.wait(timeout=120)
@@ -194,7 +196,7 @@ def test_sigterm_stops_a_long_export_which_resumes_after_restart(tmp_path: Path)
     assert state == "exporting" and items < n, (state, items)
     server = LiveServer(data, port=server.port).start(timeout=240)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         view = team.get(f"/v1/campaigns/{campaign['id']}").json()
         while view["state"] == "exporting" and time.monotonic() < deadline:
             time.sleep(0.5)

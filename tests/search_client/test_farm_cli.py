@@ -122,7 +122,7 @@ def test_tokens_list_and_revoke(farm, capsys):
 def test_fit_waits_for_the_new_version(farm, capsys):
     db = farm.app.state.db
     service_for(db).settings = TrainSettings(hidden=16, max_epochs=40, patience=10)
-    store_measurements(db, "SM-F000/fitboard", "onnxruntime/t1/cpu", synthetic_blocks(40))
+    store_measurements(db, "SM-F000/fitboard", "onnxruntime/t1/cpu", synthetic_blocks(120))
     code, out, _ = farm_cli(capsys, farm, farm.teams["vision"], "fit", "--device-class", "SM-F000/fitboard",
                             "--wait", "--timeout", "120", "--json")
     row = json.loads(out)

@@ -37,7 +37,7 @@ def _measure_network(client) -> int:
 
 def test_fit_after_a_network_measurement_succeeds(app_client):
     db = app_client.app.state.db
-    store_measurements(db, DEVICE_CLASS, RUNTIME, synthetic_blocks(40))
+    store_measurements(db, DEVICE_CLASS, RUNTIME, synthetic_blocks(120))
     job_id = _measure_network(app_client)
     r = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS}, headers=AUTH)
     assert r.status_code == 202, r.text
