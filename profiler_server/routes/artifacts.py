@@ -35,7 +35,7 @@ def get_artifact(
     return FileResponse(path, media_type=media, filename=f"{sha256}.{row.format}", headers={"ETag": sha256})
 
 
-def _read_limited(upload: UploadFile, limit: int) -> bytes:
+def read_limited_upload(upload: UploadFile, limit: int) -> bytes:
     chunks, total = [], 0
     while chunk := upload.file.read(CHUNK):
         total += len(chunk)
@@ -68,7 +68,7 @@ def upload_network(
     one (unless ``repeat``: measuring again shows the device's run-to-run spread), a job answered
     at once from a stored measurement of the same network, or a new queued job. ``waiting`` says
     when no online agent serves the device class (the job waits; ``POST /v1/jobs/{id}/cancel``)."""
-    data = _read_limited(file, settings.max_upload_bytes)
+    data = read_limited_upload(file, settings.max_upload_bytes)
     request = networks.NetworkRequest(device_class, runtime, name or file.filename or "", warmup, runs,
                                       min_seconds, repeat, predicted_ms or None)  # fmt: skip
     return networks.submit_network(session, db, settings, principal, data, request)

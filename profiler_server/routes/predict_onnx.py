@@ -14,7 +14,7 @@ from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, Settings
 from profiler_server.errors import BadRequest
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, error_responses
 from profiler_server.predictor import store
-from profiler_server.routes.artifacts import _read_limited
+from profiler_server.routes.artifacts import read_limited_upload
 from shared.kernels import DecompositionError, decompose, parse_input_shape
 
 router = APIRouter(prefix="/v1", tags=["predictors"])
@@ -72,7 +72,7 @@ async def predict_onnx(
 ) -> dict:
     """Total and per-kernel predicted latency of an uploaded ONNX model, with the kernels no
     predictor covers, extrapolation flags and an error bar (held-out error of each kernel kind)."""
-    data = _read_limited(file, min(settings.max_upload_bytes, MAX_ONNX_BYTES))
+    data = read_limited_upload(file, min(settings.max_upload_bytes, MAX_ONNX_BYTES))
     session.rollback()  # SQLite serves one connection: the worker below opens its own sessions
     return await run_in_threadpool(predict_model, db, data, device_class, runtime, input_shape)
 
