@@ -51,12 +51,12 @@ POOL = 10_000  # configs drawn per space before the MACs filter
 
 
 def demo_space():
-    from search_client.demo import DEFAULT, demo_settings
-    from search_client.models import build_model
+    from search_client.models import build_from_config
+    from search_client.pipeline.demo import DEFAULT, demo_settings
     from search_client.pipeline.space import supernet_space
 
     cfg = demo_settings(DEFAULT, RUN_DIR / "demo-settings").run_config()
-    supernet = build_model(cfg.arch, cfg.num_classes, **cfg.model)
+    supernet = build_from_config(cfg)
     return supernet_space(supernet, [DEFAULT.latency_size])
 
 

@@ -37,7 +37,7 @@ from heldout_models import MODELS, build  # noqa: E402
 
 from android_harness.host import HostRunner  # noqa: E402
 from android_harness.runner import MeasureOptions  # noqa: E402
-from profiler_server.kernel_predictor import calibrate, fit_kernel_predictor  # noqa: E402
+from profiler_server.predictor.kernel_predictor import calibrate, fit_kernel_predictor  # noqa: E402
 from shared.export import export_block_onnx, export_module_onnx  # noqa: E402
 from shared.kernel_space import sample_kernels  # noqa: E402
 from shared.kernels import decompose, export_kernel_onnx  # noqa: E402

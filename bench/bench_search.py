@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 
-from search_client.demo import DEFAULT, FULL, DemoProfile, demo_settings, run_demo
-from search_client.models import build_model
 from search_client.pipeline.context import PipelineContext
+from search_client.pipeline.demo import DEFAULT, FULL, DemoProfile, demo_settings, run_demo
 from search_client.pipeline.search import LatencyTerm, search_parts, search_student
 from search_client.pipeline.state import RunState
 from search_client.remote import ProfilerClient
@@ -69,10 +68,10 @@ def step_costs(run_dir: Path, server: str, steps: int, profile: DemoProfile, pap
     ctx._device_class = json.loads((run_dir / "report.json").read_text())["device_class"]
     predictor = ctx.predictor().model
     train_set, _ = ctx.datasets()
-    plain = build_model(ctx.cfg.arch, ctx.cfg.num_classes, **ctx.cfg.model)
+    plain = ctx.build_supernet()
     if paper_size:
         pretrained = plain.state_dict()
-        teacher = build_model(ctx.cfg.arch, ctx.cfg.num_classes, **ctx.cfg.model)
+        teacher = ctx.build_supernet()
         teacher.load_state_dict(pretrained)
         teacher.eval().requires_grad_(False)
     else:
@@ -104,7 +103,7 @@ def supernet_same_budget(run_dir: Path, profile: DemoProfile) -> float | None:
     iters = ctx.iterations("finetune")
     if iters == 0:
         return None
-    model = build_model(ctx.cfg.arch, ctx.cfg.num_classes, **ctx.cfg.model)
+    model = ctx.build_supernet()
     model.load_state_dict(torch.load(ctx.state.result("pretrain")["model"], weights_only=False)["state_dict"])
     train_set, val_set = ctx.datasets()
     folder = run_dir / "bench-supernet-finetune"

@@ -1,10 +1,9 @@
 """``rtseg-search``: the search client's command line.
 
-Subcommands live in :data:`COMMANDS` (name -> :class:`Command`). This module defines the data,
-training, evaluation and counting commands; the pipeline adds ``search``, ``finetune``, ``export``,
-``run``, ``demo`` by exposing ``COMMANDS: dict[str, Command]`` in one of :data:`EXTENSION_MODULES`
-(imported when present), so this file never needs to know them. Bad input (a latency target
-outside what the supernet can derive included) exits with status 2 and one line saying what to fix;
+Subcommands are :class:`~search_client.subcommand.Command` entries: this module defines the data,
+training, evaluation and counting commands, ``search_client.pipeline.commands`` the pipeline's
+(``search``, ``finetune``, ``export``, ``run``, ``demo``); :func:`all_commands` joins them. Bad
+input (a latency target outside what the supernet can derive included) exits with status 2 and one line saying what to fix;
 a ``run`` or ``demo`` whose measured latency misses its target beyond the tolerance ends with a
 line saying so and exits with status 3.
 """
@@ -12,31 +11,17 @@ line saying so and exits with status 3.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search_client.pipeline.commands import COMMANDS as PIPELINE_COMMANDS
+from search_client.subcommand import Command, UsageError, parse_set
 from shared.version import add_version_flag
 
 log = logging.getLogger("rtseg-search")
-
-EXTENSION_MODULES: tuple[str, ...] = ("search_client.pipeline.commands",)
-
-
-class UsageError(Exception):
-    """Input the user has to fix; printed as one line, exit status 2."""
-
-
-@dataclass(frozen=True)
-class Command:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
 
 
 # ---- make-synthetic --------------------------------------------------------------------------------
@@ -63,25 +48,6 @@ def run_make_synthetic(args: argparse.Namespace) -> int:
 
 
 # ---- run configs -----------------------------------------------------------------------------------
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    """``--set train.lr=0.05`` -> nested override dict; values parse as JSON, else as strings."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set wants KEY=VALUE (e.g. train.lr=0.05), got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
 def _config_args(p: argparse.ArgumentParser) -> None:
     from search_client.config import PRESETS
 
@@ -110,7 +76,7 @@ def build_run_config(args: argparse.Namespace) -> Any:
     flags = {k: v for k, v in flags.items() if v not in (None, {})}
     if getattr(args, "name", None):
         flags["name"] = args.name
-    return build_config(preset, merge_dicts(merge_dicts(over, flags), _parse_set(args.set)))
+    return build_config(preset, merge_dicts(merge_dicts(over, flags), parse_set(args.set)))
 
 
 # ---- pretrain --------------------------------------------------------------------------------------
@@ -167,13 +133,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def train_run(cfg: Any, run_dir: Path, dist: Any, resume: bool, max_steps: int | None) -> dict[str, Any]:
     """Build the model and data of ``cfg`` and train into ``run_dir`` (resuming when asked)."""
     from search_client.data import build_dataset, class_names
-    from search_client.models import build_model
+    from search_client.models import build_from_config
     from search_client.train import Trainer, seed_everything
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    model = build_model(cfg.arch, cfg.num_classes, **cfg.model)
+    model = build_from_config(cfg)
     trainer = Trainer(cfg, run_dir, model, train_set, val_set=val_set, class_names=class_names(cfg.data.kind), dist=dist)
     if resume:
         trainer.resume()
@@ -218,7 +184,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from search_client.config import RunConfig
     from search_client.data import build_dataset, class_names
     from search_client.eval import evaluate
-    from search_client.models import build_model
+    from search_client.models import build_from_config
     from search_client.train.checkpoint import load_checkpoint
     from search_client.train.ddp import resolve_device
 
@@ -227,7 +193,7 @@ def run_eval(args: argparse.Namespace) -> int:
     state = load_checkpoint(path)
     cfg = RunConfig.model_validate(state["config"])
     data = cfg.data.model_copy(update={"root": args.data_root}) if args.data_root else cfg.data
-    model = build_model(cfg.arch, cfg.num_classes, **cfg.model)
+    model = build_from_config(cfg)
     try:
         model.load_state_dict(state.get("state_dict") or state["model"])
     except RuntimeError as exc:  # weights written by another version or another architecture
@@ -281,17 +247,8 @@ COMMANDS: dict[str, Command] = {
 
 
 def all_commands() -> dict[str, Command]:
-    """The built-in commands plus those of the extension modules that are installed."""
-    commands = dict(COMMANDS)
-    for name in EXTENSION_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the module exists but one of its imports is missing: a real error
-                raise
-            continue
-        commands.update(getattr(module, "COMMANDS", {}))
-    return commands
+    """The commands of this module and the pipeline's."""
+    return {**COMMANDS, **PIPELINE_COMMANDS}
 
 
 def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
@@ -330,10 +287,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    # Run as ``python -m search_client.cli`` (how torchrun starts it) this file is ``__main__``; the
-    # pipeline's commands import ``search_client.cli``, a second copy whose UsageError this copy's
-    # ``main`` would not catch. Entering through that module keeps one set of classes.
-    from search_client.cli import main as module_main
-
-    sys.exit(module_main())
+if __name__ == "__main__":  # ``python -m search_client.cli``, how torchrun starts it
+    sys.exit(main())

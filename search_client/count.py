@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from search_client.models import available_archs, build_model
-from search_client.search.gates import ChannelGate
+from search_client.models.channel_gate import ChannelGate
 
 _EXCLUDED = ("aux_heads.", "arch_logits")
 

@@ -10,8 +10,8 @@ import pytest
 
 from android_harness.host import host_device_class
 from search_client.data.synthetic import SyntheticSpec, make_synthetic
-from search_client.demo import fit_after_campaign
 from search_client.models import build_model
+from search_client.pipeline.campaign import fit_after_campaign
 from search_client.pipeline.localfarm import LocalFarm
 from search_client.pipeline.runner import run_pipeline
 from search_client.pipeline.space import supernet_space

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def on_campaign_complete(campaign_id: int, device_class: str, runtime: str) -> int | None:
     """Queue a fit in the predictor worker; returns the new predictor id (None: too little data).
     A campaign that measured kernels refits the kernel predictor instead (here, in the hook's thread)."""
-    from profiler_server import kernel_predictor
+    from profiler_server.predictor import kernel_predictor
 
     db = current_database()
     if kernel_predictor.campaign_has_kernels(db, campaign_id):

@@ -36,7 +36,7 @@ def training_rows(
         select(Measurement.config, getattr(Measurement, statistic))
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
         .where(Measurement.config.is_not(None), Measurement.unstable.is_(False))
-        .where(Measurement.kind != "kernel")  # kernels have their own predictor (profiler_server.kernel_predictor)
+        .where(Measurement.kind != "kernel")  # kernels have their own predictor (profiler_server.predictor.kernel_predictor)
         .order_by(Measurement.id)
     ).all()
     rows = [r for r in rows if r[0] is not None and is_current_definition(r[0])]

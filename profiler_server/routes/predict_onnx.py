@@ -9,11 +9,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from profiler_server import kernel_predictor
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import BadRequest
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, error_responses
-from profiler_server.predictor import store
+from profiler_server.predictor import kernel_predictor, store
 from profiler_server.routes.artifacts import read_limited_upload
 from shared.kernels import DecompositionError, decompose, parse_input_shape
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -21,9 +22,12 @@ from search_client.models.bisenetv2 import BiSeNetV2
 from search_client.models.supernet import RTSegSupernet, SupernetConfig
 from search_client.models.twobranch import SubnetSpec, TwoBranchNet, build_subnet
 
+if TYPE_CHECKING:
+    from search_client.config import RunConfig
+
 __all__ = [
     "BiSeNetV2", "RTSegSupernet", "SubnetSpec", "SupernetConfig", "TwoBranchNet",
-    "available_archs", "build_model", "load_spec", "register_subnet",
+    "available_archs", "build_from_config", "build_model", "load_spec", "register_subnet",
 ]  # fmt: skip
 
 
@@ -80,3 +84,9 @@ def build_model(arch: str, num_classes: int = 19, **kw: object) -> nn.Module:
     if arch not in _REGISTRY:
         raise ValueError(f"unknown arch {arch!r}; available: {', '.join(available_archs())}")
     return _REGISTRY[arch](num_classes=num_classes, **kw)
+
+
+def build_from_config(cfg: RunConfig) -> nn.Module:
+    """The network a run config names (its ``arch``, ``num_classes`` and ``model`` arguments): the
+    supernet of a search run, the network of a training run."""
+    return build_model(cfg.arch, cfg.num_classes, **cfg.model)

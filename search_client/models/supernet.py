@@ -30,9 +30,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from search_client.models.channel_gate import ChannelGate, gate_parameters, gates_of
+from search_client.models.mixed_block import PATHS, MixedBlock
 from search_client.models.twobranch import AUX_SCALES, Stage, TwoBranchNet
-from search_client.search.gates import ChannelGate, gate_parameters, gates_of
-from search_client.search.gumbel import PATHS, MixedBlock
 from shared.blocks import ConvBlock, DownBlock, HeadBlock, StemBlock
 
 Triple = tuple[int, int, int]

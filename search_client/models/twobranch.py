@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from search_client.search.gates import ChannelGate
-from search_client.search.gumbel import MixedBlock, resample_all
+from search_client.models.channel_gate import ChannelGate
+from search_client.models.mixed_block import MixedBlock, resample_all
 from shared.blocks import (
     BGABlock,
     ContextBlock,

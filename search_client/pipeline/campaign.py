@@ -16,7 +16,7 @@ from pathlib import Path
 from search_client.pipeline.context import PipelineContext, Say
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import write_json_atomic
-from search_client.remote import ProfilerClient, campaign_counts, runtime_key
+from search_client.remote import ProfilerClient, RemoteError, campaign_counts, runtime_key
 
 log = logging.getLogger(__name__)
 WAIT_S = 48 * 3600.0  # an overnight campaign on a few phones; beyond that the run stops and says so
@@ -38,12 +38,10 @@ def start_campaign(settings: PipelineSettings, client: ProfilerClient, device_cl
         record = json.loads(path.read_text())
         say(f"[campaign] {record['id']} queued earlier: {device_class} measures while the supernet trains")
         return record
-    from search_client.models import build_model
+    from search_client.models import build_from_config
     from search_client.pipeline.space import supernet_space
 
-    cfg = settings.run_config()
-    space = supernet_space(build_model(cfg.arch, cfg.num_classes, **cfg.model),
-                           [(settings.latency_height, settings.latency_width)])
+    space = supernet_space(build_from_config(settings.run_config()), [(settings.latency_height, settings.latency_width)])
     camp = client.create_campaign(device_class=device_class, runtime=settings.runtime, space=space.model_dump(),
                                   n=settings.campaign_configs, seed=0, wait_s=5)
     record = {"id": camp["id"], "device_class": device_class, "runtime": settings.runtime,
@@ -61,8 +59,6 @@ def await_campaign_predictor(ctx: PipelineContext) -> None:
     client, runtime = ctx.require_client(), runtime_key(ctx.settings.runtime)
     if not path.exists() or client.list_predictors(ctx.device_class, runtime):
         return
-    from search_client.demo import fit_after_campaign
-
     record = json.loads(path.read_text())
     last = [0.0]
 
@@ -78,3 +74,13 @@ def await_campaign_predictor(ctx: PipelineContext) -> None:
             f"fitting the predictor for {ctx.device_class} / {runtime}")
     info = fit_after_campaign(client, ctx.device_class, runtime, newer_than=0)
     ctx.say(f"[search] predictor v{info['version']} ready")
+
+
+def fit_after_campaign(client: ProfilerClient, device_class: str, runtime: str, newer_than: int,
+                       hook_wait_s: float = 60.0) -> dict:
+    """The server refits by itself when a campaign completes; ask for a fit only if it does not."""
+    try:
+        return client.wait_predictor(device_class, runtime, newer_than=newer_than, timeout=hook_wait_s, poll=0.5)
+    except RemoteError:
+        client.fit_predictor(device_class, runtime)
+        return client.wait_predictor(device_class, runtime, newer_than=newer_than, timeout=900, poll=0.5)

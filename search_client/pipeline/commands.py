@@ -1,6 +1,6 @@
 """``rtseg-search search | finetune | export | run | demo``: the pipeline's subcommands.
 
-Picked up by ``search_client.cli`` (``EXTENSION_MODULES``). ``search``, ``finetune`` and ``export``
+Joined with the other commands by ``search_client.cli``. ``search``, ``finetune`` and ``export``
 run the pipeline up to that phase (earlier phases first, when not done yet); ``run`` runs all of it
 and writes the report. Every command resumes the run folder ``<runs>/<name>/``, computes on
 ``--device`` (auto: cuda when available) and runs under torchrun as one DDP job
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search_client.cli import Command, UsageError, _parse_set
 from search_client.pipeline.state import PHASES
+from search_client.subcommand import Command, UsageError, parse_set
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -82,7 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Any, frozenset[str]]:
     the flags gave: on a rerun only those may change; the others keep the run's saved values."""
     from search_client.pipeline.settings import PipelineSettings
 
-    overrides = _parse_set(args.set)
+    overrides = parse_set(args.set)
     data = overrides.setdefault("data", {})
     if args.data_root:
         data["root"] = args.data_root
@@ -216,7 +216,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from search_client.demo import DemoError, run_demo
+    from search_client.pipeline.demo import DemoError, run_demo
 
     try:
         report = run_demo(full=args.full, out=args.out, threads=args.threads)

@@ -139,9 +139,9 @@ class PipelineContext:
         return class_names(self.cfg.data.kind)
 
     def build_supernet(self) -> nn.Module:
-        from search_client.models import build_model
+        from search_client.models import build_from_config
 
-        return build_model(self.cfg.arch, self.cfg.num_classes, **self.cfg.model)
+        return build_from_config(self.cfg)
 
     def pretrained_supernet(self) -> nn.Module:
         """The pretrained supernet in its full mode (the teacher), frozen, eval mode."""

@@ -26,27 +26,17 @@ import torch
 from torch import nn
 
 from search_client.count import inference_params
+from search_client.models.channel_gate import THRESHOLD, ChannelGate, gates_of
 from search_client.pipeline.context import PipelineContext
-from search_client.pipeline.measuring import predictor_statistic, summarize_jobs
+from search_client.pipeline.measuring import measure_network, predictor_statistic
 from search_client.remote import RemoteError
 from search_client.search.derive import derive, subnet_spec
-from search_client.search.gates import THRESHOLD, ChannelGate, gates_of
-from search_client.search.latency import network_blocks, predict_blocks
-from shared.costs import block_macs
+from search_client.search.latency import gmacs, predicted_ms
 from shared.predictor import LatencyMLP
 
 log = logging.getLogger(__name__)
 STEP_FRACTION = 0.03  # share of the movable channels flipped per round
 MAX_ROUNDS = 300
-
-
-def predicted_ms(model: nn.Module, predictor: LatencyMLP, size: tuple[int, int]) -> float:
-    return float(predict_blocks(predictor, network_blocks(model, *size)).sum())
-
-
-def gmacs(model: nn.Module, size: tuple[int, int]) -> float:
-    """Analytic GMACs of the whole inference graph (sum over its profiled blocks)."""
-    return sum(block_macs(b) for b in network_blocks(model, *size)) / 1e9
 
 
 def _movable(gates: list[ChannelGate], prune: bool) -> list[tuple[float, ChannelGate, int]]:
@@ -103,20 +93,6 @@ def max_output_difference(a: nn.Module, b: nn.Module, size: tuple[int, int], see
     device = next(a.parameters()).device
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(device)
     return float((a.eval()(x) - b.to(device).eval()(x)).abs().max())
-
-
-def measure_network(ctx: PipelineContext, model: nn.Module, name: str, repeats: int, statistic: str) -> dict:
-    """``repeats`` jobs of ``model`` on the run's target device (batch 1, exported from the CPU:
-    ``model`` moves there), summarized by ``measuring.summarize_jobs``."""
-    from search_client.pipeline.finish import export_input, export_onnx
-
-    client = ctx.require_client()
-    onnx_bytes = export_onnx(model.cpu(), export_input(ctx.latency_size))
-    jobs = []
-    for i in range(repeats):
-        job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name, repeat=i > 0)
-        jobs.append(client.wait_job(int(job["job_id"])))
-    return summarize_jobs(jobs, statistic)
 
 
 def next_aim(pairs: Sequence[dict], target: float) -> float:

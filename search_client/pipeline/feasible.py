@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from search_client.search.gates import gates_of
-from search_client.search.latency import network_blocks, predict_blocks
+from search_client.models.channel_gate import gates_of
+from search_client.models.mixed_block import PATHS
+from search_client.search.latency import predicted_ms
 from shared.predictor import LatencyMLP
 
 
@@ -22,15 +23,9 @@ class InfeasibleTarget(ValueError):
     """The target lies outside what the supernet can derive; the message names the range."""
 
 
-def _predicted(model: nn.Module, predictor: LatencyMLP, size: tuple[int, int]) -> float:
-    return float(predict_blocks(predictor, network_blocks(model, *size)).sum())
-
-
 def extreme(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[int, int], largest: bool) -> nn.Module:
     """The supernet set to its smallest or largest derivable network by the predictor: gates at
     their floor (or full), then block by block the path that predicts cheapest (or dearest)."""
-    from search_client.models.supernet import PATHS
-
     supernet = build()
     if not gates_of(supernet):
         supernet.install_gates()
@@ -44,7 +39,7 @@ def extreme(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[i
             trial = paths[:i] + [path] + paths[i + 1:]
             try:
                 supernet.set_active(trial)
-                scores[path] = _predicted(supernet, predictor, size)
+                scores[path] = predicted_ms(supernet, predictor, size)
             except ValueError:  # a path this block cannot take
                 continue
         paths[i] = (max if largest else min)(scores, key=scores.get)
@@ -56,8 +51,8 @@ def derivable_range(build: Callable[[], nn.Module], predictor: LatencyMLP, size:
     """``{"smallest": module, "largest": module, "smallest_ms", "largest_ms"}`` (predicted)."""
     small = extreme(build, predictor, size, largest=False)
     large = extreme(build, predictor, size, largest=True)
-    return {"smallest": small, "largest": large, "smallest_ms": _predicted(small, predictor, size),
-            "largest_ms": _predicted(large, predictor, size)}
+    return {"smallest": small, "largest": large, "smallest_ms": predicted_ms(small, predictor, size),
+            "largest_ms": predicted_ms(large, predictor, size)}
 
 
 def check_target(target_ms: float, low_ms: float, high_ms: float, what: str) -> None:

@@ -16,11 +16,10 @@ from torch.utils.data import DataLoader
 from search_client.count import inference_params
 from search_client.eval import evaluate
 from search_client.pipeline.context import PipelineContext
-from search_client.pipeline.derivation import gmacs
-from search_client.pipeline.measuring import predictor_statistic, summarize_jobs
+from search_client.pipeline.measuring import export_input, export_onnx, predictor_statistic, summarize_jobs
 from search_client.pipeline.state import write_json_atomic
-from search_client.search.latency import network_blocks
-from shared.export import export_module_onnx, export_module_tflite, sha256_bytes, tflite_available
+from search_client.search.latency import gmacs, network_blocks
+from shared.export import export_module_tflite, sha256_bytes, tflite_available
 
 log = logging.getLogger(__name__)
 PAPER_SIZE = (512, 1024)
@@ -53,15 +52,6 @@ def _onnx_matches(onnx_bytes: bytes, model: torch.nn.Module, x: torch.Tensor) ->
     with torch.no_grad():
         want = model(x).numpy()
     return float(np.abs(got - want).max())
-
-
-def export_input(size: tuple[int, int]) -> torch.Tensor:
-    """The fixed batch-1 input networks are exported (and checked) with."""
-    return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-
-
-def export_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
-    return export_module_onnx(model, (x,))
 
 
 def exportable(model: torch.nn.Module) -> torch.nn.Module:

@@ -6,12 +6,21 @@ host interference only ever adds time, so a job's median is bimodal (two back-to
 network gave medians 11.3 and 15.1 ms) while its p10 stays put (10.6 and 10.9 ms). A network
 measured in several jobs gets the median of their per-job statistic; the per-job medians are kept
 beside it.
+
+A network is measured as its batch-1 ONNX export with one fixed input (:func:`export_input`), the
+same file the export phase writes, so every measurement of a run sees the same graph.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from search_client.pipeline.context import PipelineContext
+from shared.export import export_module_onnx
 
 DEFAULT_STATISTIC = "p10_ms"
 
@@ -31,3 +40,24 @@ def summarize_jobs(jobs: Sequence[dict], statistic: str) -> dict:
     ms = statistics.median(values)
     return {"ms": ms, "median_ms": statistics.median(medians), "statistic": statistic,
             "repeats_ms": values, "repeats_median_ms": medians, "repeat_spread": (max(values) - min(values)) / ms}
+
+
+def export_input(size: tuple[int, int]) -> torch.Tensor:
+    """The fixed batch-1 input networks are exported (and checked) with."""
+    return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
+    return export_module_onnx(model, (x,))
+
+
+def measure_network(ctx: PipelineContext, model: nn.Module, name: str, repeats: int, statistic: str) -> dict:
+    """``repeats`` jobs of ``model`` on the run's target device (batch 1, exported from the CPU:
+    ``model`` moves there), summarized by :func:`summarize_jobs`."""
+    client = ctx.require_client()
+    onnx_bytes = export_onnx(model.cpu(), export_input(ctx.latency_size))
+    jobs = []
+    for i in range(repeats):
+        job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name, repeat=i > 0)
+        jobs.append(client.wait_job(int(job["job_id"])))
+    return summarize_jobs(jobs, statistic)

@@ -23,20 +23,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from search_client.models.mixed_block import temperature_at
 from search_client.pipeline.campaign import await_campaign_predictor
 from search_client.pipeline.context import PipelineContext, load_weights
 from search_client.pipeline.feasible import check_target, derivable_range
-from search_client.pipeline.measuring import predictor_statistic
+from search_client.pipeline.measuring import measure_network, predictor_statistic
 from search_client.pipeline.training import TeacherDistill, train_phase
 from search_client.remote import FetchedPredictor, RemoteError
-from search_client.search.gumbel import temperature_at
-from search_client.search.latency import (
-    expected_gmacs,
-    expected_latency,
-    latency_loss,
-    network_blocks,
-    predict_blocks,
-)
+from search_client.search.derive import derive
+from search_client.search.latency import expected_gmacs, expected_latency, latency_loss, predicted_ms
 from search_client.train import StepInputs, TrainParts, seed_everything
 from shared.predictor import LatencyMLP
 
@@ -110,11 +105,6 @@ class TemperatureHook:
         terms["tau"] = self.history[-1] if self.history else self.start
 
 
-def supernet_predicted_ms(supernet: nn.Module, predictor: LatencyMLP, size: tuple[int, int]) -> float:
-    """Predicted latency of the supernet in its full mode (both paths of every mixed block)."""
-    return float(predict_blocks(predictor, network_blocks(supernet, *size)).sum())
-
-
 def search_student(ctx: PipelineContext, pretrained: dict[str, torch.Tensor]) -> nn.Module:
     """The pretrained supernet with DWBC gates and hard Gumbel sampling switched on."""
     student = ctx.build_supernet()
@@ -154,8 +144,6 @@ def search_parts(
 def feasible_range(ctx: PipelineContext, fetched: FetchedPredictor) -> dict:
     """The smallest and largest derivable network (``feasible``): predicted, and measured with the
     predictor's statistic when the run measures. ``{"predicted": [lo, hi], "measured": [lo, hi] | None}``."""
-    from search_client.pipeline.derivation import measure_network
-    from search_client.search.derive import derive
 
     r = derivable_range(ctx.build_supernet, fetched.model, ctx.latency_size)
     out: dict = {"predicted": [r["smallest_ms"], r["largest_ms"]], "measured": None}
@@ -200,7 +188,7 @@ def run_search(ctx: PipelineContext) -> dict:
     await_campaign_predictor(ctx)
     fetched = ctx.predictor()
     teacher = ctx.pretrained_supernet()
-    supernet_ms = supernet_predicted_ms(teacher, fetched.model, ctx.latency_size)
+    supernet_ms = predicted_ms(teacher, fetched.model, ctx.latency_size)  # full mode: both paths
     if not math.isfinite(supernet_ms) or supernet_ms <= 0:
         raise ValueError(f"predictor v{fetched.version} for {ctx.device_class} predicts {supernet_ms} ms for the "
                          "supernet: refit it (POST /v1/predictors) on more measurements of this space")

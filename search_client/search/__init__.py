@@ -1,2 +1,3 @@
-"""Search mechanics: channel gates (width), hard Gumbel mixed blocks (depth/type), derivation and
-the differentiable latency regularizer."""
+"""Search mechanics over the supernet's model parts (its channel gates and mixed blocks live in
+``search_client.models``): derivation of the compact network and the differentiable latency
+regularizer."""

@@ -15,6 +15,8 @@ import logging
 import torch
 from torch import nn
 
+from search_client.models.channel_gate import ChannelGate
+from search_client.models.mixed_block import MixedBlock
 from search_client.models.supernet import RTSegSupernet
 from search_client.models.twobranch import (
     ConvSpec,
@@ -27,8 +29,6 @@ from search_client.models.twobranch import (
     TwoBranchNet,
     build_subnet,
 )
-from search_client.search.gates import ChannelGate
-from search_client.search.gumbel import MixedBlock
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_client.models.bisenetv2 import BiSeNetV2
+from search_client.models.channel_gate import ChannelGate
+from search_client.models.mixed_block import MixedBlock
 from search_client.models.twobranch import TwoBranchNet
-from search_client.search.gates import ChannelGate
-from search_client.search.gumbel import MixedBlock
 from shared.blocks import LIRBlock, MHSABlock
 from shared.config import (
     AnyBlock,
@@ -38,7 +38,7 @@ from shared.config import (
     MHSAConfig,
     StemConfig,
 )
-from shared.costs import block_fields, ceil_div, macs_of
+from shared.costs import block_fields, block_macs, ceil_div, macs_of
 from shared.encoding import N_FEATURES, encode_blocks, encode_values
 from shared.predictor import LatencyMLP
 
@@ -283,3 +283,14 @@ def predict_blocks(predictor: LatencyMLP, blocks: list[AnyBlock]) -> torch.Tenso
     """(N,) predicted ms of plain block configs (one batched forward)."""
     with torch.no_grad():
         return predictor(encode_blocks(blocks))
+
+
+def predicted_ms(model: nn.Module, predictor: LatencyMLP, size: tuple[int, int]) -> float:
+    """Predicted latency (ms) of a network as it is now (fixed paths and gates; a supernet in its
+    full mode counts both paths of every mixed block): the sum over its profiled blocks."""
+    return float(predict_blocks(predictor, network_blocks(model, *size)).sum())
+
+
+def gmacs(model: nn.Module, size: tuple[int, int]) -> float:
+    """Analytic GMACs of a network's whole inference graph (sum over its profiled blocks)."""
+    return sum(block_macs(b) for b in network_blocks(model, *size)) / 1e9

@@ -147,7 +147,7 @@ def test_kernel_family_campaign_samples_one_kernel_models(farm) -> None:
 
 
 def test_network_level_calibration_scales_kernels_to_measured_models() -> None:
-    from profiler_server.kernel_predictor import calibrate, fit_kernel_predictor
+    from profiler_server.predictor.kernel_predictor import calibrate, fit_kernel_predictor
     from shared.kernels import decompose
 
     configs = sample_kernels(90, seed=1, reorders=False)

@@ -3,10 +3,12 @@
 import pytest
 
 from search_client.models import build_model
-from search_client.pipeline.derivation import derive, next_aim, predicted_ms
+from search_client.pipeline.derivation import next_aim
 from search_client.pipeline.feasible import InfeasibleTarget, check_target, derivable_range
 from search_client.pipeline.measuring import summarize_jobs
 from search_client.pipeline.search import predicted_aim
+from search_client.search.derive import derive
+from search_client.search.latency import predicted_ms
 from tests.search_client.pipeline.tiny import LATENCY_SIZE, TINY_SUPERNET
 
 

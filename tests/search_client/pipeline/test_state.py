@@ -56,7 +56,7 @@ def test_run_config_overrides_are_pinned_leaf_by_leaf(tmp_path):
 
 
 def test_a_second_demo_run_reuses_every_finished_phase(tmp_path):
-    from search_client.demo import DEFAULT, Progress, _restart_if_changed, demo_settings
+    from search_client.pipeline.demo import DEFAULT, Progress, _restart_if_changed, demo_settings
 
     def settings(port: int) -> PipelineSettings:  # each demo run starts its farm on a new port and token
         return demo_settings(DEFAULT, tmp_path / "demo").model_copy(

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from search_client.models import RTSegSupernet, build_model
-from search_client.search.gates import gates_of
+from search_client.models.channel_gate import gates_of
 
 TINY = dict(
     detail_widths=(8, 12, 16), stem=8, stage_widths=(12, 16, 16), depths=(2, 2, 3), heads=(2, 2, 4),

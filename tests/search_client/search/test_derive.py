@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from search_client.count import inference_params
 from search_client.models import build_model
+from search_client.models.channel_gate import gates_of
 from search_client.search.derive import derive, subnet_spec
-from search_client.search.gates import gates_of
 from search_client.search.latency import network_blocks
 from shared.costs import block_macs, block_params
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from search_client.search.gates import ChannelGate, gates_of
+from search_client.models.channel_gate import ChannelGate, gates_of
 
 
 def test_forward_zeroes_exactly_the_channels_at_or_below_threshold() -> None:

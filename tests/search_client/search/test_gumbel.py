@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search_client.search.gumbel import PATHS, MixedBlock, sample_hard_gumbel, temperature_at
+from search_client.models.mixed_block import PATHS, MixedBlock, sample_hard_gumbel, temperature_at
 
 
 def block() -> MixedBlock:
@@ -91,7 +91,7 @@ def test_supernet_search_mode_samples_per_forward_and_keeps_the_contract(superne
 
 
 def test_batched_resample_gives_each_block_its_own_one_hot_and_gradient() -> None:
-    from search_client.search.gumbel import resample_all
+    from search_client.models.mixed_block import resample_all
 
     blocks = [block().train() for _ in range(3)]
     for b, logits in zip(blocks, ([9.0, 0, 0], [0, 9.0, 0], [0, 0, 9.0]), strict=True):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from search_client.pipeline.campaign import fit_after_campaign
 from search_client.pipeline.feasible import InfeasibleTarget
 from search_client.pipeline.localfarm import FarmError, LocalFarm
 from search_client.pipeline.settings import PipelineSettings
@@ -134,9 +135,10 @@ def ensure_dataset(profile: DemoProfile, root: Path, say: Progress) -> None:
 
 def run_campaign(client: ProfilerClient, device_class: str, runtime: str, profile: DemoProfile,
                  settings: PipelineSettings, say: Progress) -> dict:
+    from search_client.models import build_from_config
     from search_client.pipeline.space import supernet_space
 
-    supernet = _supernet(settings)
+    supernet = build_from_config(settings.run_config())
     space = supernet_space(supernet, [profile.latency_size])
     camp = client.create_campaign(device_class=device_class, runtime=runtime, space=space.model_dump(),
                                   n=profile.campaign_configs, seed=0, warmup=10, runs=50, min_seconds=0.1,
@@ -178,23 +180,6 @@ def ensure_predictor(client: ProfilerClient, device_class: str, runtime: str, pr
     record = {"campaign_id": camp["id"], "campaign_configs": profile.campaign_configs, "predictor": info}
     write_json_atomic(record_path, record)
     return record
-
-
-def fit_after_campaign(client: ProfilerClient, device_class: str, runtime: str, newer_than: int,
-                       hook_wait_s: float = 60.0) -> dict:
-    """The server refits by itself when a campaign completes; ask for a fit only if it does not."""
-    try:
-        return client.wait_predictor(device_class, runtime, newer_than=newer_than, timeout=hook_wait_s, poll=0.5)
-    except RemoteError:
-        client.fit_predictor(device_class, runtime)
-        return client.wait_predictor(device_class, runtime, newer_than=newer_than, timeout=900, poll=0.5)
-
-
-def _supernet(settings: PipelineSettings) -> torch.nn.Module:
-    from search_client.models import build_model
-
-    cfg = settings.run_config()
-    return build_model(cfg.arch, cfg.num_classes, **cfg.model)
 
 
 def plot_predictor_test_split(client: ProfilerClient, device_class: str, runtime: str, path: Path) -> Path | None:
