@@ -1,2 +1,2 @@
 """Device side of the farm: runners that measure a model on an Android phone (adb) or on the host CPU,
-parsers for the on-device benchmark tools, an adb device emulator for tests, and the phone-agent."""
+parsers for the on-device benchmark tools, and the phone-agent."""

@@ -19,19 +19,21 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testkit/ (not installed)
 
 from android_harness.adb import AdbRunner, AdbSettings  # noqa: E402
-from android_harness.emulator import AdbServer, DeviceEmulator  # noqa: E402
 from android_harness.host import HostRunner, host_device_class  # noqa: E402
 from android_harness.runner import MeasureOptions  # noqa: E402
-from android_harness.standins import standin_path  # noqa: E402
 from shared.export import export_block_onnx  # noqa: E402
 from shared.space import default_space, sample_stratified  # noqa: E402
+from testkit.adb_emulator import AdbServer, DeviceEmulator  # noqa: E402
+from testkit.standins import standin_path  # noqa: E402
 
 HOST_OPTIONS = MeasureOptions(threads=1, warmup=10, runs=50, min_seconds=0.2)
 CPU_CLOCK_OPTIONS = MeasureOptions(threads=1, warmup=10, runs=50, min_seconds=0.2, clock="thread-cpu")

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import httpx
 from sqlalchemy import func, select
 
 from profiler_server.db import Artifact, Database, Job, Measurement, Team, upgrade_database
+from search_client.pipeline.localfarm import free_port
 from shared.schemas import RuntimeSettings
 
 ADMIN = "bench-admin-token"
@@ -35,12 +35,6 @@ TARGET = 1000
 DEVICE_CLASS = "host/bench"
 STATS = {"median_ms": 1.0, "mean_ms": 1.0, "p10_ms": 0.9, "p90_ms": 1.1, "std_ms": 0.05, "runs": 50,
          "samples_ms": [1.0] * 50, "tool": "bench"}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed_jobs(url: str, n: int) -> None:

@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from bench_predictor import sample_configs  # noqa: E402
 from profiler_server.db import Database, PredictorVersion, upgrade_database  # noqa: E402
 from profiler_server.predictor.encode import encode_many  # noqa: E402
 from profiler_server.predictor.fit import feature_ranges  # noqa: E402
+from search_client.pipeline.localfarm import free_port  # noqa: E402
 from shared.export import sha256_bytes  # noqa: E402
 from shared.predictor import LatencyMLP, dump_predictor  # noqa: E402
 
@@ -57,12 +57,6 @@ async def predict() -> dict:
     return {"predictor": {"id": 1, "version": 1}, "block_ms": [1.0], "total_ms": 1.0}
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", timeout_graceful_shutdown=5)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed_predictor(url: str) -> None:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("android_harness", "profiler_server", "search_client", "shared", "bench", "scripts")
+PRODUCT = ("android_harness", "profiler_server", "search_client", "shared", "bench", "scripts", "testkit", "docs")
 TOP_FILES = ("README.md", "Makefile", "Dockerfile", "docker-compose.yml", "pyproject.toml")
 SUFFIXES = {".py", ".md", ".txt", ".toml", ".yml", ".yaml", ".sh", ".cfg", ".ini", ".html", ".js", ""}
 # Spelled in pieces so that a search of the repository for these names finds only real citations.

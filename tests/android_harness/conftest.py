@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from android_harness.emulator import AdbServer, DeviceEmulator
 from shared.config import ConvConfig, LIRConfig
 from shared.export import export_block_onnx
+from testkit.adb_emulator import AdbServer, DeviceEmulator
 
 
 @pytest.fixture(scope="session")

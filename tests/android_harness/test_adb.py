@@ -20,7 +20,7 @@ from android_harness.adb_io import DeviceIO
 from android_harness.errors import BenchmarkFailed, DeviceOffline, HarnessError, HarnessTimeout
 from android_harness.host import HostRunner
 from android_harness.runner import MeasureOptions
-from android_harness.standins import standin_path
+from testkit.standins import standin_path
 
 FAST = MeasureOptions(warmup=10, runs=50, min_seconds=0.1, max_seconds=10)
 
@@ -107,7 +107,7 @@ def test_every_shell_call_has_a_deadline(connected):
 
 
 def test_low_free_space_evicts_oldest_models(adb_server, conv_onnx):
-    from android_harness.emulator import DeviceEmulator
+    from testkit.adb_emulator import DeviceEmulator
 
     with DeviceEmulator(capacity_kb=1350) as emu:
         models = emu.root / "data/local/tmp/rtseg/models"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,52 +14,27 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from android_harness.agent import Agent, AgentConfig
 from android_harness.artifacts import ArtifactCache, ArtifactMismatch
 from android_harness.host import host_device_class
 from android_harness.server_client import ServerClient, ServerUnavailable, backoff_delays
-from android_harness.standins import standin_path
+from testkit.live_server import ThreadedServer, free_port
+from testkit.standins import standin_path
 
 ADMIN = "admin-token-for-agent-tests-0123"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(ThreadedServer):
     """profiler_server's app under a real uvicorn on 127.0.0.1, in a thread; restartable on its port."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir, self.port = data_dir, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> Server:
         from profiler_server.app import create_app
         from profiler_server.settings import Settings
 
-        settings = Settings(data_dir=self.data_dir, admin_token=ADMIN, reaper_interval_s=0.2, heartbeat_s=0.5,
-                            lease_s=30.0)
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(15)
+        settings = Settings(data_dir=data_dir, admin_token=ADMIN, reaper_interval_s=0.2, heartbeat_s=0.5, lease_s=30.0)
+        super().__init__(lambda: create_app(settings))
+        self.data_dir = data_dir
 
     def post(self, path: str, token: str, json: dict) -> dict:
         r = httpx.post(self.url + path, json=json, headers={"Authorization": f"Bearer {token}"}, timeout=60)

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from android_harness.standins import standin_path
+from testkit.live_server import free_port
+from testkit.standins import standin_path
 
 REQUIRED = {"median_ms", "mean_ms", "p10_ms", "p90_ms", "runs", "samples_ms"}
 
@@ -58,23 +59,11 @@ def test_devices_and_measure_through_adb(connected, adb_server, conv_onnx):
 
 
 def test_devices_lists_the_host_when_no_adb_server_answers():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once closed
+    port = free_port()  # nothing listens there once closed
     proc = phone_agent("devices", "--json", "--adb-port", str(port))
     assert proc.returncode == 0, proc.stderr
     assert [d["serial"] for d in json.loads(proc.stdout)] == ["host"]
     assert "no adb devices listed" in proc.stderr and "--no-adb" in proc.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(port: int) -> bool:
@@ -92,7 +81,7 @@ def test_one_off_commands_stop_the_adb_server_they_started(conv_onnx):
     must not leave it running after they exit. --no-adb on `measure` touches adb not at all."""
     import adbutils
 
-    port = _free_port()  # ANDROID_ADB_SERVER_PORT: the port the auto-started server listens on
+    port = free_port()  # ANDROID_ADB_SERVER_PORT: the port the auto-started server listens on
     try:
         proc = phone_agent("devices", "--json", adb_port=port)
         assert proc.returncode == 0, proc.stderr

@@ -10,9 +10,9 @@ import pytest
 from android_harness.adb import AdbRunner, AdbSettings
 from android_harness.host import HostRunner, litert_available
 from android_harness.runner import MeasureOptions
-from android_harness.standins import standin_path
 from shared.config import ConvConfig
 from shared.export import tflite_available
+from testkit.standins import standin_path
 
 pytestmark = [
     pytest.mark.tflite,

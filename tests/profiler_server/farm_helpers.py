@@ -1,13 +1,9 @@
 """Helpers for the server tests: tokens, synthetic stats, cheap configs, a Farm of roles, and
-``profiler-server`` as a real process (a uniquely named module: every test folder has a conftest)."""
+``profiler-server`` as a real process with the tests' settings (a uniquely named module: every test
+folder has a conftest)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from profiler_server import jobs
 from profiler_server.settings import Settings
+from testkit.live_server import ServerProcess
 
 ADMIN = "admin-test-token-0123456789"
 DEVICE_CLASS = "host/test-cpu"
@@ -79,55 +76,13 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     return Settings(data_dir=tmp_path / "data", admin_token=ADMIN, reaper_interval_s=0.2, **overrides)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class LiveServer(ServerProcess):
+    """``profiler-server`` as a real process with the tests' admin token and a fast lease reaper."""
 
-
-class LiveServer:
-    """``profiler-server`` as a real process on loopback; ``kill()`` is SIGKILL (no clean shutdown)."""
-
-    def __init__(
-        self, data_dir: Path, port: int | None = None, env: dict | None = None, args: tuple[str, ...] = ()
-    ) -> None:
-        self.data_dir = data_dir
-        self.args = args  # e.g. ("--host-device",)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN, "RTSEG_REAPER_INTERVAL_S": "0.2", **(env or {})}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180) -> LiveServer:  # a start imports torch: slow on a busy machine
-        cmd = [sys.executable, "-m", "profiler_server.cli", "--data", str(self.data_dir), "--port", str(self.port),
-               "--log-level", "warning", *self.args]  # fmt: skip
-        self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready after {timeout} s")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
+    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        super().__init__(data_dir, port, {"RTSEG_ADMIN_TOKEN": ADMIN, "RTSEG_REAPER_INTERVAL_S": "0.2", **(env or {})},
+                         args)
 
 
 def lease_until_empty(db, serial: str, on_lease, device_class: str = "host/x") -> None:

@@ -5,7 +5,9 @@ two real server processes sharing one database."""
 from __future__ import annotations
 
 import httpx
-from farm_helpers import ADMIN, DEVICE_CLASS, LiveServer, bearer, free_port, small_configs, stats
+from farm_helpers import ADMIN, DEVICE_CLASS, LiveServer, bearer, small_configs, stats
+
+from testkit.live_server import free_port
 
 
 def _team(farm, name: str) -> dict:

@@ -26,11 +26,12 @@ from farm_helpers import (
     DEVICE_CLASS,
     LiveServer,
     bearer,
-    free_port,
     lease_until_empty,
     small_configs,
     stats,
 )
+
+from testkit.live_server import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 psycopg = pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")

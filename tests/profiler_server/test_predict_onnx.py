@@ -5,18 +5,17 @@ fitted kernel predictor learned it (a wrong label correction or fit fails the ac
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 from farm_helpers import ADMIN, bearer, make_settings, register_agent
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper, numpy_helper
 
 from profiler_server.app import create_app
 from profiler_server.db import Artifact
 from profiler_server.predictor import store
 from shared.kernel_space import sample_kernels
 from shared.kernels import KernelConfig, kernel_costs
+from testkit.onnx_models import classifier_onnx
 
 DC = "Pixel-T/testboard"  # a phone class: decomposed at onnxruntime's extended level (no NCHWc)
 
@@ -27,25 +26,7 @@ def formula_ms(cfg: KernelConfig) -> float:
 
 
 def _model(dynamic: bool = False, only_unsupported: bool = False) -> bytes:
-    rng = np.random.default_rng(0)
-    size: list = ["N", 3, "H", "W"] if dynamic else [1, 3, 32, 32]
-    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal((16, 10)).astype(np.float32), "fc"),
-             numpy_helper.from_array(np.array(1, np.int64), "axis")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="stem"),
-             helper.make_node("Relu", ["c"], ["r"], name="stem_relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
-             helper.make_node("MatMul", ["f", "fc"], ["l"], name="classifier"),
-             helper.make_node("CumSum", ["l", "axis"], ["y"], name="cumsum")]
-    if only_unsupported:
-        nodes = [helper.make_node("CumSum", ["x", "axis"], ["y"], name="cumsum")]
-        inits = inits[2:]
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, size)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return classifier_onnx(["N", 3, "H", "W"] if dynamic else [1, 3, 32, 32], only_unsupported=only_unsupported)
 
 
 def _predict(client: TestClient, headers: dict, data: bytes, **form) -> object:

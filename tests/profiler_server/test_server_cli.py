@@ -10,10 +10,11 @@ import time
 
 import httpx
 import pytest
-from farm_helpers import ADMIN, bearer, free_port, small_configs
+from farm_helpers import ADMIN, bearer, small_configs
 
 from android_harness.host import host_device_class
 from profiler_server.cli import main
+from testkit.live_server import free_port
 
 
 def test_bad_database_url_exits_2_with_one_line(tmp_path, capsys):

@@ -10,9 +10,9 @@ import pytest
 from profiler_server.predictor.fit import TrainSettings
 from profiler_server.predictor.service import service_for
 from search_client.farm_cli import main
-from search_client.pipeline.localfarm import free_port
+from testkit.live_farm import ADMIN, DEVICE_CLASS, SERIAL, LiveFarm, host_device
+from testkit.live_server import free_port
 from tests.profiler_server.predictor.predictor_data import store_measurements, synthetic_blocks
-from tests.search_client.live_farm import ADMIN, DEVICE_CLASS, SERIAL, LiveFarm, host_device
 
 
 def conv(cout: int) -> dict:

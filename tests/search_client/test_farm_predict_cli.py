@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from android_harness.host import host_device_class
 from search_client.farm_cli import main
 from search_client.pipeline.localfarm import LocalFarm
 from search_client.remote import ProfilerClient
 from shared.kernels import KernelConfig
+from testkit.onnx_models import classifier_onnx
 
 
 def _kernels() -> list[dict]:
@@ -30,21 +29,7 @@ def _kernels() -> list[dict]:
 
 
 def _model(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal((16, 10)).astype(np.float32), "fc"),
-             numpy_helper.from_array(np.array(1, np.int64), "axis")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="stem"),
-             helper.make_node("Relu", ["c"], ["r"], name="stem_relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
-             helper.make_node("MatMul", ["f", "fc"], ["l"], name="classifier"),
-             helper.make_node("CumSum", ["l", "axis"], ["y"], name="cumsum")]
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    path.write_bytes(classifier_onnx(["N", 3, 16, 16], ["N", 10]))
     return path
 
 

@@ -3,58 +3,19 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 import pytest
 import torch
-import uvicorn
 
-from profiler_server.app import create_app
-from profiler_server.db.models import PredictorVersion
-from profiler_server.settings import Settings
-from search_client.pipeline.localfarm import free_port
 from search_client.remote import ProfilerClient, RemoteError, ServiceUnavailable
 from shared.config import ConvConfig, LIRConfig
 from shared.encoding import encode_blocks
-from shared.export import sha256_bytes
-from shared.predictor import dump_predictor
+from testkit.live_farm import ADMIN, LiveFarm
 from tests.search_client.pipeline.tiny import macs_proxy_predictor
 
 DEVICE = "host/test-cpu"
 RUNTIME = "onnxruntime/t1/cpu"
 BLOCKS = [ConvConfig(cin=3, cout=8, stride=2, h=64, w=128), LIRConfig(cin=16, cmid=32, cout=16, h=8, w=16)]
-
-
-class LiveServer:
-    def __init__(self, tmp_path):
-        self.app = create_app(Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path}/p.db"))
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.server.started, "uvicorn did not start"
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def add_predictor(self, version: int, model: torch.nn.Module) -> None:
-        blob = dump_predictor(model, {"device_class": DEVICE, "runtime": RUNTIME})
-        with self.app.state.db.session() as session:
-            session.add(PredictorVersion(device_class=DEVICE, runtime=RUNTIME, version=version, state="ready",
-                                         blob=blob, blob_sha256=sha256_bytes(blob), metrics={"mape": 0.05}))
-            session.commit()
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +25,14 @@ def predictor():
 
 @pytest.fixture
 def live(tmp_path, predictor):
-    server = LiveServer(tmp_path).start()
-    server.add_predictor(1, predictor)
+    server = LiveFarm(tmp_path).start()
+    server.add_predictor(predictor, DEVICE, RUNTIME, version=1)
     yield server
     server.stop()
 
 
 def test_fetch_rebuilds_the_servers_predictor_and_caches_it_by_version(live, tmp_path, predictor):
-    token = live.app.state.generated_admin_token
+    token = ADMIN
     with ProfilerClient(live.url, token, cache_dir=tmp_path / "cache") as client:
         first = client.fetch_predictor(DEVICE, RUNTIME)
         assert (first.version, first.from_cache, first.offline) == (1, False, False)
@@ -80,7 +41,7 @@ def test_fetch_rebuilds_the_servers_predictor_and_caches_it_by_version(live, tmp
     with ProfilerClient(live.url, token, cache_dir=tmp_path / "cache") as client:
         again = client.fetch_predictor(DEVICE, "onnxruntime")  # bare runtime name resolves to the same key
         assert again.from_cache and again.path == first.path  # ETag matched: 304, no new download
-        live.add_predictor(2, macs_proxy_predictor(seed=1))
+        live.add_predictor(macs_proxy_predictor(seed=1), DEVICE, RUNTIME, version=2)
         newer = client.fetch_predictor(DEVICE, RUNTIME)
         assert newer.version == 2 and not newer.from_cache and newer.path != first.path
 
@@ -101,7 +62,7 @@ def test_service_down_falls_back_to_the_newest_cached_predictor_and_says_so(live
 
 
 def test_unknown_device_class_error_lists_the_known_ones(live, tmp_path):
-    with ProfilerClient(live.url, live.app.state.generated_admin_token, cache_dir=tmp_path / "c") as client:
+    with ProfilerClient(live.url, ADMIN, cache_dir=tmp_path / "c") as client:
         with pytest.raises(RemoteError, match=DEVICE.replace("/", ".")) as err:
             client.fetch_predictor("SM-X000/none", RUNTIME)
         assert "SM-X000/none" in str(err.value)
@@ -111,7 +72,7 @@ def test_unknown_device_class_error_lists_the_known_ones(live, tmp_path):
 
 
 def test_predict_matches_the_local_predictor(live, tmp_path, predictor):
-    with ProfilerClient(live.url, live.app.state.generated_admin_token, cache_dir=tmp_path / "c") as client:
+    with ProfilerClient(live.url, ADMIN, cache_dir=tmp_path / "c") as client:
         answer = client.predict(DEVICE, RUNTIME, BLOCKS)
     local = predictor(encode_blocks(BLOCKS))
     assert answer["total_ms"] == pytest.approx(float(local.detach().sum()), rel=1e-4)
@@ -121,7 +82,7 @@ def test_predict_matches_the_local_predictor(live, tmp_path, predictor):
 def test_uploaded_network_without_an_agent_times_out_with_a_hint(live, tmp_path):
     from shared.export import export_block_onnx
 
-    with ProfilerClient(live.url, live.app.state.generated_admin_token, cache_dir=tmp_path / "c") as client:
+    with ProfilerClient(live.url, ADMIN, cache_dir=tmp_path / "c") as client:
         job = client.upload_network(export_block_onnx(BLOCKS[0]), DEVICE, "onnxruntime", "tiny conv")
         assert client.get_job(job["job_id"])["state"] == "queued"
         with pytest.raises(RemoteError, match="is an agent for"):

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from search_client.cli import main
-from search_client.pipeline.localfarm import free_port
 from search_client.pipeline.preflight import preflight
 from search_client.pipeline.settings import PipelineSettings
 from search_client.remote import ProfilerClient
-from tests.search_client.live_farm import DEVICE_CLASS, LiveFarm, host_device
+from testkit.live_farm import DEVICE_CLASS, LiveFarm, host_device
+from testkit.live_server import free_port
 from tests.search_client.pipeline.tiny import LATENCY_SIZE, TINY_SUPERNET
 
 OTHER_CLASS = "SM-T000/testboard"  # has a predictor but no device

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from android_harness.standins._timing import load, percentile, timed_pass  # noqa: E402
+from testkit.standins._timing import load, percentile, timed_pass  # noqa: E402
 
 DEFAULTS = {"graph": "", "num_threads": "-1", "warmup_runs": "1", "num_runs": "50", "min_secs": "1",
             "max_secs": "150", "warmup_min_secs": "0.5", "use_xnnpack": "false", "use_gpu": "false",

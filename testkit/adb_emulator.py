@@ -3,7 +3,7 @@
 No adbd exists for this machine, so this plays the phone: a real adb server reaches it with
 ``adb connect 127.0.0.1:PORT`` and speaks the wire protocol (24-byte little-endian header: command,
 arg0, arg1, data length, data checksum, command ^ 0xffffffff; messages CNXN / OPEN / OKAY / WRTE /
-CLSE). Services: ``shell:``/``exec:`` (run by :mod:`android_harness.emulator_shell`) and ``sync:``
+CLSE). Services: ``shell:``/``exec:`` (run by :mod:`testkit.emulator_shell`) and ``sync:``
 (STAT, LIST, SEND, RECV, QUIT). The device's file system is a folder on the host; fake sysfs files
 give CPU max frequencies and thermal zones. :meth:`DeviceEmulator.kill` drops the connection like an
 unplugged cable.
@@ -28,7 +28,7 @@ from pathlib import Path
 import adbutils
 
 from android_harness.adb_io import adb_binary, adb_client
-from android_harness.emulator_shell import DeviceShell, EmulatedFS
+from testkit.emulator_shell import DeviceShell, EmulatedFS
 
 log = logging.getLogger(__name__)
 

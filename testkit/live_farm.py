@@ -1,22 +1,20 @@
-"""A real profiler server (uvicorn on 127.0.0.1, SQLite in tmp) with two teams, an agent holding one
-host-CPU device, and predictors stored straight in its database: what the client CLIs talk to."""
+"""A real profiler server (uvicorn on 127.0.0.1, SQLite in tmp) with teams, an agent holding
+host-CPU devices, and predictors stored straight in its database: what the client tests talk to."""
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 
 import httpx
 import torch
-import uvicorn
+from fastapi import FastAPI
 
 from profiler_server.app import create_app
 from profiler_server.db.models import PredictorVersion
 from profiler_server.settings import Settings
-from search_client.pipeline.localfarm import free_port
 from shared.export import sha256_bytes
 from shared.predictor import dump_predictor
+from testkit.live_server import ThreadedServer
 
 ADMIN = "admin-token-for-client-tests-0123"
 DEVICE_CLASS = "host/test-cpu"
@@ -33,28 +31,21 @@ class LiveFarm:
     def __post_init__(self) -> None:
         settings = Settings(data_dir=self.tmp_path / "data", db_url=f"sqlite:///{self.tmp_path}/farm.db",
                             admin_token=ADMIN)
-        self.app = create_app(settings)
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.server = ThreadedServer(lambda: create_app(settings))
+        self.port, self.url = self.server.port, self.server.url
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def app(self) -> FastAPI | None:
+        return self.server.app
 
     def start(self) -> LiveFarm:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.server.started, "uvicorn did not start"
+        self.server.start()
         return self
 
     def stop(self) -> None:
         self.http.close()
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.server.stop()
 
     def call(self, method: str, path: str, token: str = ADMIN, expect: int | None = None, **kw) -> httpx.Response:
         resp = self.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)

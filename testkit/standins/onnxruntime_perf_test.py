@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from android_harness.standins._timing import load, percentile, timed_pass  # noqa: E402
+from testkit.standins._timing import load, percentile, timed_pass  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
