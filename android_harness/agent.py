@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from android_harness.adb import AdbRunner, AdbSettings, discover
 from android_harness.adb_io import adb_client
-from android_harness.artifacts import ArtifactCache
+from android_harness.artifact_cache import ArtifactCache
 from android_harness.errors import DeviceOffline, HarnessError, MeasurementAborted, UnsupportedModel
 from android_harness.host import HOST_SERIAL, HostRunner
 from android_harness.runner import RUNTIME_OF_FORMAT, MeasureOptions, Runner

@@ -23,7 +23,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_predictor import _draw, measure_onnx, open_farm  # noqa: E402
 
-from profiler_server.predictor import metrics as M  # noqa: E402
+from profiler_server.predictor import accuracy as M  # noqa: E402
 from shared.blocks import example_inputs  # noqa: E402
 from shared.config import AnyBlock, parse_block  # noqa: E402
 from shared.costs import block_macs, block_params  # noqa: E402

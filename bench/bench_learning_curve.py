@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_predictor import load_measured
-from profiler_server.predictor import metrics as M
+from profiler_server.predictor import accuracy as M
 from profiler_server.predictor.fit import (
     Dataset,
     Split,

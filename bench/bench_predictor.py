@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from profiler_server.predictor import metrics as M
+from profiler_server.predictor import accuracy as M
 from profiler_server.predictor.adaptive import near_worst, worst_first
 from profiler_server.predictor.fit import TrainSettings, fit_predictor, split_by_key
 from shared.blocks import example_inputs

@@ -30,7 +30,7 @@ from search_client.data.cityscapes import map_label_ids
 from search_client.data.synthetic import render_scene
 from search_client.models import build_model
 from search_client.models.mixed_block import temperature_at
-from search_client.pipeline.derivation import fit_to_target, gmacs
+from search_client.pipeline.derive_phase import fit_to_target, gmacs
 from search_client.search.derive import subnet_spec
 from search_client.search.latency import expected_gmacs, latency_loss
 

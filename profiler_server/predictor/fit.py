@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from profiler_server.predictor import metrics as M
+from profiler_server.predictor import accuracy as M
 from shared.config import AnyBlock, parse_block
 from shared.encoding import FEATURE_NAMES, encode_blocks
 from shared.predictor import LatencyMLP

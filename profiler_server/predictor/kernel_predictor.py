@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from profiler_server.db import Artifact, CampaignItem, Database, Measurement, PredictorVersion
 from profiler_server.errors import BadRequest, Conflict, NotFound
-from profiler_server.predictor import metrics as M
+from profiler_server.predictor import accuracy as M
 from profiler_server.predictor import store
 from shared.export import sha256_bytes
 from shared.kernels import (

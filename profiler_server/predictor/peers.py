@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.neighbors import KNeighborsRegressor
 
-from profiler_server.predictor import metrics as M
+from profiler_server.predictor import accuracy as M
 from shared.encoding import FEATURE_NAMES
 
 MACS_COLUMN = FEATURE_NAMES.index("macs")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from search_client.pipeline.context import PipelineContext, Say
-from search_client.pipeline.derivation import run_derive
+from search_client.pipeline.derive_phase import run_derive
 from search_client.pipeline.finish import run_eval, run_export, run_measure
 from search_client.pipeline.search import run_search
 from search_client.pipeline.settings import PipelineSettings

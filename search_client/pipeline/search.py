@@ -6,7 +6,7 @@ Gumbel logits (lr ≈ 3e-4, betas 0.5/0.999) and Adam on the DWBC gate weights. 
 predictor fetched before the loop through autograd, so no step sends an HTTP request.
 
 Ld is Σ over pixels of KL(q_s ‖ q_t) on the main output and every aux head (direction and reduction
-are ``search.distill_direction`` / ``search.distill_reduction``; see ``search_client.pipeline.losses``).
+are ``search.distill_direction`` / ``search.distill_reduction``; see ``search_client.pipeline.distillation``).
 Every logged step carries each weighted term's share of the loss (``share_task``, ``share_latency``,
 ``share_aux``, ``share_distill``) in ``<run>/search/metrics.jsonl`` and the log lines; the phase's
 result keeps their mean (``loss_shares``), so a run shows whether a booster weighs anything.

@@ -12,10 +12,10 @@ from torch import nn
 
 from search_client.config import SearchConfig
 from search_client.pipeline.context import PipelineContext
-from search_client.pipeline.losses import KLDirection, KLReduction, distill_loss
+from search_client.pipeline.distillation import KLDirection, KLReduction, distill_loss
 from search_client.train import StepInputs, Trainer, TrainParts, seed_everything
 from search_client.train.ddp import broadcast_object
-from search_client.train.metrics import read_metrics
+from search_client.train.metrics_log import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class PhaseInterrupted(RuntimeError):
 @dataclass
 class TeacherDistill:
     """Ld term: the frozen teacher's main output constrains the student's main and aux outputs
-    (KL direction and pixel reduction as in :mod:`search_client.pipeline.losses`)."""
+    (KL direction and pixel reduction as in :mod:`search_client.pipeline.distillation`)."""
 
     teacher: nn.Module
     temperature: float = 1.0

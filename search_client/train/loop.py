@@ -35,7 +35,7 @@ from search_client.train.ddp import (
     mean_across_ranks,
 )
 from search_client.train.losses import OhemCrossEntropy, as_outputs, loss_shares, segmentation_terms
-from search_client.train.metrics import MetricsLog
+from search_client.train.metrics_log import MetricsLog
 from search_client.train.sampler import ResumableSampler
 from search_client.train.schedule import warmup_poly
 

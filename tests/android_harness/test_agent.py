@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from android_harness.agent import Agent, AgentConfig
-from android_harness.artifacts import ArtifactCache, ArtifactMismatch
+from android_harness.artifact_cache import ArtifactCache, ArtifactMismatch
 from android_harness.host import host_device_class
 from android_harness.server_client import ServerClient, ServerUnavailable, backoff_delays
 from testkit.live_server import ThreadedServer, free_port

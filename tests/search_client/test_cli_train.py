@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from search_client.cli import all_commands, main
-from search_client.train.metrics import read_metrics
+from search_client.train.metrics_log import read_metrics
 
 TINY = ["--preset", "synthetic-cpu", "--arch", "bisenetv2", "--iterations", "4", "--batch-size", "2",
         "--set", "data.crop=[32,64]", "--set", "data.eval_size=null", "--set", "train.checkpoint_every=2",

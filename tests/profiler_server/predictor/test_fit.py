@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 
+from profiler_server.predictor.accuracy import mape
 from profiler_server.predictor.fit import (
     NotEnoughData,
     TrainSettings,
@@ -13,7 +14,6 @@ from profiler_server.predictor.fit import (
     split_by_key,
     train_mlp,
 )
-from profiler_server.predictor.metrics import mape
 from profiler_server.predictor.peers import PEERS, evaluate_peers
 from shared.config import ConvConfig, LIRConfig
 from shared.costs import block_macs

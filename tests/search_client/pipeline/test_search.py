@@ -10,7 +10,7 @@ from search_client.pipeline.search import LatencyTerm, search_parts, search_stud
 from search_client.pipeline.training import PhaseInterrupted
 from search_client.remote import FetchedPredictor, ProfilerClient
 from search_client.train import Trainer
-from search_client.train.metrics import read_metrics
+from search_client.train.metrics_log import read_metrics
 from tests.search_client.pipeline.tiny import LATENCY_SIZE, tiny_settings
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from search_client.train.checkpoint import list_checkpoints, load_checkpoint
-from search_client.train.metrics import read_metrics
+from search_client.train.metrics_log import read_metrics
 
 HERE = Path(__file__).parent
 

@@ -13,7 +13,7 @@ from search_client.data import build_dataset, class_names
 from search_client.models import build_model
 from search_client.train import Trainer, TrainParts, seed_everything
 from search_client.train.checkpoint import list_checkpoints, load_checkpoint
-from search_client.train.metrics import read_metrics
+from search_client.train.metrics_log import read_metrics
 
 
 def _cfg(root: Path, workers: int = 0):

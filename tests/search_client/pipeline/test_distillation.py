@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from search_client.config import ConfigError, build_config
-from search_client.pipeline.losses import distill_loss, pixel_kl
+from search_client.pipeline.distillation import distill_loss, pixel_kl
 from search_client.pipeline.training import TeacherDistill
 from search_client.train import StepInputs
 from search_client.train.losses import loss_shares

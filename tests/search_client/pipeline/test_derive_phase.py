@@ -3,7 +3,7 @@
 import pytest
 
 from search_client.models import build_model
-from search_client.pipeline.derivation import next_aim
+from search_client.pipeline.derive_phase import next_aim
 from search_client.pipeline.feasible import InfeasibleTarget, check_target, derivable_range
 from search_client.pipeline.measuring import summarize_jobs
 from search_client.pipeline.search import predicted_aim

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from profiler_server.predictor import metrics as M
+from profiler_server.predictor import accuracy as M
 
 MEASURED = [10.0, 20.0, 40.0, 50.0]
 PREDICTED = [11.0, 19.0, 44.0, 60.0]  # relative errors: +10 %, -5 %, +10 %, +20 %
