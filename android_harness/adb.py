@@ -8,7 +8,6 @@ the device's free space runs low.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 import adbutils
 
 from android_harness.adb_io import DeviceIO, RemoteFile, adb_client, list_serials
+from android_harness.artifact_cache import sha256_file
 from android_harness.errors import BenchmarkFailed, HarnessError, UnsupportedModel
 from android_harness.parsers import BenchmarkSummary, parse_output
 from android_harness.runner import RUNTIME_OF_FORMAT, MeasureOptions, model_format
@@ -34,14 +34,6 @@ CPU_FREQ_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/cpuinfo_max_freq"
 THERMAL_GLOB = "/sys/class/thermal/thermal_zone*/temp"
 _TFLITE_DELEGATE_FLAGS = {"gpu": "--use_gpu=true", "nnapi": "--use_nnapi=true", "xnnpack": "--use_xnnpack=true"}
 _ORT_PROVIDERS = {"cpu": "cpu", "nnapi": "nnapi", "qnn": "qnn", "xnnpack": "xnnpack"}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_getprop(text: str) -> dict[str, str]:

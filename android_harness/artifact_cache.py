@@ -29,7 +29,7 @@ class ArtifactCache:
     def get(self, sha256: str, fmt: str, fetch: Callable[[], bytes]) -> Path:
         """The verified local file; downloads with ``fetch`` when missing or corrupt."""
         path = self.path_for(sha256, fmt)
-        if path.is_file() and _sha256_file(path) == sha256:
+        if path.is_file() and sha256_file(path) == sha256:
             return path
         data = fetch()
         actual = hashlib.sha256(data).hexdigest()
@@ -44,7 +44,8 @@ class ArtifactCache:
         return path
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # the folder holding testkit/
+
 Writer = Callable[[bytes], None]
 _OPS = (";", "&&", "||")
 
@@ -374,6 +376,9 @@ class Builtins:
 
     def _spawn(self, device_argv: list[str], argv: list[str]) -> int:
         env = {**os.environ, **{k: v for k, v in self.env.items() if not k.startswith("__")}}
+        # A pushed stand-in runs from the device folder, away from testkit/ (which is never installed):
+        # the device "has" its tool's runtime, as a phone has the benchmark tool's libraries.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CHECKOUT), env.get("PYTHONPATH")) if p)
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 cwd=self.fs.host_path("/data/local/tmp"), start_new_session=True)
