@@ -1,8 +1,9 @@
 """No import cycles in the product packages, read from the source.
 
 Every ``import``/``from ... import`` counts, at module level or inside a function (a function-level
-import hides a cycle from the interpreter, not from a reader), and so does
-``importlib.import_module("constant")``. Two graphs are checked: modules, and the subpackages they
+import hides a cycle from the interpreter, not from a reader); in a module that calls
+``import_module``, so does every string constant naming a product module (the name may sit in a
+list of "extension" modules rather than in the call). Two graphs are checked: modules, and the subpackages they
 belong to (``search_client.models`` -> ``search_client.search`` -> ``search_client.models`` is a
 cycle even when no single module closes it). A failure names the cycle, edge by edge, with the
 line that makes each edge.
@@ -47,7 +48,7 @@ def _known(name: str, modules: dict[str, Module]) -> str | None:
     return name or None
 
 
-def _imported_names(tree: ast.AST, module: Module) -> Iterator[tuple[str, int]]:
+def _imported_names(tree: ast.AST, module: Module, modules: dict[str, Module]) -> Iterator[tuple[str, int]]:
     package = module.name if module.is_package else module.name.rpartition(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -61,10 +62,13 @@ def _imported_names(tree: ast.AST, module: Module) -> Iterator[tuple[str, int]]:
                 origin = node.module or ""
             for alias in node.names:
                 yield f"{origin}.{alias.name}", node.lineno
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"):
-            yield node.args[0].value, node.lineno
+    calls_import_module = any(isinstance(node, ast.Call)
+                              and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+                              for node in ast.walk(tree))
+    if calls_import_module:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules:
+                yield node.value, node.lineno
 
 
 def import_graph(modules: dict[str, Module], root: Path = ROOT) -> dict[str, dict[str, str]]:
@@ -75,7 +79,7 @@ def import_graph(modules: dict[str, Module], root: Path = ROOT) -> dict[str, dic
         edges: dict[str, str] = {}
         tree = ast.parse(module.path.read_text(), str(module.path))
         where = module.path.relative_to(root).as_posix()
-        for name, line in _imported_names(tree, module):
+        for name, line in _imported_names(tree, module, modules):
             target = _known(name, modules)
             while target:
                 inside = module.name == target or module.name.startswith(target + ".")
@@ -185,7 +189,8 @@ def test_the_checker_sees_function_level_and_importlib_cycles(tmp_path: Path) ->
     (package / "__init__.py").write_text("")
     (package / "a.py").write_text("from pkg.b import thing\n")
     (package / "b.py").write_text("def thing():\n    from pkg import a\n")
-    (package / "c.py").write_text("import importlib\nimportlib.import_module('pkg.d')\n")
+    (package / "c.py").write_text("import importlib\nEXTRA = ('pkg.d',)\nfor name in EXTRA:\n"
+                                  "    importlib.import_module(name)\n")
     (package / "d.py").write_text("from . import c\n")
     modules = {name: Module(name, package / f"{name.split('.')[-1]}.py", False)
                for name in ("pkg.a", "pkg.b", "pkg.c", "pkg.d")}
