@@ -30,9 +30,9 @@ from search_client.data.cityscapes import map_label_ids
 from search_client.data.synthetic import render_scene
 from search_client.models import build_model
 from search_client.models.mixed_block import temperature_at
-from search_client.pipeline.derive_phase import fit_to_target, gmacs
+from search_client.pipeline.derive_phase import fit_to_target
 from search_client.search.derive import subnet_spec
-from search_client.search.latency import expected_gmacs, latency_loss
+from search_client.search.latency import expected_gmacs, gmacs, latency_loss
 
 OUT = Path("runs/bench/sizes.json")
 TARGETS = {"RTSeg-L": (20.8, 5.55), "RTSeg-M": (9.2, 3.56), "RTSeg-S": (5.7, 2.69)}  # GMACs, paper's M params
