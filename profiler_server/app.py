@@ -35,6 +35,7 @@ from profiler_server.routes import (
     teams,
 )
 from profiler_server.settings import Settings
+from shared.schemas import BadRuntime
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ async def _server_error(_: Request, exc: ServerError) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
 
+async def _bad_runtime(_: Request, exc: BadRuntime) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
@@ -128,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.device_cache = TTLCache(ttl_s=5)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(BadRuntime, _bad_runtime)
     app.add_exception_handler(OverflowError, _overflow_error)
     app.add_exception_handler(DataError, _data_error)
     # Routers are matched in the order they are included, each route against the path in turn (a

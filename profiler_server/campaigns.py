@@ -17,9 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -29,63 +27,17 @@ from profiler_server.auth import Principal, admin_team
 from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
 from profiler_server.errors import BadRequest, NotFound, TooManyRequests
 from profiler_server.settings import Settings
+from shared.api import CampaignCreate, CampaignView, JobSettings
 from shared.config import AnyBlock
 from shared.costs import block_macs, block_params
 from shared.export import tflite_available
 from shared.kernel_space import sample_kernels
-from shared.kernels import CampaignConfig, KernelConfig, kernel_costs, parse_campaign_configs
-from shared.schemas import RuntimeSettings, RuntimeText
-from shared.space import SAMPLERS, SearchSpace, default_space
+from shared.kernels import KernelConfig, kernel_costs, parse_campaign_configs
+from shared.schemas import RuntimeSettings
+from shared.space import SAMPLERS, default_space
 
 log = logging.getLogger(__name__)
 BATCH = 25  # configs per transaction while queueing
-
-
-class CampaignCreate(BaseModel):
-    """Either a ``space`` (+ ``n``, ``sampling``, ``seed``) or explicit ``configs``; neither means
-    the default space (the blocks of the search client's supernet)."""
-
-    model_config = ConfigDict(extra="forbid")
-    device_class: str = Field(min_length=1, max_length=200)
-    runtime: RuntimeSettings | RuntimeText = Field(
-        "onnxruntime", description="RuntimeSettings or 'onnxruntime/t1/cpu'"
-    )
-    space: SearchSpace | None = None
-    configs: list[CampaignConfig] | None = Field(None, min_length=1, max_length=50_000)  # type: ignore[valid-type]
-    family: Literal["blocks", "kernels"] = Field(
-        "blocks", description="kernels: sample n one-kernel models (the kernel predictor's data) instead of blocks"
-    )
-    n: int = Field(100, ge=1, le=50_000)
-    sampling: Literal["uniform", "stratified", "adaptive"] = Field(
-        "stratified", description="adaptive: near the configs the latest predictor misses most (needs one)"
-    )
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    priority: int = Field(0, ge=-1000, le=1000)
-    warmup: int = Field(10, ge=0, le=10_000)
-    runs: int = Field(50, ge=1, le=100_000)
-    min_seconds: float = Field(1.0, ge=0, le=3600)
-    remeasure: float = Field(0.0, ge=0, le=1, description="share of new configs measured twice (noise floor)")
-    refresh: bool = Field(
-        False, description="measure every config again, even those already measured (a new session)"
-    )
-    max_attempts: int = Field(3, ge=1, le=20)
-    wait_s: float = Field(
-        30.0, ge=0, le=60, description="wait up to this long for the export before answering (0: answer at once)"
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> CampaignCreate:
-        if self.space is not None and self.configs is not None:
-            raise ValueError("give either 'space' (+ n) or 'configs', not both")
-        return self
-
-    def runtime_settings(self) -> RuntimeSettings:
-        if isinstance(self.runtime, RuntimeSettings):
-            return self.runtime
-        try:
-            return RuntimeSettings.parse(self.runtime)
-        except ValueError as exc:  # pydantic ValidationError is a ValueError too
-            raise BadRequest(f"bad runtime {self.runtime!r}: {exc}") from exc
 
 
 def choose_configs(session: Session, body: CampaignCreate, runtime: str) -> tuple[list[AnyBlock], str]:
@@ -170,7 +122,7 @@ def create_campaign(
     check_limits(configs, limits)
     check_team_queue(session, principal, len(configs), limits)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
-    settings = jobs.job_settings(runtime, body.warmup, body.runs, body.min_seconds)
+    settings = body.job_settings().stored()
     settings.update(
         configs=[c.model_dump(mode="json") for c in configs],
         remeasure=body.remeasure,
@@ -262,8 +214,7 @@ def _queue_batch(
         if campaign.state == "cancelled":
             return False
         s = campaign.settings
-        runtime = RuntimeSettings(**s["runtime"])
-        job_settings = {k: s[k] for k in ("runtime", "warmup", "runs", "min_seconds")}
+        job_settings = JobSettings.model_validate(s)
         for artifact in artifacts:
             if artifact.sha256 in done:
                 continue
@@ -280,7 +231,6 @@ def _queue_batch(
                         artifact,
                         campaign.team_id,
                         campaign.device_class,
-                        runtime,
                         job_settings,
                         campaign_id=campaign_id,
                         priority=campaign.priority,
@@ -371,7 +321,8 @@ def _aware(value: datetime | str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
 
 
-def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
+def campaign_view(session: Session, campaign: Campaign, team: str | None) -> CampaignView:
+    """The campaign as every campaign route answers it (``team``: its team's name)."""
     counts = dict(
         session.execute(
             select(Job.state, func.count()).where(Job.campaign_id == campaign.id).group_by(Job.state)
@@ -382,20 +333,21 @@ def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
     exported = campaign.n
     if campaign.state == "exporting":  # distinct configs exported and queued so far
         exported = session.scalar(select(func.count()).where(CampaignItem.campaign_id == campaign.id))
-    return {
-        "id": campaign.id,
-        "state": campaign.state,
-        "device_class": campaign.device_class,
-        "runtime": campaign.runtime,
-        "n": campaign.n,
-        "exported": exported,
-        "sampling": campaign.sampling,
-        "priority": campaign.priority,
-        "jobs": sum(counts.values()),
-        "cached": campaign.cached,
+    return CampaignView(
+        id=campaign.id,
+        state=campaign.state,
+        device_class=campaign.device_class,
+        runtime=campaign.runtime,
+        team=team,
+        n=campaign.n,
+        exported=exported,
+        sampling=campaign.sampling,
+        priority=campaign.priority,
+        jobs=sum(counts.values()),
+        cached=campaign.cached,
         **counts,
-        "eta_s": _eta_s(session, campaign.id, remaining) if campaign.state != "exporting" else None,
-        "error": campaign.error,
-        "created_at": campaign.created_at,
-        "completed_at": campaign.completed_at,
-    }
+        eta_s=_eta_s(session, campaign.id, remaining) if campaign.state != "exporting" else None,
+        error=campaign.error,
+        created_at=campaign.created_at,
+        completed_at=campaign.completed_at,
+    )

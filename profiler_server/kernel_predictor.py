@@ -34,9 +34,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Artifact, CampaignItem, Database, Measurement, PredictorVersion
-from profiler_server.errors import BadRequest, Conflict, NotFound
+from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import metrics as M
 from profiler_server.predictor import store
+from shared.api import runtime_key
 from shared.export import sha256_bytes
 from shared.kernels import (
     Decomposition,
@@ -324,10 +325,7 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
                   artifacts_root: Path | None = None) -> PredictorVersion:
     """Fit a new version from every kernel measurement of (device class, runtime) and store it;
     calibrated on the measured blocks of the same pair when ``artifacts_root`` holds them."""
-    try:
-        key = store.runtime_key(runtime)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+    key = runtime_key(runtime)  # BadRuntime: answered 400
     with db.session() as session:
         configs, latencies = training_rows(session, device_class, key, statistic)
     if len({str(c) for c in configs}) < MIN_KERNELS:
@@ -355,10 +353,7 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
 
 def latest(db: Database, device_class: str, runtime: str) -> tuple[PredictorVersion, KernelPredictor]:
     """The latest ready kernel predictor; NotFound that says which campaign to run."""
-    try:
-        key = store.runtime_key(runtime)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+    key = runtime_key(runtime)  # BadRuntime: answered 400
     with db.session() as session:
         row = store.latest_ready(session, device_class, predictor_runtime(key))
         if row is None:

@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
+from shared.api import CampaignView, DeviceView, FarmStatus, JobView, Page, PredictorView, TokenView
 from shared.config import AnyBlock
 from shared.predictor import LatencyMLP, load_predictor
 from shared.schemas import RuntimeSettings
-from shared.views import CampaignView, DeviceView, FarmStatus, JobView, Page, PredictorView, TokenView
 
 log = logging.getLogger(__name__)
 

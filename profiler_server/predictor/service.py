@@ -33,7 +33,7 @@ from shared.config import KINDS, AnyBlock
 from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
 from shared.predictor import LatencyMLP, dump_predictor, load_predictor
-from shared.schemas import PredictorRef, PredictRequest, PredictResponse
+from shared.schemas import BadRuntime, PredictorRef, PredictRequest, PredictResponse, runtime_key
 
 log = logging.getLogger(__name__)
 MIN_CONFIGS = 20
@@ -120,7 +120,7 @@ class PredictorService:
         Pass the request's ``session`` from a route: SQLite runs on one pooled connection, so a
         second session opened here would wait for the request's own to close.
         """
-        runtime = store.runtime_key(runtime)
+        runtime = runtime_key(runtime)
         if session is None:
             with self.db.session() as own:
                 return self.start_fit(device_class, runtime, own, statistic, team_id)
@@ -205,8 +205,8 @@ class PredictorService:
     def resolve(self, device_class: str, runtime: str, version: int | None = None) -> Loaded:
         """The predictor to answer with: pinned ``version`` or the latest ready one (cached)."""
         try:
-            runtime = store.runtime_key(runtime)
-        except ValueError as exc:
+            runtime = runtime_key(runtime)
+        except BadRuntime as exc:
             raise NotFound(f"{exc}; {self._known_text()}") from exc
         key = (device_class, runtime)
         if version is None:

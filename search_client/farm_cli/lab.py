@@ -17,7 +17,7 @@ import argparse
 from search_client.farm_cli import UsageError
 from search_client.farm_cli.output import render_fields, render_table, to_json
 from search_client.remote import ProfilerClient, runtime_key
-from shared.views import CampaignView, DeviceView, PredictorView, TokenView
+from shared.api import CampaignView, DeviceView, OtherTeamJob, PredictorView, TokenView
 
 CAMPAIGN_STATES = ("exporting", "queued", "running", "done", "failed", "cancelled")
 
@@ -98,7 +98,9 @@ def _job_label(d: DeviceView) -> str | None:
     job = d.current_job
     if job is None:
         return None
-    owner = (f"campaign {job.campaign_id}" if job.campaign_id else job.name) or job.detail
+    if isinstance(job, OtherTeamJob):
+        return f"{job.id} ({job.detail})"
+    owner = f"campaign {job.campaign_id}" if job.campaign_id else job.name
     return f"{job.id} ({owner})" if owner else str(job.id)
 
 

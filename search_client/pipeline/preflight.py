@@ -15,8 +15,8 @@ from typing import get_args
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import PHASES, RunState
 from search_client.remote import ProfilerClient, RemoteError, ServiceUnavailable
+from shared.api import DeviceView
 from shared.schemas import Runtime, RuntimeSettings
-from shared.views import DeviceView
 
 
 class PreflightError(RuntimeError):

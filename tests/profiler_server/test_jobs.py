@@ -165,7 +165,7 @@ def test_two_server_processes_on_one_sqlite_file_never_lease_a_job_twice(tmp_pat
 
     from profiler_server import jobs
     from profiler_server.db import Artifact, Database, Team, upgrade_database
-    from shared.schemas import RuntimeSettings
+    from shared.schemas import JobSettings, RuntimeSettings
 
     url = f"sqlite:///{tmp_path}/shared.db"
     first, second = Database(url), Database(url)
@@ -176,7 +176,8 @@ def test_two_server_processes_on_one_sqlite_file_never_lease_a_job_twice(tmp_pat
         s.add_all([team, artifact])
         s.flush()
         s.add_all(
-            jobs.new_job(artifact, team.id, "host/x", rs, jobs.job_settings(rs, 1, 1, 0)) for _ in range(120)
+            jobs.new_job(artifact, team.id, "host/x", JobSettings(runtime=rs, warmup=1, runs=1, min_seconds=0))
+            for _ in range(120)
         )
     leased: list[int] = []
 

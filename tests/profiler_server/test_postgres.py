@@ -231,7 +231,7 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
     from profiler_server import jobs
     from profiler_server.db import Artifact, Campaign, Database, Job, Team, upgrade_database
     from profiler_server.predictor import store
-    from shared.schemas import JobResult, RuntimeSettings
+    from shared.schemas import JobResult, JobSettings, RuntimeSettings
 
     url = cluster.new_database()
     dbs = [Database(url) for _ in range(8)]
@@ -249,8 +249,8 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
                 artifact = Artifact(sha256=f"{c:032x}{k:032x}", format="onnx", size=0, kind="conv")
                 s.add(artifact)
                 s.flush()
-                settings = jobs.job_settings(rs, 1, 1, 0)
-                s.add(jobs.new_job(artifact, team.id, "host/x", rs, settings, campaign_id=campaign.id))
+                settings = JobSettings(runtime=rs, warmup=1, runs=1, min_seconds=0)
+                s.add(jobs.new_job(artifact, team.id, "host/x", settings, campaign_id=campaign.id))
     leased: list[int] = []
     errors: list[str] = []
     result_stats = {"median_ms": 1, "mean_ms": 1, "p10_ms": 1, "p90_ms": 1, "std_ms": 0, "runs": 1}
