@@ -46,7 +46,8 @@ from shared.space import SearchSpace
 
 __all__ = [
     "JOB_DEFAULTS", "AgentRegister", "AgentRegistered", "BadRuntime", "CampaignCreate", "CampaignView",
-    "DeviceInfo", "DeviceView", "FailureRecorded", "FarmStatus", "FitRequest", "FitStarted", "Heartbeat",
+    "DeviceInfo", "DeviceView", "ErrorBody", "FailureRecorded", "FieldError", "FarmStatus", "FitRequest",
+    "FitStarted", "Heartbeat",
     "JobFailure", "JobLease", "JobRelease", "JobReleased", "JobResult", "JobSettings", "JobView",
     "KernelFitRequest", "KernelPrediction", "LeaseRequest", "LeaseResponse", "MeasurementRow",
     "MeasurementStats", "MeasurementSummary", "NetworkSubmitted", "Ok", "OnnxPrediction", "OtherTeamJob",
@@ -65,6 +66,19 @@ class _Body(BaseModel):
 
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where the bad value is: 'body', 'query' or 'path', then the field")
+    msg: str
+    type: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (4xx, and 503 from ``/readyz``): a message, or for a request that breaks
+    the schema one entry per bad field."""
+
+    detail: str | list[FieldError] = Field(description="what is wrong and how to fix it")
 
 
 class Ok(_Answer):
@@ -437,7 +451,7 @@ class KernelPrediction(_Answer):
     runtime_op: str | None = None
     kind: str
     fn: str | None = None
-    dims: Any = None
+    dims: dict[str, Any] = Field(default_factory=dict)
     predicted_ms: float | None = None
     extrapolated: bool = False
     error_pct: float | None = None
@@ -453,8 +467,8 @@ class OnnxPrediction(_Answer):
     level: str | None = None
     input_shapes: dict[str, list[int]] = Field(default_factory=dict)
     total_ms: float
-    overhead_ms: float | None = None
-    error_ms: float | None = None
+    overhead_ms: float = 0.0
+    error_ms: float = 0.0
     kernels: list[KernelPrediction] = Field(default_factory=list)
     unsupported: list[dict[str, Any]] = Field(default_factory=list)
     extrapolated: bool = False

@@ -81,7 +81,8 @@ def list_predictors(
     return [store.version_view(r) for r in store.list_versions(session, device_class, key)]
 
 
-@router.post("/predictors", response_model=FitStarted, status_code=202, responses=AUTH | BODY | error_responses(409, 429))
+@router.post("/predictors", response_model=FitStarted, status_code=202,
+             responses=AUTH | BODY | error_responses(409, 429))
 def start_fit(
     body: FitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep, team: TeamDep
 ) -> FitStarted:

@@ -45,7 +45,8 @@ def read_limited_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/networks", response_model=NetworkSubmitted, status_code=201, responses=AUTH | BODY | error_responses(400, 429))
+@router.post("/networks", response_model=NetworkSubmitted, status_code=201,
+             responses=AUTH | BODY | error_responses(400, 429))
 def upload_network(
     file: Annotated[UploadFile, File(description="whole-network model: ONNX for onnxruntime, .tflite for tflite")],
     device_class: Annotated[str, Form(min_length=1, max_length=200)],

@@ -63,7 +63,8 @@ def get_campaign(session: SessionDep, principal: PrincipalDep, campaign_id: int 
     return _view(session, campaigns.get_campaign(session, principal, campaign_id))
 
 
-@router.post("/{campaign_id}/cancel", response_model=CampaignView, responses=AUTH | MISSING | INVALID | error_responses(409))
+@router.post("/{campaign_id}/cancel", response_model=CampaignView,
+             responses=AUTH | MISSING | INVALID | error_responses(409))
 def cancel(session: SessionDep, principal: TeamDep, campaign_id: int = CampaignId) -> CampaignView:
     """Queued jobs leave the queue; running ones finish and their results are kept."""
     campaign = cancel_campaign(session, principal, campaign_id)

@@ -8,8 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from profiler_server.openapi import ErrorBody
-from shared.api import Ok
+from shared.api import ErrorBody, Ok
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +18,8 @@ def livez() -> Ok:
     return Ok()
 
 
-@router.get("/readyz", response_model=Ok, responses={503: {"model": ErrorBody, "description": "the database is unreachable"}})
+@router.get("/readyz", response_model=Ok,
+            responses={503: {"model": ErrorBody, "description": "the database is unreachable"}})
 def readyz(request: Request) -> JSONResponse:
     try:
         with request.app.state.db.engine.connect() as conn:

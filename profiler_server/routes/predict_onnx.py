@@ -69,7 +69,8 @@ async def predict_onnx(
     return await run_in_threadpool(predict_model, db, data, device_class, runtime, input_shape)
 
 
-@router.post("/kernel-predictors", response_model=PredictorView, status_code=201, responses=AUTH | BODY | error_responses(404, 409))
+@router.post("/kernel-predictors", response_model=PredictorView, status_code=201,
+             responses=AUTH | BODY | error_responses(404, 409))
 async def fit_kernel_predictor(body: KernelFitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep,
                                _team: TeamDep) -> PredictorView:
     """Fit a kernel predictor version from every kernel measurement of (device class, runtime);

@@ -16,8 +16,8 @@ import argparse
 
 from search_client.farm_cli import UsageError
 from search_client.farm_cli.output import render_fields, render_table, to_json
-from search_client.remote import ProfilerClient, runtime_key
-from shared.api import CampaignView, DeviceView, OtherTeamJob, PredictorView, TokenView
+from search_client.remote import ProfilerClient
+from shared.api import CampaignView, DeviceView, OtherTeamJob, PredictorView, TokenView, runtime_key
 
 CAMPAIGN_STATES = ("exporting", "queued", "running", "done", "failed", "cancelled")
 
@@ -174,7 +174,7 @@ def cmd_fit(args: argparse.Namespace, client: ProfilerClient) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     started = client.fit_predictor(args.device_class, runtime)
-    row = client.predictor(int(started["id"]))
+    row = client.predictor(started.id)
     if args.wait:
         row = client.wait_fit(row.id, timeout=args.timeout)
         text = f"predictor {row.id}: {row.device_class} {row.runtime} v{row.version} ready; {_metrics_line(row)}"

@@ -115,7 +115,7 @@ def measure_network(ctx: PipelineContext, model: nn.Module, name: str, repeats: 
     jobs = []
     for i in range(repeats):
         job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name, repeat=i > 0)
-        jobs.append(client.wait_job(int(job["job_id"])))
+        jobs.append(client.wait_job(job.job_id))
     return summarize_jobs(jobs, statistic)
 
 

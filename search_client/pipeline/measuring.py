@@ -13,6 +13,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
+from shared.api import MeasurementSummary
+
 DEFAULT_STATISTIC = "p10_ms"
 
 
@@ -21,13 +23,13 @@ def predictor_statistic(meta: dict) -> str:
     return (meta.get("metrics") or {}).get("statistic") or DEFAULT_STATISTIC
 
 
-def summarize_jobs(jobs: Sequence[dict], statistic: str) -> dict:
+def summarize_jobs(jobs: Sequence[MeasurementSummary], statistic: str) -> dict:
     """``{"ms": median over jobs of their ``statistic``, "median_ms": median of their medians,
     "repeats_ms": per-job statistic, "repeats_median_ms", "repeat_spread", "statistic"}``."""
     if not jobs:
         raise ValueError("no measurement jobs to summarize")
-    values = [float(j[statistic]) for j in jobs]
-    medians = [float(j["median_ms"]) for j in jobs]
+    values = [float(getattr(j, statistic)) for j in jobs]
+    medians = [float(j.median_ms) for j in jobs]
     ms = statistics.median(values)
     return {"ms": ms, "median_ms": statistics.median(medians), "statistic": statistic,
             "repeats_ms": values, "repeats_median_ms": medians, "repeat_spread": (max(values) - min(values)) / ms}

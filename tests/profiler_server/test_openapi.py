@@ -9,7 +9,7 @@ import pytest
 from farm_helpers import ADMIN, bearer
 from fastapi.testclient import TestClient
 
-from profiler_server.openapi import ErrorBody
+from shared.api import ErrorBody
 
 ERROR_REF = f"#/components/schemas/{ErrorBody.__name__}"
 
