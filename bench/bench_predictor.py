@@ -303,10 +303,8 @@ MAX_SESSIONS = 5
 
 def fit_on_server(rows: list[dict], device_class: str) -> dict:
     """Store the measurements (first run) and fit through the server; the predictor it serves."""
-    from profiler_server.predictor.service import service_for
-
     with open_farm() as client:
-        service_for(client.app.state.db).settings = BENCH_SETTINGS
+        client.app.state.predictor.settings = BENCH_SETTINGS
         new, again = unstored(rows, stored_counts(client.app.state.db, device_class))
         refreshed = bool(again)
         for _ in range(MAX_SESSIONS):  # a refresh campaign measures each config once: one round per extra session

@@ -9,7 +9,6 @@ in hand, and the next start resumes it (``resume_exports``): configs already que
 
 from __future__ import annotations
 
-import importlib
 import logging
 import random
 import threading
@@ -26,6 +25,7 @@ from profiler_server.artifacts import export_block_artifact
 from profiler_server.auth import Principal, admin_team
 from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
 from profiler_server.errors import BadRequest, NotFound, TooManyRequests
+from profiler_server.predictor.adaptive import adaptive_configs
 from profiler_server.settings import Settings
 from shared.api import CampaignCreate, CampaignView, JobSettings
 from shared.config import AnyBlock
@@ -50,10 +50,6 @@ def choose_configs(session: Session, body: CampaignCreate, runtime: str) -> tupl
         return sample_kernels(body.n, body.seed, reorders=reorders), "kernels"
     space = body.space or default_space()
     if body.sampling == "adaptive":
-        try:
-            from profiler_server.predictor.adaptive import adaptive_configs
-        except ModuleNotFoundError as exc:
-            raise BadRequest("adaptive sampling needs the server's predictor package") from exc
         return adaptive_configs(session, body.device_class, runtime, space, body.n, body.seed), "adaptive"
     return SAMPLERS[body.sampling](space, body.n, body.seed), body.sampling
 
@@ -148,9 +144,10 @@ def create_campaign(
 class Exporter:
     """Runs campaign exports in worker threads (never on the event loop)."""
 
-    def __init__(self, db: Database, artifacts_root: Path, workers: int = 1) -> None:
+    def __init__(self, db: Database, artifacts_root: Path, completion: CampaignCompletion, workers: int = 1) -> None:
         self.db = db
         self.root = artifacts_root
+        self.completion = completion
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
         self.stop = threading.Event()
 
@@ -165,7 +162,7 @@ class Exporter:
 
     def _run(self, campaign_id: int) -> None:
         try:
-            export_campaign(self.db, self.root, campaign_id, self.stop.is_set)
+            export_campaign(self.db, self.root, campaign_id, self.completion, self.stop.is_set)
         except Exception as exc:  # recorded on the campaign, where its owner will look
             log.exception("export of campaign %d failed", campaign_id)
             with self.db.session() as session:
@@ -174,7 +171,8 @@ class Exporter:
 
 
 def export_campaign(
-    db: Database, root: Path, campaign_id: int, stopping: Callable[[], bool] = lambda: False
+    db: Database, root: Path, campaign_id: int, completion: CampaignCompletion,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
     """Export every config of the campaign and queue its jobs; idempotent (safe to resume). When
     ``stopping()`` turns true, queue what is exported and return with the campaign ``exporting``."""
@@ -202,7 +200,7 @@ def export_campaign(
                 return  # cancelled while exporting: nothing more to export or queue
             batch = []
     if _queue_batch(db, campaign_id, batch, done, rng):
-        _finish_export(db, campaign_id)
+        _finish_export(db, campaign_id, completion)
 
 
 def _queue_batch(
@@ -240,7 +238,7 @@ def _queue_batch(
     return True
 
 
-def _finish_export(db: Database, campaign_id: int) -> None:
+def _finish_export(db: Database, campaign_id: int, completion: CampaignCompletion) -> None:
     """Export done: the campaign runs until no job it waits for is live (maybe none already)."""
     with db.session() as session:
         campaign = session.get(Campaign, campaign_id, with_for_update=True)
@@ -253,7 +251,7 @@ def _finish_export(db: Database, campaign_id: int) -> None:
         completed = campaign.state == "done" and own_jobs > 0  # nothing new measured: nothing to refit
         key = (campaign.id, campaign.device_class, campaign.runtime)
     if completed:
-        fire_campaign_complete(*key)
+        completion.fire(*key)
 
 
 def resume_exports(db: Database, exporter: Exporter) -> list[int]:
@@ -266,30 +264,29 @@ def resume_exports(db: Database, exporter: Exporter) -> list[int]:
     return ids
 
 
-def fire_campaign_complete(campaign_id: int, device_class: str, runtime: str) -> None:
-    """Tell the predictor package (when installed) that a campaign finished, in its own thread."""
-    try:
-        hooks = importlib.import_module("profiler_server.predictor.hooks")
-    except ModuleNotFoundError:
-        log.info("campaign %d complete; no predictor hooks installed", campaign_id)
-        return
-    hook = getattr(hooks, "on_campaign_complete", None)
-    if hook is None:
-        return
-
-    def call() -> None:
-        try:
-            hook(campaign_id, device_class, runtime)
-        except Exception:  # a failing fit must not take the server down
-            log.exception("on_campaign_complete(%d) failed", campaign_id)
-
-    threading.Thread(target=call, name=f"campaign-{campaign_id}-complete", daemon=True).start()
+CampaignCompleteHook = Callable[[int, str, str], object]  # (campaign id, device class, runtime)
 
 
-def fire_pending(session: Session) -> None:
-    """Fire the hooks of campaigns completed by the transaction just committed on ``session``."""
-    for key in session.info.pop("completed_campaigns", []):
-        fire_campaign_complete(*key)
+class CampaignCompletion:
+    """Tells the hook the app wires in (the predictor's refit) that a campaign completed, each call
+    in a thread of its own: a slow or failing fit never holds a request, a lease or an export."""
+
+    def __init__(self, hook: CampaignCompleteHook) -> None:
+        self.hook = hook
+
+    def fire(self, campaign_id: int, device_class: str, runtime: str) -> None:
+        def call() -> None:
+            try:
+                self.hook(campaign_id, device_class, runtime)
+            except Exception:  # a failing fit must not take the server down
+                log.exception("campaign %d complete: the completion hook failed", campaign_id)
+
+        threading.Thread(target=call, name=f"campaign-{campaign_id}-complete", daemon=True).start()
+
+    def fire_pending(self, session: Session) -> None:
+        """Fire for the campaigns completed by the transaction just committed on ``session``."""
+        for key in session.info.pop("completed_campaigns", []):
+            self.fire(*key)
 
 
 def get_campaign(session: Session, principal: Principal, campaign_id: int) -> Campaign:

@@ -76,19 +76,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-_current: Database | None = None
-
-
-def set_current_database(db: Database) -> None:
-    global _current
-    _current = db
-
-
-def current_database() -> Database:
-    """The database of the most recently created app, for code that runs outside a request
-    (worker threads, campaign hooks). Inside a request use ``deps.SessionDep``."""
-    if _current is None:
-        raise RuntimeError("no database yet: create the app with profiler_server.app.create_app first")
-    return _current

@@ -11,11 +11,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from profiler_server.db import PredictorVersion
-from profiler_server.deps import DatabaseDep, SessionDep, SettingsDep, TeamDep
+from profiler_server.deps import PredictorDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import NotFound, TooManyRequests
 from profiler_server.openapi import AUTH, BODY, INVALID, MISSING, error_responses, json_body
 from profiler_server.predictor import store
-from profiler_server.predictor.service import service_for
+from profiler_server.predictor.service import PredictorService
 from shared.api import (
     FitRequest,
     FitStarted,
@@ -59,7 +59,7 @@ async def predict(request: Request) -> Response:
     # FastAPI's body handling (decode, content-type parsing, dependency solving) cost more than
     # the prediction itself.
     body = _parse(PredictRequest, await request.body())
-    svc = service_for(request.app.state.db)
+    svc: PredictorService = request.app.state.predictor
     loaded = None
     if body.predictor_version is None and len(body.blocks) <= INLINE_BLOCKS:
         with contextlib.suppress(ValueError):
@@ -84,7 +84,7 @@ def list_predictors(
 @router.post("/predictors", response_model=FitStarted, status_code=202,
              responses=AUTH | BODY | error_responses(409, 429))
 def start_fit(
-    body: FitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep, team: TeamDep
+    body: FitRequest, predictor: PredictorDep, session: SessionDep, settings: SettingsDep, team: TeamDep
 ) -> FitStarted:
     """Fit a new version in a worker; poll ``GET /v1/predictors/{id}`` until ``state`` is ready.
     429 when the team already has ``team_max_running_fits`` fits queued or fitting."""
@@ -94,7 +94,7 @@ def start_fit(
             f"your team already has {settings.team_max_running_fits} predictor fits queued or fitting "
             "(RTSEG_TEAM_MAX_RUNNING_FITS): wait for one to finish (GET /v1/predictors)"
         )
-    row = service_for(db).start_fit(body.device_class, runtime, session, body.statistic, team.team_id)
+    row = predictor.start_fit(body.device_class, runtime, session, body.statistic, team.team_id)
     return FitStarted(id=row.id, task_id=row.id, state=row.state, version=row.version,
                       device_class=row.device_class, runtime=row.runtime)  # fmt: skip
 

@@ -268,16 +268,3 @@ class PredictorService:
         block_ms, outside = loaded.predict_blocks(request.blocks)
         return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
                                block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
-
-
-_services: dict[int, PredictorService] = {}
-_services_lock = threading.Lock()
-
-
-def service_for(db: Database) -> PredictorService:
-    """One service per database object (the app's, or ``current_database()`` in hooks)."""
-    with _services_lock:
-        svc = _services.get(id(db))
-        if svc is None or svc.db is not db:
-            svc = _services[id(db)] = PredictorService(db)
-        return svc

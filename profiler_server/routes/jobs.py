@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 
-from profiler_server import campaigns, devices, jobs, listings
+from profiler_server import devices, jobs, listings
 from profiler_server.auth import authenticate, require_role
 from profiler_server.cancel import cancel_job
 from profiler_server.db import Job
@@ -46,7 +46,7 @@ def _lease(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: Lease
         device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
         view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s, body.agent_id)
         session.commit()
-        campaigns.fire_pending(session)  # leasing requeues expired jobs, which may fail a campaign's last
+        app.state.completion.fire_pending(session)  # leasing requeues expired jobs, which may fail a campaign's last
     return LeaseResponse(job=view)
 
 
@@ -60,7 +60,7 @@ def _result(app: FastAPI, creds: HTTPAuthorizationCredentials | None, job_id: in
         require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
         measurement_id, _ = jobs.record_result(session, job_id, body)
         session.commit()
-        campaigns.fire_pending(session)
+        app.state.completion.fire_pending(session)
         return ResultRecorded(measurement_id=measurement_id)
 
 
@@ -69,10 +69,12 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:
 
 
 @router.post("/{job_id}/failure", response_model=FailureRecorded, responses=AUTH | BODY | error_responses(404, 409))
-def failure(body: JobFailure, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> FailureRecorded:
+def failure(
+    body: JobFailure, request: Request, session: SessionDep, principal: AgentDep, job_id: int = JobId
+) -> FailureRecorded:
     job, _ = jobs.record_failure(session, principal, job_id, body)
     session.commit()
-    campaigns.fire_pending(session)
+    request.app.state.completion.fire_pending(session)
     return FailureRecorded(state=job.state, attempts=job.attempts, error=job.error)
 
 

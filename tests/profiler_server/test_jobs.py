@@ -151,7 +151,7 @@ def test_heartbeat_extends_leases_and_reaper_requeues_silent_devices(tmp_path):
             from profiler_server.db import Device
 
             s.execute(update(Device).values(last_seen=utcnow() - timedelta(seconds=5)))
-        reap(c.app.state.db, settings)
+        reap(c.app.state.db, settings, c.app.state.completion)
         assert c.get(f"/v1/jobs/{job['job_id']}", headers=team).json()["state"] == "queued"
         devices = c.get("/v1/devices", headers=team).json()
         assert devices[0]["online"] is False
