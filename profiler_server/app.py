@@ -49,7 +49,7 @@ def open_database(settings: Settings) -> tuple[Database, str | None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     upgrade_database(db.engine)
-    with db.session() as session:
+    with db.transaction() as session:
         generated = auth.ensure_admin_token(session, settings.admin_token, settings.data_dir)
         for token in (settings.admin_token, settings.agent_token):
             if token and token.startswith("change-me"):

@@ -165,7 +165,7 @@ class Exporter:
             export_campaign(self.db, self.root, campaign_id, self.completion, self.stop.is_set)
         except Exception as exc:  # recorded on the campaign, where its owner will look
             log.exception("export of campaign %d failed", campaign_id)
-            with self.db.session() as session:
+            with self.db.transaction() as session:
                 campaign = session.get(Campaign, campaign_id)
                 campaign.state, campaign.error = "failed", f"export failed: {type(exc).__name__}: {exc}"
 
@@ -176,7 +176,7 @@ def export_campaign(
 ) -> None:
     """Export every config of the campaign and queue its jobs; idempotent (safe to resume). When
     ``stopping()`` turns true, queue what is exported and return with the campaign ``exporting``."""
-    with db.sessions() as session:
+    with db.sessionmaker() as session:
         campaign = session.get(Campaign, campaign_id)
         settings = dict(campaign.settings)
         done = set(
@@ -207,7 +207,7 @@ def _queue_batch(
     db: Database, campaign_id: int, artifacts: list[Artifact], done: set[str], rng: random.Random
 ) -> bool:
     """Queue the jobs of one batch; False (and nothing queued) once the campaign was cancelled."""
-    with db.session() as session:
+    with db.transaction() as session:
         campaign = session.get(Campaign, campaign_id, with_for_update=True)
         if campaign.state == "cancelled":
             return False
@@ -240,7 +240,7 @@ def _queue_batch(
 
 def _finish_export(db: Database, campaign_id: int, completion: CampaignCompletion) -> None:
     """Export done: the campaign runs until no job it waits for is live (maybe none already)."""
-    with db.session() as session:
+    with db.transaction() as session:
         campaign = session.get(Campaign, campaign_id, with_for_update=True)
         if campaign.state == "cancelled":
             return
@@ -256,7 +256,7 @@ def _finish_export(db: Database, campaign_id: int, completion: CampaignCompletio
 
 def resume_exports(db: Database, exporter: Exporter) -> list[int]:
     """Restart the exports of campaigns left in ``exporting`` by a stopped server."""
-    with db.sessions() as session:
+    with db.sessionmaker() as session:
         ids = list(session.scalars(select(Campaign.id).where(Campaign.state == "exporting")))
     for campaign_id in ids:
         log.info("resuming export of campaign %d", campaign_id)

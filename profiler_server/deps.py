@@ -6,7 +6,7 @@
   across slow work (training), and never open a second session while one is open in the same
   thread (it would wait for the first: pass the session down instead).
 - ``SettingsDep``: the app's ``Settings``. ``DatabaseDep``: the app's ``Database``
-  (``db.session()`` is a commit-on-success context manager for worker threads).
+  (``db.transaction()`` is a commit-on-success context manager for worker threads).
   ``PredictorDep``: the app's ``PredictorService`` (fits and predictions).
 - ``PrincipalDep`` (any valid token), ``AgentDep``, ``TeamDep`` (team or admin), ``AdminDep``:
   authenticate the bearer token and check its role (401 missing/unknown token, 403 wrong role).
@@ -42,7 +42,7 @@ async def get_database(request: Request) -> Database:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.db.sessions() as session:
+    with request.app.state.db.sessionmaker() as session:
         yield session
 
 

@@ -102,7 +102,7 @@ def reap(db: Database, settings: Settings, completion: CampaignCompletion) -> No
     (a campaign whose last job thereby fails is complete: ``completion`` hears of it)."""
     from profiler_server.jobs import expire_leases, requeue_device_leases
 
-    with db.sessions() as session:
+    with db.sessionmaker() as session:
         with session.begin():
             offline = mark_offline(session, settings.offline_after_s)
             if offline:

@@ -36,7 +36,7 @@ async def create_campaign(body: CampaignCreate, request: Request, creds: Credent
 
 
 def _create(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: CampaignCreate) -> int:
-    with app.state.db.sessions() as session:
+    with app.state.db.sessionmaker() as session:
         token = creds.credentials if creds else None
         principal = require_role(authenticate(session, token, app.state.token_cache), "team")
         check_priority(principal, body.priority, app.state.settings.max_team_priority)
@@ -46,7 +46,7 @@ def _create(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: Camp
 
 
 def _view_by_id(app: FastAPI, campaign_id: int) -> CampaignView:
-    with app.state.db.sessions() as session:
+    with app.state.db.sessionmaker() as session:
         return _view(session, session.get(Campaign, campaign_id))
 
 

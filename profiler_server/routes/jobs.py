@@ -40,7 +40,7 @@ async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> Lea
 
 
 def _lease(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: LeaseRequest) -> LeaseResponse:
-    with app.state.db.sessions() as session:
+    with app.state.db.sessionmaker() as session:
         principal = require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
         cache = app.state.device_cache
         device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
@@ -56,7 +56,7 @@ async def result(body: JobResult, request: Request, creds: Credentials, job_id: 
 
 
 def _result(app: FastAPI, creds: HTTPAuthorizationCredentials | None, job_id: int, body: JobResult) -> ResultRecorded:
-    with app.state.db.sessions() as session:
+    with app.state.db.sessionmaker() as session:
         require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
         measurement_id, _ = jobs.record_result(session, job_id, body)
         session.commit()

@@ -18,7 +18,7 @@ def test_explicit_configs_are_exported_by_sha256_and_queued(farm: Farm):
     configs = small_configs(3)
     view = farm.campaign(configs)
     assert (view["state"], view["jobs"], view["queued"], view["cached"]) == ("running", 3, 3, 0)
-    with farm.client.app.state.db.sessions() as s:
+    with farm.client.app.state.db.sessionmaker() as s:
         rows = {a.sha256: a for a in s.scalars(select(Artifact))}
     expected = hashlib.sha256(export_block_onnx(parse_block(configs[0]))).hexdigest()
     assert expected in rows and rows[expected].config == parse_block(configs[0]).model_dump()

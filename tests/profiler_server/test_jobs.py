@@ -14,13 +14,13 @@ from profiler_server.devices import reap
 
 
 def _count(client, model) -> int:
-    with client.app.state.db.sessions() as s:
+    with client.app.state.db.sessionmaker() as s:
         return s.scalar(select(func.count()).select_from(model))
 
 
 def _expire(client, job_id: int) -> None:
     """Move a lease's expiry into the past (what waiting lease_s seconds would do)."""
-    with client.app.state.db.session() as s:
+    with client.app.state.db.transaction() as s:
         s.execute(
             update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
@@ -145,9 +145,9 @@ def test_heartbeat_extends_leases_and_reaper_requeues_silent_devices(tmp_path):
         r = c.post(f"/v1/agents/{farm.agent_id}/heartbeat", json={"agent_id": farm.agent_id, "serials": ["dev-1"]},
                    headers=agent)  # fmt: skip
         assert r.json() == {"ok": True}
-        with c.app.state.db.sessions() as s:
+        with c.app.state.db.sessionmaker() as s:
             assert s.get(Job, job["job_id"]).lease_expires_at > datetime.fromisoformat(before)
-        with c.app.state.db.session() as s:  # the device falls silent
+        with c.app.state.db.transaction() as s:  # the device falls silent
             from profiler_server.db import Device
 
             s.execute(update(Device).values(last_seen=utcnow() - timedelta(seconds=5)))
@@ -171,7 +171,7 @@ def test_two_server_processes_on_one_sqlite_file_never_lease_a_job_twice(tmp_pat
     first, second = Database(url), Database(url)
     upgrade_database(first.engine)
     rs = RuntimeSettings()
-    with first.session() as s:
+    with first.transaction() as s:
         team, artifact = Team(name="t"), Artifact(sha256="a" * 64, format="onnx", size=0, kind="conv")
         s.add_all([team, artifact])
         s.flush()

@@ -237,7 +237,7 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
     dbs = [Database(url) for _ in range(8)]
     upgrade_database(dbs[0].engine)
     rs = RuntimeSettings()
-    with dbs[0].session() as s:
+    with dbs[0].transaction() as s:
         team = Team(name="t")
         s.add(team)
         s.flush()
@@ -257,7 +257,7 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
 
     def report(db: Database, serial: str, view) -> None:
         leased.append(view.job_id)
-        with db.session() as s:
+        with db.transaction() as s:
             body = JobResult(lease_id=view.lease_id, serial=serial, stats=result_stats)
             jobs.record_result(s, view.job_id, body)
 
@@ -274,7 +274,7 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
         t.join(timeout=240)
     assert not errors, errors[:3]
     assert sorted(leased) == list(range(1, 91)), "each job leased exactly once, none left behind"
-    with dbs[0].sessions() as s:
+    with dbs[0].sessionmaker() as s:
         assert {j.state for j in s.query(Job)} == {"done"}
         stuck = [c.id for c in s.query(Campaign) if c.state != "done"]
     assert not stuck, f"campaigns whose last result was missed: {stuck}"
@@ -283,7 +283,7 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
 
     def fit(db: Database) -> None:
         try:
-            with db.session() as s:
+            with db.transaction() as s:
                 versions.append(store.new_version(s, "host/x", rs.key()).version)
         except Exception as exc:  # noqa: BLE001
             errors.append(repr(exc))

@@ -51,7 +51,7 @@ class LiveServer:
 
     def add_predictor(self, version: int, model: torch.nn.Module) -> None:
         blob = dump_predictor(model, {"device_class": DEVICE, "runtime": RUNTIME})
-        with self.app.state.db.session() as session:
+        with self.app.state.db.transaction() as session:
             session.add(PredictorVersion(device_class=DEVICE, runtime=RUNTIME, version=version, state="ready",
                                          blob=blob, blob_sha256=sha256_bytes(blob), metrics={"mape": 0.05}))
             session.commit()
