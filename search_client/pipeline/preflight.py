@@ -15,7 +15,7 @@ from typing import get_args
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import PHASES, RunState
 from search_client.remote import ProfilerClient, RemoteError, ServiceUnavailable
-from shared.api import DeviceView
+from shared.api import BadRuntime, DeviceView, runtime_key
 from shared.schemas import Runtime, RuntimeSettings
 
 
@@ -62,8 +62,8 @@ def preflight(settings: PipelineSettings, client: ProfilerClient, device_class: 
 
 def _runtime(text: str) -> str:
     try:
-        return RuntimeSettings.parse(text).key()
-    except ValueError as exc:
+        return runtime_key(text)
+    except BadRuntime as exc:
         raise PreflightError(f"--runtime {text!r} is not a runtime: use one of {', '.join(get_args(Runtime))}, "
                              "optionally with settings as in onnxruntime/t1/cpu") from exc
 
