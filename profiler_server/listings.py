@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -13,29 +12,7 @@ from profiler_server.auth import AuthError, Principal, require_role
 from profiler_server.campaigns import campaign_view
 from profiler_server.db import Campaign, Job, Measurement, Team
 from profiler_server.jobs import measurement_summary
-from shared.api import CampaignView, JobSettings, JobView, Page
-
-CAMPAIGN_STATES = ("exporting", "running", "done", "failed", "cancelled")
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-
-
-class Paging(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0, le=2**62)
-
-
-class CampaignFilter(Paging):
-    state: str | None = Field(None, pattern="^(" + "|".join(CAMPAIGN_STATES) + ")$")
-    device_class: str | None = Field(None, max_length=200)
-    team: str | None = Field(None, max_length=200, description="team name (admin only)")
-
-
-class JobFilter(Paging):
-    campaign_id: int | None = Field(None, ge=1, le=2**62)
-    state: str | None = Field(None, pattern="^(" + "|".join(JOB_STATES) + ")$")
-    device_class: str | None = Field(None, max_length=200)
-    kind: str | None = Field(None, max_length=32, description="block kind, or 'network' for uploads")
+from shared.api import CampaignFilter, CampaignView, JobFilter, JobSettings, JobView, Page, Paging
 
 
 def _page(session: Session, query: Select, f: Paging, order_by: Any) -> tuple[list, int]:

@@ -6,7 +6,6 @@ import io
 import json
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -14,24 +13,13 @@ from profiler_server.auth import Principal
 from profiler_server.db import Campaign, CampaignItem, Measurement
 from profiler_server.errors import NotFound
 from profiler_server.tenancy import visible_measurements
-from shared.api import MeasurementRow, RuntimeText, runtime_key
+from shared.api import MeasurementFilter, MeasurementRow, runtime_key
 
 COLUMNS = (
     "id", "job_id", "artifact_sha256", "kind", "device_class", "runtime", "serial", "median_ms", "mean_ms",
     "p10_ms", "p90_ms", "std_ms", "runs", "warmup", "temp_before_c", "temp_after_c", "tool", "tool_version",
     "unstable", "created_at",
 )  # fmt: skip
-
-
-class MeasurementFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    campaign_id: int | None = Field(None, ge=1, le=2**62)
-    device_class: str | None = Field(None, max_length=200)
-    runtime: RuntimeText | None = None
-    kind: str | None = Field(None, max_length=32)
-    limit: int = Field(100_000, ge=1, le=1_000_000)
-    offset: int = Field(0, ge=0, le=2**62)
-    samples: bool = Field(True, description="include every per-run sample")
 
 
 def build_query(session: Session, f: MeasurementFilter, principal: Principal) -> Select:

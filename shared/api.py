@@ -46,6 +46,7 @@ from shared.space import SearchSpace
 
 __all__ = [
     "JOB_DEFAULTS", "AgentRegister", "AgentRegistered", "BadRuntime", "CampaignCreate", "CampaignView",
+    "CAMPAIGN_STATES", "JOB_STATES", "CampaignFilter", "JobFilter", "MeasurementFilter", "Paging",
     "DeviceInfo", "DeviceView", "ErrorBody", "FailureRecorded", "FieldError", "FarmStatus", "FitRequest",
     "FitStarted", "Heartbeat",
     "JobFailure", "JobLease", "JobRelease", "JobReleased", "JobResult", "JobSettings", "JobView",
@@ -94,6 +95,40 @@ class Page(_Answer, Generic[T]):
     total: int
     limit: int
     offset: int = 0
+
+
+# --- listings: paging and filters (query parameters) ------------------------------------------
+
+CAMPAIGN_STATES = ("exporting", "running", "done", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class Paging(_Body):
+    limit: int = Field(50, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=2**62)
+
+
+class CampaignFilter(Paging):
+    state: str | None = Field(None, pattern="^(" + "|".join(CAMPAIGN_STATES) + ")$")
+    device_class: str | None = Field(None, max_length=200)
+    team: str | None = Field(None, max_length=200, description="team name (admin only)")
+
+
+class JobFilter(Paging):
+    campaign_id: int | None = Field(None, ge=1, le=2**62)
+    state: str | None = Field(None, pattern="^(" + "|".join(JOB_STATES) + ")$")
+    device_class: str | None = Field(None, max_length=200)
+    kind: str | None = Field(None, max_length=32, description="block kind, or 'network' for uploads")
+
+
+class MeasurementFilter(_Body):
+    campaign_id: int | None = Field(None, ge=1, le=2**62)
+    device_class: str | None = Field(None, max_length=200)
+    runtime: RuntimeText | None = None
+    kind: str | None = Field(None, max_length=32)
+    limit: int = Field(100_000, ge=1, le=1_000_000)
+    offset: int = Field(0, ge=0, le=2**62)
+    samples: bool = Field(True, description="include every per-run sample")
 
 
 # --- farm and devices ----------------------------------------------------------------------

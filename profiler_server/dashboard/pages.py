@@ -12,7 +12,7 @@ from profiler_server.auth import AuthError, Principal
 from profiler_server.dashboard.heldout import held_out_points
 from profiler_server.dashboard.plot import scatter
 from profiler_server.predictor import store
-from shared.api import CampaignView
+from shared.api import CampaignFilter, CampaignView, JobFilter
 
 PAGES = {"overview": "Overview", "devices": "Devices", "campaigns": "Campaigns", "predictors": "Predictors",
          "networks": "Networks measured"}  # fmt: skip
@@ -30,7 +30,7 @@ def devices(session: Session, principal: Principal) -> dict[str, Any]:
 
 def campaigns(session: Session, principal: Principal) -> dict[str, Any]:
     try:
-        page = listings.list_campaigns(session, principal, listings.CampaignFilter(limit=ROWS))
+        page = listings.list_campaigns(session, principal, CampaignFilter(limit=ROWS))
     except AuthError as exc:
         return {"refused": exc.message}
     rows = [{**c.model_dump(), "progress": _progress(c), "eta": _eta(c.eta_s)} for c in page.items]
@@ -86,7 +86,7 @@ def _version(row: Any) -> dict[str, Any]:
 
 def networks(session: Session, principal: Principal) -> dict[str, Any]:
     try:
-        page = listings.list_jobs(session, principal, listings.JobFilter(kind="network", limit=ROWS))
+        page = listings.list_jobs(session, principal, JobFilter(kind="network", limit=ROWS))
     except AuthError as exc:
         return {"refused": exc.message}
     rows = []

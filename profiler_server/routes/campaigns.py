@@ -16,7 +16,7 @@ from profiler_server.cancel import cancel_campaign
 from profiler_server.db import Campaign, Team
 from profiler_server.deps import Credentials, PrincipalDep, SessionDep, TeamDep
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
-from shared.api import CampaignCreate, CampaignView, Page
+from shared.api import CampaignCreate, CampaignFilter, CampaignView, Page
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 CampaignId = Path(ge=1, le=2**62)
@@ -52,7 +52,7 @@ def _view_by_id(app: FastAPI, campaign_id: int) -> CampaignView:
 
 @router.get("", response_model=Page[CampaignView], responses=AUTH | INVALID)
 def list_campaigns(
-    session: SessionDep, principal: PrincipalDep, f: Annotated[listings.CampaignFilter, Query()]
+    session: SessionDep, principal: PrincipalDep, f: Annotated[CampaignFilter, Query()]
 ) -> Page[CampaignView]:
     """Campaigns, newest first: a team token sees its own, the admin all (``team`` filters)."""
     return listings.list_campaigns(session, principal, f)

@@ -18,6 +18,7 @@ from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, err
 from shared.api import (
     FailureRecorded,
     JobFailure,
+    JobFilter,
     JobRelease,
     JobReleased,
     JobResult,
@@ -87,7 +88,7 @@ def release(body: JobRelease, session: SessionDep, principal: AgentDep, job_id: 
 
 @router.get("", response_model=Page[JobView], responses=AUTH | INVALID)
 def list_jobs(
-    session: SessionDep, principal: PrincipalDep, f: Annotated[listings.JobFilter, Query()]
+    session: SessionDep, principal: PrincipalDep, f: Annotated[JobFilter, Query()]
 ) -> Page[JobView]:
     """Jobs, newest first: a team token sees its own, the admin all."""
     return listings.list_jobs(session, principal, f)

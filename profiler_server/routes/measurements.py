@@ -9,9 +9,8 @@ from fastapi import APIRouter, Query, Response
 
 from profiler_server import measurements
 from profiler_server.deps import PrincipalDep, SessionDep
-from profiler_server.measurements import MeasurementFilter
 from profiler_server.openapi import ANY_TOKEN, INVALID, MISSING
-from shared.api import MeasurementRow
+from shared.api import MeasurementFilter, MeasurementRow
 
 router = APIRouter(prefix="/v1", tags=["measurements"])
 Filter = Annotated[MeasurementFilter, Query()]

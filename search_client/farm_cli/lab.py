@@ -17,9 +17,15 @@ import argparse
 from search_client.farm_cli import UsageError
 from search_client.farm_cli.output import render_fields, render_table, to_json
 from search_client.remote import ProfilerClient
-from shared.api import CampaignView, DeviceView, OtherTeamJob, PredictorView, TokenView, runtime_key
-
-CAMPAIGN_STATES = ("exporting", "queued", "running", "done", "failed", "cancelled")
+from shared.api import (
+    CAMPAIGN_STATES,
+    CampaignView,
+    DeviceView,
+    OtherTeamJob,
+    PredictorView,
+    TokenView,
+    runtime_key,
+)
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
