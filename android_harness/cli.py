@@ -24,7 +24,7 @@ from android_harness.agent import Agent, AgentConfig
 from android_harness.errors import HarnessError
 from android_harness.host import HOST_SERIAL, HostRunner, host_device_info
 from android_harness.runner import MeasureOptions, model_format
-from shared.schemas import DeviceInfo
+from shared.schemas import JOB_DEFAULTS, DeviceInfo
 from shared.version import add_version_flag
 
 # Minimum timed seconds per measurement: phones run at least 1 s (after >= 10 warm-ups and >= 50 timed
@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--serial", required=True, help="adb serial, or 'host' for this CPU")
     m.add_argument("--model", required=True, type=Path, help=".onnx or .tflite file")
     m.add_argument("--benchmark-binary", type=Path, help="benchmark_model / onnxruntime_perf_test built for the phone")
-    m.add_argument("--runs", type=_positive_int, default=50)
-    m.add_argument("--warmup", type=_non_negative_int, default=10)
+    m.add_argument("--runs", type=_positive_int, default=JOB_DEFAULTS.runs)
+    m.add_argument("--warmup", type=_non_negative_int, default=JOB_DEFAULTS.warmup)
     m.add_argument("--threads", type=_positive_int, default=1)
     m.add_argument("--min-seconds", type=float, help=f"default {HOST_MIN_SECONDS} on the host, {PHONE_MIN_SECONDS} on phones")
     m.add_argument("--max-seconds", type=float, default=60.0)

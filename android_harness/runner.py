@@ -8,7 +8,7 @@ from typing import Protocol
 
 from android_harness.errors import UnsupportedModel
 from android_harness.stats import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SPREAD
-from shared.schemas import DeviceInfo, MeasurementStats, RuntimeSettings
+from shared.schemas import JOB_DEFAULTS, DeviceInfo, MeasurementStats, RuntimeSettings
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite"}
@@ -19,9 +19,9 @@ class MeasureOptions:
     """How to measure. Phones: >= 10 warm-ups, >= 50 runs and >= 1 s; the host may use less time."""
 
     threads: int = 1
-    warmup: int = 10
-    runs: int = 50
-    min_seconds: float = 1.0
+    warmup: int = JOB_DEFAULTS.warmup
+    runs: int = JOB_DEFAULTS.runs
+    min_seconds: float = JOB_DEFAULTS.min_seconds
     max_seconds: float = 60.0
     delegate: str = "cpu"
     max_spread: float = DEFAULT_MAX_SPREAD

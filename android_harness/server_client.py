@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from shared.schemas import (
+from shared.api import (
     AgentRegister,
     AgentRegistered,
     DeviceInfo,
@@ -23,6 +23,7 @@ from shared.schemas import (
     JobResult,
     LeaseRequest,
     LeaseResponse,
+    Ok,
 )
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ def backoff_delays(initial_s: float = 0.5, cap_s: float = 30.0, factor: float = 
 
 
 class ServerClient:
-    """Thin typed client of the profiler server for one agent."""
+    """The agent protocol of the profiler server for one agent: the same request and answer models
+    (``shared.api``) as the lab's ``search_client.remote.ProfilerClient``, with retries that ride
+    out a server restart."""
 
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0, backoff_initial_s: float = 0.5,
                  backoff_cap_s: float = 30.0, max_outage_s: float = 3600.0,
@@ -96,9 +99,10 @@ class ServerClient:
         body = AgentRegister(name=name, devices=devices, agent_id=agent_id).model_dump(mode="json")
         return AgentRegistered.model_validate(self.request("POST", "/v1/agents", json=body).json())
 
-    def heartbeat(self, agent_id: str, serials: list[str]) -> None:
+    def heartbeat(self, agent_id: str, serials: list[str]) -> Ok:
         body = Heartbeat(agent_id=agent_id, serials=serials).model_dump(mode="json")
-        self.request("POST", f"/v1/agents/{agent_id}/heartbeat", json=body, retry=False)
+        answer = self.request("POST", f"/v1/agents/{agent_id}/heartbeat", json=body, retry=False)
+        return Ok.model_validate(answer.json())
 
     def lease(self, agent_id: str, serial: str) -> JobLease | None:
         body = LeaseRequest(agent_id=agent_id, serial=serial).model_dump(mode="json")

@@ -236,7 +236,7 @@ def store_through_server(client, rows: list[dict], device_class: str, runtime: s
         job = client.post("/v1/jobs/lease", json={"agent_id": agent_id, "serial": serial}, headers=agent).json()["job"]
         if job is None:
             break
-        with db.session() as s:
+        with db.transaction() as s:
             config = s.get(Artifact, job["artifact_sha256"]).config
         cfg = parse_block(config)
         i = used.get(cfg.key(), 0)
@@ -281,7 +281,7 @@ def stored_counts(db, device_class: str) -> Counter:
 
     from profiler_server.db import Artifact, Measurement
 
-    with db.session() as s:
+    with db.transaction() as s:
         stored = s.scalars(select(Artifact.config_key).join(Measurement, Measurement.artifact_sha256 == Artifact.sha256)
                            .where(Measurement.device_class == device_class))
         return Counter(key.rsplit(":", 1)[0] for key in stored)  # an artifact's key is "<config key>:<format>"
@@ -303,10 +303,8 @@ MAX_SESSIONS = 5
 
 def fit_on_server(rows: list[dict], device_class: str) -> dict:
     """Store the measurements (first run) and fit through the server; the predictor it serves."""
-    from profiler_server.predictor.service import service_for
-
     with open_farm() as client:
-        service_for(client.app.state.db).settings = BENCH_SETTINGS
+        client.app.state.predictor.settings = BENCH_SETTINGS
         new, again = unstored(rows, stored_counts(client.app.state.db, device_class))
         refreshed = bool(again)
         for _ in range(MAX_SESSIONS):  # a refresh campaign measures each config once: one round per extra session

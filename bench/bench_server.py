@@ -43,7 +43,7 @@ def seed_jobs(url: str, n: int) -> None:
     upgrade_database(db.engine)
     runtime = RuntimeSettings()
     settings = {"runtime": runtime.model_dump(), "warmup": 10, "runs": 50, "min_seconds": 1.0}
-    with db.session() as s:
+    with db.transaction() as s:
         team = Team(name="bench")
         s.add_all([team, Artifact(sha256="0" * 64, format="onnx", size=0, kind="conv")])
         s.flush()
@@ -126,7 +126,7 @@ async def run_agents(url: str, n_agents: int, seconds: float) -> tuple[int, floa
 
 def check_exactly_once(db_url: str) -> dict:
     db = Database(db_url)
-    with db.sessions() as s:
+    with db.sessionmaker() as s:
         done = s.scalar(select(func.count()).where(Job.state == "done"))
         rows = s.scalar(select(func.count()).select_from(Measurement))
         distinct = s.scalar(select(func.count(func.distinct(Measurement.job_id))))

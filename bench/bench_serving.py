@@ -68,7 +68,7 @@ def seed_predictor(url: str) -> None:
     model = LatencyMLP().eval()
     ranges = feature_ranges(configs, encode_many(configs))
     blob = dump_predictor(model, {"device_class": DEVICE_CLASS, "runtime": RUNTIME, "version": 1})
-    with db.session() as s:
+    with db.transaction() as s:
         s.add(PredictorVersion(device_class=DEVICE_CLASS, runtime=RUNTIME, version=1, state="ready", blob=blob,
                                blob_sha256=sha256_bytes(blob), feature_ranges=ranges, metrics={}))  # fmt: skip
     db.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,14 +16,17 @@ from sqlalchemy.exc import DataError
 
 from profiler_server import auth
 from profiler_server.cache import TTLCache
-from profiler_server.campaigns import Exporter, resume_exports
+from profiler_server.campaigns import CampaignCompletion, Exporter, resume_exports
 from profiler_server.dashboard import routes as dashboard
 from profiler_server.db import Database, upgrade_database
-from profiler_server.db.engine import set_current_database
+from profiler_server.devices import reaper_loop
 from profiler_server.errors import ServerError
 from profiler_server.limits import BodyLimitMiddleware, SingleQueryValueMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
 from profiler_server.openapi import add_self_parsed_schemas
+from profiler_server.predictor import routes as predictor_routes
+from profiler_server.predictor.hooks import on_campaign_complete
+from profiler_server.predictor.service import PredictorService
 from profiler_server.routes import (
     agents,
     artifacts,
@@ -35,19 +39,9 @@ from profiler_server.routes import (
     teams,
 )
 from profiler_server.settings import Settings
+from shared.schemas import BadRuntime
 
 log = logging.getLogger(__name__)
-
-
-def _predictor_router():  # noqa: ANN202 - optional plug-in written by the predictor package
-    try:
-        from profiler_server.predictor.routes import router
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("profiler_server.predictor"):
-            raise
-        log.warning("profiler_server.predictor.routes not present: predictor endpoints disabled")
-        return None
-    return router
 
 
 def open_database(settings: Settings) -> tuple[Database, str | None]:
@@ -55,7 +49,7 @@ def open_database(settings: Settings) -> tuple[Database, str | None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     upgrade_database(db.engine)
-    with db.session() as session:
+    with db.transaction() as session:
         generated = auth.ensure_admin_token(session, settings.admin_token, settings.data_dir)
         for token in (settings.admin_token, settings.agent_token):
             if token and token.startswith("change-me"):
@@ -67,9 +61,7 @@ def open_database(settings: Settings) -> tuple[Database, str | None]:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from profiler_server.devices import reaper_loop
-
-    task = asyncio.create_task(reaper_loop(app.state.db, app.state.settings))
+    task = asyncio.create_task(reaper_loop(app.state.db, app.state.settings, app.state.completion))
     try:
         yield
     finally:
@@ -77,14 +69,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         app.state.exporter.shutdown()
-        if app.state.predictor is not None:
-            app.state.predictor.shutdown()
+        app.state.predictor.shutdown()
         app.state.db.dispose()
 
 
 async def _server_error(_: Request, exc: ServerError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+
+async def _bad_runtime(_: Request, exc: BadRuntime) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -116,7 +111,6 @@ async def _data_error(_: Request, exc: DataError) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db, generated = open_database(settings)
-    set_current_database(db)
     # /docs is served by the dashboard from local Swagger UI assets (works offline); ReDoc would
     # need a CDN, so it is off.
     app = FastAPI(title="rtseg profiler server", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None)
@@ -128,17 +122,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.device_cache = TTLCache(ttl_s=5)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(BadRuntime, _bad_runtime)
     app.add_exception_handler(OverflowError, _overflow_error)
     app.add_exception_handler(DataError, _data_error)
+    app.state.predictor = PredictorService(db)
+    # a completed campaign refits its (device class, runtime): the exporter, the lease and result
+    # routes and the reaper all tell the predictor through this one object
+    app.state.completion = CampaignCompletion(functools.partial(on_campaign_complete, app.state.predictor))
     # Routers are matched in the order they are included, each route against the path in turn (a
     # third of a small request's CPU when /v1/predict came last): the hot paths come first.
-    predictor = _predictor_router()
-    app.state.predictor = None
-    if predictor is not None:
-        from profiler_server.predictor.service import service_for
-
-        app.include_router(predictor)
-        app.state.predictor = service_for(db)
+    app.include_router(predictor_routes.router)
     for module in (jobs, health, teams, agents, campaigns, measurements, artifacts, status, predict_onnx):
         app.include_router(module.router)
     app.include_router(dashboard.router)
@@ -149,8 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SingleQueryValueMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
-    app.state.exporter = Exporter(db, settings.artifacts_dir, settings.export_workers)
+    app.state.exporter = Exporter(db, settings.artifacts_dir, app.state.completion, settings.export_workers)
     resume_exports(db, app.state.exporter)
-    if app.state.predictor is not None:
-        app.state.predictor.resume_fits()
+    app.state.predictor.resume_fits()
     return app

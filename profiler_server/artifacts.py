@@ -62,14 +62,14 @@ def find_block_artifact(session: Session, cfg: AnyBlock, fmt: str) -> Artifact |
 def register(db: Database, row: Artifact) -> Artifact:
     """Insert an artifact row unless one with the same sha256 exists (then return that one)."""
     try:
-        with db.session() as session:
+        with db.transaction() as session:
             existing = session.get(Artifact, row.sha256)
             if existing is not None:
                 return existing
             session.add(row)
         return row
     except IntegrityError:  # another thread registered the same bytes a moment ago
-        with db.sessions() as session:
+        with db.sessionmaker() as session:
             return session.get(Artifact, row.sha256)
 
 
@@ -78,7 +78,7 @@ def export_block_artifact(db: Database, root: Path, cfg: AnyBlock, fmt: str) -> 
 
     Runs in a worker thread: the export (tens of ms per block) holds no database session.
     """
-    with db.sessions() as session:
+    with db.sessionmaker() as session:
         known = find_block_artifact(session, cfg, fmt)
     if known is not None and artifact_path(root, known.sha256).exists():
         return known

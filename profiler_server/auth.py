@@ -15,7 +15,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Executable, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 from profiler_server.cache import TTLCache
 from profiler_server.db import Team, Token, utcnow
 from profiler_server.errors import Conflict, NotFound, ServerError
+from shared.api import TokenView
 
 log = logging.getLogger(__name__)
 ROLES = ("admin", "team", "agent")
@@ -115,15 +115,15 @@ def check_priority(principal: Principal, priority: int, team_limit: int) -> None
         )
 
 
-def token_item(token: Token, team_name: str | None) -> dict[str, Any]:
+def token_item(token: Token, team_name: str | None) -> TokenView:
     """A token as listed (never its secret nor its hash)."""
-    return {
-        "id": token.id, "team": team_name, "role": token.role, "name": token.name,
-        "created_at": token.created_at, "last_used_at": token.last_used_at, "revoked_at": token.revoked_at,
-    }  # fmt: skip
+    return TokenView(
+        id=token.id, team=team_name, role=token.role, name=token.name,
+        created_at=token.created_at, last_used_at=token.last_used_at, revoked_at=token.revoked_at,
+    )  # fmt: skip
 
 
-def list_tokens(session: Session, principal: Principal) -> list[dict[str, Any]]:
+def list_tokens(session: Session, principal: Principal) -> list[TokenView]:
     """Every token for the admin; a team token sees its own team's tokens."""
     require_role(principal, "team")
     query = select(Token, Team.name).outerjoin(Team, Team.id == Token.team_id).order_by(Token.id)
@@ -132,7 +132,7 @@ def list_tokens(session: Session, principal: Principal) -> list[dict[str, Any]]:
     return [token_item(token, team) for token, team in session.execute(query)]
 
 
-def revoke_token(session: Session, principal: Principal, token_id: int) -> dict[str, Any]:
+def revoke_token(session: Session, principal: Principal, token_id: int) -> TokenView:
     """Revoke a token (admin: any; team: its team's). Revoking twice keeps the first time."""
     require_role(principal, "team")
     token = session.get(Token, token_id, with_for_update=True)

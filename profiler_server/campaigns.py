@@ -9,7 +9,6 @@ in hand, and the next start resumes it (``resume_exports``): configs already que
 
 from __future__ import annotations
 
-import importlib
 import logging
 import random
 import threading
@@ -17,9 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -28,64 +25,19 @@ from profiler_server.artifacts import export_block_artifact
 from profiler_server.auth import Principal, admin_team
 from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
 from profiler_server.errors import BadRequest, NotFound, TooManyRequests
+from profiler_server.predictor.adaptive import adaptive_configs
 from profiler_server.settings import Settings
+from shared.api import CampaignCreate, CampaignView, JobSettings
 from shared.config import AnyBlock
 from shared.costs import block_macs, block_params
 from shared.export import tflite_available
 from shared.kernel_space import sample_kernels
-from shared.kernels import CampaignConfig, KernelConfig, kernel_costs, parse_campaign_configs
-from shared.schemas import RuntimeSettings, RuntimeText
-from shared.space import SAMPLERS, SearchSpace, default_space
+from shared.kernels import KernelConfig, kernel_costs, parse_campaign_configs
+from shared.schemas import RuntimeSettings
+from shared.space import SAMPLERS, default_space
 
 log = logging.getLogger(__name__)
 BATCH = 25  # configs per transaction while queueing
-
-
-class CampaignCreate(BaseModel):
-    """Either a ``space`` (+ ``n``, ``sampling``, ``seed``) or explicit ``configs``; neither means
-    the default space (the blocks of the search client's supernet)."""
-
-    model_config = ConfigDict(extra="forbid")
-    device_class: str = Field(min_length=1, max_length=200)
-    runtime: RuntimeSettings | RuntimeText = Field(
-        "onnxruntime", description="RuntimeSettings or 'onnxruntime/t1/cpu'"
-    )
-    space: SearchSpace | None = None
-    configs: list[CampaignConfig] | None = Field(None, min_length=1, max_length=50_000)  # type: ignore[valid-type]
-    family: Literal["blocks", "kernels"] = Field(
-        "blocks", description="kernels: sample n one-kernel models (the kernel predictor's data) instead of blocks"
-    )
-    n: int = Field(100, ge=1, le=50_000)
-    sampling: Literal["uniform", "stratified", "adaptive"] = Field(
-        "stratified", description="adaptive: near the configs the latest predictor misses most (needs one)"
-    )
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    priority: int = Field(0, ge=-1000, le=1000)
-    warmup: int = Field(10, ge=0, le=10_000)
-    runs: int = Field(50, ge=1, le=100_000)
-    min_seconds: float = Field(1.0, ge=0, le=3600)
-    remeasure: float = Field(0.0, ge=0, le=1, description="share of new configs measured twice (noise floor)")
-    refresh: bool = Field(
-        False, description="measure every config again, even those already measured (a new session)"
-    )
-    max_attempts: int = Field(3, ge=1, le=20)
-    wait_s: float = Field(
-        30.0, ge=0, le=60, description="wait up to this long for the export before answering (0: answer at once)"
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> CampaignCreate:
-        if self.space is not None and self.configs is not None:
-            raise ValueError("give either 'space' (+ n) or 'configs', not both")
-        return self
-
-    def runtime_settings(self) -> RuntimeSettings:
-        if isinstance(self.runtime, RuntimeSettings):
-            return self.runtime
-        try:
-            return RuntimeSettings.parse(self.runtime)
-        except ValueError as exc:  # pydantic ValidationError is a ValueError too
-            raise BadRequest(f"bad runtime {self.runtime!r}: {exc}") from exc
 
 
 def choose_configs(session: Session, body: CampaignCreate, runtime: str) -> tuple[list[AnyBlock], str]:
@@ -98,10 +50,6 @@ def choose_configs(session: Session, body: CampaignCreate, runtime: str) -> tupl
         return sample_kernels(body.n, body.seed, reorders=reorders), "kernels"
     space = body.space or default_space()
     if body.sampling == "adaptive":
-        try:
-            from profiler_server.predictor.adaptive import adaptive_configs
-        except ModuleNotFoundError as exc:
-            raise BadRequest("adaptive sampling needs the server's predictor package") from exc
         return adaptive_configs(session, body.device_class, runtime, space, body.n, body.seed), "adaptive"
     return SAMPLERS[body.sampling](space, body.n, body.seed), body.sampling
 
@@ -170,7 +118,7 @@ def create_campaign(
     check_limits(configs, limits)
     check_team_queue(session, principal, len(configs), limits)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
-    settings = jobs.job_settings(runtime, body.warmup, body.runs, body.min_seconds)
+    settings = body.job_settings().stored()
     settings.update(
         configs=[c.model_dump(mode="json") for c in configs],
         remeasure=body.remeasure,
@@ -196,9 +144,10 @@ def create_campaign(
 class Exporter:
     """Runs campaign exports in worker threads (never on the event loop)."""
 
-    def __init__(self, db: Database, artifacts_root: Path, workers: int = 1) -> None:
+    def __init__(self, db: Database, artifacts_root: Path, completion: CampaignCompletion, workers: int = 1) -> None:
         self.db = db
         self.root = artifacts_root
+        self.completion = completion
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
         self.stop = threading.Event()
 
@@ -213,20 +162,21 @@ class Exporter:
 
     def _run(self, campaign_id: int) -> None:
         try:
-            export_campaign(self.db, self.root, campaign_id, self.stop.is_set)
+            export_campaign(self.db, self.root, campaign_id, self.completion, self.stop.is_set)
         except Exception as exc:  # recorded on the campaign, where its owner will look
             log.exception("export of campaign %d failed", campaign_id)
-            with self.db.session() as session:
+            with self.db.transaction() as session:
                 campaign = session.get(Campaign, campaign_id)
                 campaign.state, campaign.error = "failed", f"export failed: {type(exc).__name__}: {exc}"
 
 
 def export_campaign(
-    db: Database, root: Path, campaign_id: int, stopping: Callable[[], bool] = lambda: False
+    db: Database, root: Path, campaign_id: int, completion: CampaignCompletion,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
     """Export every config of the campaign and queue its jobs; idempotent (safe to resume). When
     ``stopping()`` turns true, queue what is exported and return with the campaign ``exporting``."""
-    with db.sessions() as session:
+    with db.sessionmaker() as session:
         campaign = session.get(Campaign, campaign_id)
         settings = dict(campaign.settings)
         done = set(
@@ -250,20 +200,19 @@ def export_campaign(
                 return  # cancelled while exporting: nothing more to export or queue
             batch = []
     if _queue_batch(db, campaign_id, batch, done, rng):
-        _finish_export(db, campaign_id)
+        _finish_export(db, campaign_id, completion)
 
 
 def _queue_batch(
     db: Database, campaign_id: int, artifacts: list[Artifact], done: set[str], rng: random.Random
 ) -> bool:
     """Queue the jobs of one batch; False (and nothing queued) once the campaign was cancelled."""
-    with db.session() as session:
+    with db.transaction() as session:
         campaign = session.get(Campaign, campaign_id, with_for_update=True)
         if campaign.state == "cancelled":
             return False
         s = campaign.settings
-        runtime = RuntimeSettings(**s["runtime"])
-        job_settings = {k: s[k] for k in ("runtime", "warmup", "runs", "min_seconds")}
+        job_settings = JobSettings.model_validate(s)
         for artifact in artifacts:
             if artifact.sha256 in done:
                 continue
@@ -280,7 +229,6 @@ def _queue_batch(
                         artifact,
                         campaign.team_id,
                         campaign.device_class,
-                        runtime,
                         job_settings,
                         campaign_id=campaign_id,
                         priority=campaign.priority,
@@ -290,9 +238,9 @@ def _queue_batch(
     return True
 
 
-def _finish_export(db: Database, campaign_id: int) -> None:
+def _finish_export(db: Database, campaign_id: int, completion: CampaignCompletion) -> None:
     """Export done: the campaign runs until no job it waits for is live (maybe none already)."""
-    with db.session() as session:
+    with db.transaction() as session:
         campaign = session.get(Campaign, campaign_id, with_for_update=True)
         if campaign.state == "cancelled":
             return
@@ -303,12 +251,12 @@ def _finish_export(db: Database, campaign_id: int) -> None:
         completed = campaign.state == "done" and own_jobs > 0  # nothing new measured: nothing to refit
         key = (campaign.id, campaign.device_class, campaign.runtime)
     if completed:
-        fire_campaign_complete(*key)
+        completion.fire(*key)
 
 
 def resume_exports(db: Database, exporter: Exporter) -> list[int]:
     """Restart the exports of campaigns left in ``exporting`` by a stopped server."""
-    with db.sessions() as session:
+    with db.sessionmaker() as session:
         ids = list(session.scalars(select(Campaign.id).where(Campaign.state == "exporting")))
     for campaign_id in ids:
         log.info("resuming export of campaign %d", campaign_id)
@@ -316,30 +264,29 @@ def resume_exports(db: Database, exporter: Exporter) -> list[int]:
     return ids
 
 
-def fire_campaign_complete(campaign_id: int, device_class: str, runtime: str) -> None:
-    """Tell the predictor package (when installed) that a campaign finished, in its own thread."""
-    try:
-        hooks = importlib.import_module("profiler_server.predictor.hooks")
-    except ModuleNotFoundError:
-        log.info("campaign %d complete; no predictor hooks installed", campaign_id)
-        return
-    hook = getattr(hooks, "on_campaign_complete", None)
-    if hook is None:
-        return
-
-    def call() -> None:
-        try:
-            hook(campaign_id, device_class, runtime)
-        except Exception:  # a failing fit must not take the server down
-            log.exception("on_campaign_complete(%d) failed", campaign_id)
-
-    threading.Thread(target=call, name=f"campaign-{campaign_id}-complete", daemon=True).start()
+CampaignCompleteHook = Callable[[int, str, str], object]  # (campaign id, device class, runtime)
 
 
-def fire_pending(session: Session) -> None:
-    """Fire the hooks of campaigns completed by the transaction just committed on ``session``."""
-    for key in session.info.pop("completed_campaigns", []):
-        fire_campaign_complete(*key)
+class CampaignCompletion:
+    """Tells the hook the app wires in (the predictor's refit) that a campaign completed, each call
+    in a thread of its own: a slow or failing fit never holds a request, a lease or an export."""
+
+    def __init__(self, hook: CampaignCompleteHook) -> None:
+        self.hook = hook
+
+    def fire(self, campaign_id: int, device_class: str, runtime: str) -> None:
+        def call() -> None:
+            try:
+                self.hook(campaign_id, device_class, runtime)
+            except Exception:  # a failing fit must not take the server down
+                log.exception("campaign %d complete: the completion hook failed", campaign_id)
+
+        threading.Thread(target=call, name=f"campaign-{campaign_id}-complete", daemon=True).start()
+
+    def fire_pending(self, session: Session) -> None:
+        """Fire for the campaigns completed by the transaction just committed on ``session``."""
+        for key in session.info.pop("completed_campaigns", []):
+            self.fire(*key)
 
 
 def get_campaign(session: Session, principal: Principal, campaign_id: int) -> Campaign:
@@ -371,7 +318,8 @@ def _aware(value: datetime | str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
 
 
-def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
+def campaign_view(session: Session, campaign: Campaign, team: str | None) -> CampaignView:
+    """The campaign as every campaign route answers it (``team``: its team's name)."""
     counts = dict(
         session.execute(
             select(Job.state, func.count()).where(Job.campaign_id == campaign.id).group_by(Job.state)
@@ -382,20 +330,21 @@ def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
     exported = campaign.n
     if campaign.state == "exporting":  # distinct configs exported and queued so far
         exported = session.scalar(select(func.count()).where(CampaignItem.campaign_id == campaign.id))
-    return {
-        "id": campaign.id,
-        "state": campaign.state,
-        "device_class": campaign.device_class,
-        "runtime": campaign.runtime,
-        "n": campaign.n,
-        "exported": exported,
-        "sampling": campaign.sampling,
-        "priority": campaign.priority,
-        "jobs": sum(counts.values()),
-        "cached": campaign.cached,
+    return CampaignView(
+        id=campaign.id,
+        state=campaign.state,
+        device_class=campaign.device_class,
+        runtime=campaign.runtime,
+        team=team,
+        n=campaign.n,
+        exported=exported,
+        sampling=campaign.sampling,
+        priority=campaign.priority,
+        jobs=sum(counts.values()),
+        cached=campaign.cached,
         **counts,
-        "eta_s": _eta_s(session, campaign.id, remaining) if campaign.state != "exporting" else None,
-        "error": campaign.error,
-        "created_at": campaign.created_at,
-        "completed_at": campaign.completed_at,
-    }
+        eta_s=_eta_s(session, campaign.id, remaining) if campaign.state != "exporting" else None,
+        error=campaign.error,
+        created_at=campaign.created_at,
+        completed_at=campaign.completed_at,
+    )

@@ -6,10 +6,12 @@
   across slow work (training), and never open a second session while one is open in the same
   thread (it would wait for the first: pass the session down instead).
 - ``SettingsDep``: the app's ``Settings``. ``DatabaseDep``: the app's ``Database``
-  (``db.session()`` is a commit-on-success context manager for worker threads).
+  (``db.transaction()`` is a commit-on-success context manager for worker threads).
+  ``PredictorDep``: the app's ``PredictorService`` (fits and predictions).
 - ``PrincipalDep`` (any valid token), ``AgentDep``, ``TeamDep`` (team or admin), ``AdminDep``:
   authenticate the bearer token and check its role (401 missing/unknown token, 403 wrong role).
-- Outside a request (worker threads, hooks): ``profiler_server.db.current_database()``.
+- Outside a request (worker threads, hooks): what ``create_app`` handed them (the database, the
+  predictor service), never a global.
 
 Predictor reads need no token; measurements need one (see ``tenancy``); every write does.
 """
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from profiler_server.auth import Principal, authenticate, require_role
 from profiler_server.db import Database
+from profiler_server.predictor.service import PredictorService
 from profiler_server.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="token from POST /v1/teams, /v1/tokens or the admin")
@@ -39,12 +42,17 @@ async def get_database(request: Request) -> Database:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.db.sessions() as session:
+    with request.app.state.db.sessionmaker() as session:
         yield session
+
+
+async def get_predictor(request: Request) -> PredictorService:
+    return request.app.state.predictor
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+PredictorDep = Annotated[PredictorService, Depends(get_predictor)]
 # scope="function": the session closes (and its connection returns to the pool) as soon as the
 # endpoint returns, not after a streamed response has been sent.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

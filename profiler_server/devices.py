@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from profiler_server.auth import Principal
 from profiler_server.cache import TTLCache
+from profiler_server.campaigns import CampaignCompletion
 from profiler_server.db import Agent, Database, Device, utcnow
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.settings import Settings
@@ -96,24 +97,24 @@ def mark_offline(session: Session, offline_after_s: float) -> list[str]:
     return serials
 
 
-def reap(db: Database, settings: Settings) -> None:
-    """One reaper pass: offline devices give back their leases; expired leases return to the queue."""
-    from profiler_server.campaigns import fire_pending
+def reap(db: Database, settings: Settings, completion: CampaignCompletion) -> None:
+    """One reaper pass: offline devices give back their leases; expired leases return to the queue
+    (a campaign whose last job thereby fails is complete: ``completion`` hears of it)."""
     from profiler_server.jobs import expire_leases, requeue_device_leases
 
-    with db.sessions() as session:
+    with db.sessionmaker() as session:
         with session.begin():
             offline = mark_offline(session, settings.offline_after_s)
             if offline:
                 requeue_device_leases(session, offline)
             expire_leases(session)
-        fire_pending(session)
+        completion.fire_pending(session)
 
 
-async def reaper_loop(db: Database, settings: Settings) -> None:
+async def reaper_loop(db: Database, settings: Settings, completion: CampaignCompletion) -> None:
     while True:
         await asyncio.sleep(settings.reaper_interval_s)
         try:
-            await asyncio.to_thread(reap, db, settings)
+            await asyncio.to_thread(reap, db, settings, completion)
         except Exception:  # the reaper must survive a locked or briefly unreachable database
             log.exception("reaper pass failed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,11 +11,12 @@ from profiler_server.auth import Principal
 from profiler_server.db import Device, Job, Measurement, PredictorVersion, utcnow
 from profiler_server.errors import NotFound
 from profiler_server.listings import job_views
+from shared.api import DeviceView, FarmStatus, JobView, OtherTeamJob
 
 PACE_WINDOW = timedelta(minutes=10)  # jobs per minute are averaged over this window
 
 
-def farm_status(session: Session) -> dict[str, Any]:
+def farm_status(session: Session) -> FarmStatus:
     now = utcnow()
     by_state = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
     done_recently = session.scalar(
@@ -28,17 +28,17 @@ def farm_status(session: Session) -> dict[str, Any]:
     served = select(PredictorVersion.device_class, PredictorVersion.runtime).where(
         PredictorVersion.state == "ready"
     )
-    return {
-        "devices_online": session.scalar(select(func.count()).where(Device.online.is_(True))),
-        "queue_depth": by_state.get("queued", 0),
-        "running": by_state.get("running", 0),
-        "jobs_per_minute": done_recently / (PACE_WINDOW.total_seconds() / 60),
-        "failures_last_hour": failures,
-        "predictors": session.scalar(select(func.count()).select_from(served.distinct().subquery())),
-    }
+    return FarmStatus(
+        devices_online=session.scalar(select(func.count()).where(Device.online.is_(True))),
+        queue_depth=by_state.get("queued", 0),
+        running=by_state.get("running", 0),
+        jobs_per_minute=done_recently / (PACE_WINDOW.total_seconds() / 60),
+        failures_last_hour=failures,
+        predictors=session.scalar(select(func.count()).select_from(served.distinct().subquery())),
+    )
 
 
-def device_views(session: Session, principal: Principal, serial: str | None = None) -> list[dict[str, Any]]:
+def device_views(session: Session, principal: Principal, serial: str | None = None) -> list[DeviceView]:
     """Devices (all, or the one ``serial``) with last temperature, current job and today's count."""
     query = select(Device).order_by(Device.device_class, Device.serial)
     if serial is not None:
@@ -53,8 +53,7 @@ def _start_of_day(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _device_view(session: Session, principal: Principal, device: Device) -> dict[str, Any]:
-    keys = ("serial", "device_class", "agent_id", "online", "last_seen", "info")
+def _device_view(session: Session, principal: Principal, device: Device) -> DeviceView:
     last = session.execute(
         select(Measurement.temp_after_c, Measurement.temp_before_c, Measurement.created_at)
         .where(Measurement.serial == device.serial)
@@ -70,19 +69,20 @@ def _device_view(session: Session, principal: Principal, device: Device) -> dict
     job = session.scalars(
         select(Job).where(Job.state == "running", Job.leased_by_device == device.serial).limit(1)
     ).first()
-    return {
-        **{k: getattr(device, k) for k in keys},
-        "temperature_c": None if last is None else (last[0] if last[0] is not None else last[1]),
-        "temperature_at": None if last is None else last[2],
-        "current_job": None if job is None else _visible_job(session, principal, job),
-        "measured_today": today,
-    }
+    return DeviceView(
+        serial=device.serial, device_class=device.device_class, agent_id=device.agent_id, online=device.online,
+        last_seen=device.last_seen, info=device.info,
+        temperature_c=None if last is None else (last[0] if last[0] is not None else last[1]),
+        temperature_at=None if last is None else last[2],
+        current_job=None if job is None else _visible_job(session, principal, job),
+        measured_today=today,
+    )  # fmt: skip
 
 
-def _visible_job(session: Session, principal: Principal, job: Job) -> dict[str, Any]:
+def _visible_job(session: Session, principal: Principal, job: Job) -> JobView | OtherTeamJob:
     """The full job view for its team, the admin and agents; for another team only that the
     device is busy (which job, what kind), not whose model it runs."""
     if principal.role in ("admin", "agent") or job.team_id == principal.team_id:
         return job_views(session, [job])[0]
-    return {"id": job.id, "state": job.state, "kind": job.kind, "device_class": job.device_class,
-            "team": None, "detail": "a job of another team"}  # fmt: skip
+    return OtherTeamJob(id=job.id, state=job.state, kind=job.kind, device_class=job.device_class,
+                        detail="a job of another team")  # fmt: skip

@@ -35,7 +35,7 @@ def host_agent_token(db: Database, data_dir: Path) -> str:
     """The host agent's token: the stored one while valid, else a new one (earlier ones revoked)."""
     path = data_dir / TOKEN_FILE
     stored = path.read_text().strip() if path.is_file() else ""
-    with db.session() as session:
+    with db.transaction() as session:
         if stored:
             row = session.scalar(select(Token).where(Token.token_hash == auth.hash_token(stored)))
             if row is not None and not row.revoked and row.role == "agent":

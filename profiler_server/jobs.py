@@ -41,22 +41,18 @@ from profiler_server.auth import AuthError, Principal
 from profiler_server.db import Agent, Artifact, Campaign, CampaignItem, Job, Measurement, Team, utcnow
 from profiler_server.db.models import UTCDateTime
 from profiler_server.errors import Conflict, NotFound
-from shared.schemas import JobFailure, JobLease, JobRelease, JobResult, RuntimeSettings
+from shared.api import MeasurementSummary
+from shared.schemas import JobFailure, JobLease, JobRelease, JobResult, JobSettings
 
 log = logging.getLogger(__name__)
 LIVE = ("queued", "running")
-
-
-def job_settings(runtime: RuntimeSettings, warmup: int, runs: int, min_seconds: float) -> dict[str, Any]:
-    return {"runtime": runtime.model_dump(), "warmup": warmup, "runs": runs, "min_seconds": min_seconds}
 
 
 def new_job(
     artifact: Artifact,
     team_id: int,
     device_class: str,
-    runtime: RuntimeSettings,
-    settings: dict[str, Any],
+    settings: JobSettings,
     *,
     campaign_id: int | None = None,
     priority: int = 0,
@@ -69,8 +65,8 @@ def new_job(
         artifact_sha256=artifact.sha256,
         kind=artifact.kind,
         device_class=device_class,
-        runtime=runtime.key(),
-        settings=settings,
+        runtime=settings.runtime.key(),
+        settings=settings.stored(),
         priority=priority,
         max_attempts=max_attempts,
         name=name,
@@ -188,7 +184,8 @@ def lease_job(
 
 def lease_view(job: Any) -> JobLease:
     """The lease handed to the agent, from a Job or a row with the same column names."""
-    artifact_format = "tflite" if job.settings["runtime"]["runtime"] == "tflite" else "onnx"
+    settings = JobSettings.model_validate(job.settings)
+    artifact_format = "tflite" if settings.runtime.runtime == "tflite" else "onnx"
     return JobLease(
         job_id=job.id,
         lease_id=job.lease_id,
@@ -196,10 +193,10 @@ def lease_view(job: Any) -> JobLease:
         artifact_sha256=job.artifact_sha256,
         artifact_url=f"/v1/artifacts/{job.artifact_sha256}",
         format=artifact_format,
-        settings=RuntimeSettings(**job.settings["runtime"]),
-        warmup=job.settings.get("warmup", 10),
-        runs=job.settings.get("runs", 50),
-        min_seconds=job.settings.get("min_seconds", 1.0),
+        settings=settings.runtime,
+        warmup=settings.warmup,
+        runs=settings.runs,
+        min_seconds=settings.min_seconds,
     )
 
 
@@ -441,23 +438,8 @@ def live_or_measured(session: Session, sha256: str, device_class: str, runtime: 
     return found is not None
 
 
-def job_view(session: Session, job: Job) -> dict[str, Any]:
-    meas = session.scalar(select(Measurement).where(Measurement.job_id == job.id))
-    return {
-        "id": job.id,
-        "state": job.state,
-        "campaign_id": job.campaign_id,
-        "device_class": job.device_class,
-        "runtime": job.runtime,
-        "artifact_sha256": job.artifact_sha256,
-        "kind": job.kind,
-        "name": job.name,
-        "attempts": job.attempts,
-        "error": job.error,
-        "measurement": None if meas is None else measurement_summary(meas),
-    }
-
-
-def measurement_summary(meas: Measurement) -> dict[str, Any]:
-    keys = ("id", "median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "runs", "serial", "tool", "unstable")
-    return {k: getattr(meas, k) for k in keys}
+def measurement_summary(meas: Measurement) -> MeasurementSummary:
+    return MeasurementSummary(
+        id=meas.id, median_ms=meas.median_ms, mean_ms=meas.mean_ms, p10_ms=meas.p10_ms, p90_ms=meas.p90_ms,
+        std_ms=meas.std_ms, runs=meas.runs, serial=meas.serial, tool=meas.tool, unstable=meas.unstable,
+    )  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -13,28 +12,7 @@ from profiler_server.auth import AuthError, Principal, require_role
 from profiler_server.campaigns import campaign_view
 from profiler_server.db import Campaign, Job, Measurement, Team
 from profiler_server.jobs import measurement_summary
-
-CAMPAIGN_STATES = ("exporting", "running", "done", "failed", "cancelled")
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-
-
-class Paging(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0, le=2**62)
-
-
-class CampaignFilter(Paging):
-    state: str | None = Field(None, pattern="^(" + "|".join(CAMPAIGN_STATES) + ")$")
-    device_class: str | None = Field(None, max_length=200)
-    team: str | None = Field(None, max_length=200, description="team name (admin only)")
-
-
-class JobFilter(Paging):
-    campaign_id: int | None = Field(None, ge=1, le=2**62)
-    state: str | None = Field(None, pattern="^(" + "|".join(JOB_STATES) + ")$")
-    device_class: str | None = Field(None, max_length=200)
-    kind: str | None = Field(None, max_length=32, description="block kind, or 'network' for uploads")
+from shared.api import CampaignFilter, CampaignView, JobFilter, JobSettings, JobView, Page, Paging
 
 
 def _page(session: Session, query: Select, f: Paging, order_by: Any) -> tuple[list, int]:
@@ -48,7 +26,7 @@ def _own_team_only(principal: Principal, query: Select, team_column: Any) -> Sel
     return query if principal.role == "admin" else query.where(team_column == principal.team_id)
 
 
-def list_campaigns(session: Session, principal: Principal, f: CampaignFilter) -> dict[str, Any]:
+def list_campaigns(session: Session, principal: Principal, f: CampaignFilter) -> Page[CampaignView]:
     """Newest first."""
     query = _own_team_only(principal, select(Campaign, Team.name).join(Team), Campaign.team_id)
     if f.team is not None:
@@ -60,11 +38,11 @@ def list_campaigns(session: Session, principal: Principal, f: CampaignFilter) ->
     if f.device_class is not None:
         query = query.where(Campaign.device_class == f.device_class)
     rows, total = _page(session, query, f, Campaign.id.desc())
-    items = [{**campaign_view(session, campaign), "team": team} for campaign, team in rows]
-    return {"items": items, "total": total, "limit": f.limit, "offset": f.offset}
+    items = [campaign_view(session, campaign, team) for campaign, team in rows]
+    return Page[CampaignView](items=items, total=total, limit=f.limit, offset=f.offset)
 
 
-def list_jobs(session: Session, principal: Principal, f: JobFilter) -> dict[str, Any]:
+def list_jobs(session: Session, principal: Principal, f: JobFilter) -> Page[JobView]:
     """Newest first."""
     query = _own_team_only(principal, select(Job), Job.team_id)
     for column, value in (
@@ -74,11 +52,11 @@ def list_jobs(session: Session, principal: Principal, f: JobFilter) -> dict[str,
         if value is not None:
             query = query.where(column == value)
     rows, total = _page(session, query, f, Job.id.desc())
-    return {"items": job_views(session, [r[0] for r in rows]), "total": total, "limit": f.limit,
-            "offset": f.offset}  # fmt: skip
+    return Page[JobView](items=job_views(session, [r[0] for r in rows]), total=total, limit=f.limit,
+                         offset=f.offset)  # fmt: skip
 
 
-def job_views(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+def job_views(session: Session, jobs: list[Job]) -> list[JobView]:
     """The views of ``jobs`` with their measurements and team names (three queries in all)."""
     ids = [j.id for j in jobs]
     measured = {m.job_id: m for m in session.scalars(select(Measurement).where(Measurement.job_id.in_(ids)))}
@@ -86,12 +64,13 @@ def job_views(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
     return [job_item(job, measured.get(job.id), teams.get(job.team_id)) for job in jobs]
 
 
-def job_item(job: Job, meas: Measurement | None, team: str | None) -> dict[str, Any]:
-    return {
-        "id": job.id, "state": job.state, "campaign_id": job.campaign_id, "team": team,
-        "device_class": job.device_class, "runtime": job.runtime, "artifact_sha256": job.artifact_sha256,
-        "kind": job.kind, "name": job.name, "priority": job.priority, "attempts": job.attempts,
-        "error": job.error, "leased_by_device": job.leased_by_device, "created_at": job.created_at,
-        "finished_at": job.finished_at, "predicted_ms": (job.settings or {}).get("predicted_ms"),
-        "measurement": None if meas is None else measurement_summary(meas),
-    }  # fmt: skip
+def job_item(job: Job, meas: Measurement | None, team: str | None) -> JobView:
+    """The job as every job route answers it, with its measurement in brief."""
+    return JobView(
+        id=job.id, state=job.state, campaign_id=job.campaign_id, team=team,
+        device_class=job.device_class, runtime=job.runtime, artifact_sha256=job.artifact_sha256,
+        kind=job.kind, name=job.name, priority=job.priority, attempts=job.attempts,
+        error=job.error, leased_by_device=job.leased_by_device, created_at=job.created_at,
+        finished_at=job.finished_at, predicted_ms=JobSettings.model_validate(job.settings or {}).predicted_ms,
+        measurement=None if meas is None else measurement_summary(meas),
+    )  # fmt: skip

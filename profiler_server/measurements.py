@@ -4,42 +4,22 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from profiler_server.auth import Principal
 from profiler_server.db import Campaign, CampaignItem, Measurement
-from profiler_server.errors import BadRequest, NotFound
+from profiler_server.errors import NotFound
 from profiler_server.tenancy import visible_measurements
-from shared.schemas import RuntimeSettings, RuntimeText
+from shared.api import MeasurementFilter, MeasurementRow, runtime_key
 
 COLUMNS = (
     "id", "job_id", "artifact_sha256", "kind", "device_class", "runtime", "serial", "median_ms", "mean_ms",
     "p10_ms", "p90_ms", "std_ms", "runs", "warmup", "temp_before_c", "temp_after_c", "tool", "tool_version",
     "unstable", "created_at",
 )  # fmt: skip
-
-
-class MeasurementFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    campaign_id: int | None = Field(None, ge=1, le=2**62)
-    device_class: str | None = Field(None, max_length=200)
-    runtime: RuntimeText | None = None
-    kind: str | None = Field(None, max_length=32)
-    limit: int = Field(100_000, ge=1, le=1_000_000)
-    offset: int = Field(0, ge=0, le=2**62)
-    samples: bool = Field(True, description="include every per-run sample")
-
-
-def runtime_key(text: str) -> str:
-    try:
-        return RuntimeSettings.parse(text).key()
-    except ValueError as exc:
-        raise BadRequest(f"bad runtime {text!r}: {exc}") from exc
 
 
 def build_query(session: Session, f: MeasurementFilter, principal: Principal) -> Select:
@@ -64,26 +44,27 @@ def build_query(session: Session, f: MeasurementFilter, principal: Principal) ->
     return query.order_by(Measurement.id).limit(f.limit).offset(f.offset)
 
 
-def row_dict(m: Measurement, samples: bool = True) -> dict[str, Any]:
-    row = {c: getattr(m, c) for c in COLUMNS}
-    row["config"] = m.config
-    row["flags"] = m.flags
+def measurement_row(m: Measurement, samples: bool = True) -> MeasurementRow:
+    """The row as ``GET /v1/measurements`` answers it; ``samples_ms`` is left unset (and out of
+    the answer) unless asked for."""
+    fields = {c: getattr(m, c) for c in COLUMNS} | {"config": m.config, "flags": m.flags}
     if samples:
-        row["samples_ms"] = m.samples
-    return row
+        fields["samples_ms"] = m.samples
+    return MeasurementRow(**fields)
 
 
 def list_measurements(
     session: Session, f: MeasurementFilter, principal: Principal, samples: bool | None = None
-) -> list[dict[str, Any]]:
+) -> list[MeasurementRow]:
     """The rows ``principal`` may see (``tenancy.visible_measurements``) that match ``f``."""
     keep = f.samples if samples is None else samples
-    return [row_dict(m, keep) for m in session.scalars(build_query(session, f, principal))]
+    return [measurement_row(m, keep) for m in session.scalars(build_query(session, f, principal))]
 
 
-def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def to_frame(measurements: list[MeasurementRow]) -> pd.DataFrame:
     """One row per measurement; ``config`` and ``samples_ms`` as JSON text, config fields as
     ``cfg_<field>`` columns for quick analysis."""
+    rows = [m.model_dump() for m in measurements]
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "config", "flags", "samples_ms"])
     configs = pd.DataFrame([r["config"] or {} for r in rows], index=frame.index).add_prefix("cfg_")
     for col in ("config", "flags", "samples_ms"):
@@ -91,11 +72,11 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.concat([frame, configs], axis=1)
 
 
-def to_csv(rows: list[dict[str, Any]]) -> bytes:
+def to_csv(rows: list[MeasurementRow]) -> bytes:
     return to_frame(rows).to_csv(index=False).encode()
 
 
-def to_parquet(rows: list[dict[str, Any]]) -> bytes:
+def to_parquet(rows: list[MeasurementRow]) -> bytes:
     buf = io.BytesIO()
     to_frame(rows).to_parquet(buf, index=False)
     return buf.getvalue()

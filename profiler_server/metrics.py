@@ -23,7 +23,7 @@ class FarmCollector(Collector):
         self.db = db
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self.db.sessions() as session:
+        with self.db.sessionmaker() as session:
             by_state = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
             depth = session.execute(
                 select(Job.device_class, func.count()).where(Job.state == "queued").group_by(Job.device_class)

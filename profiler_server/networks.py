@@ -9,7 +9,6 @@ says that it waits and how to cancel it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -17,9 +16,8 @@ from profiler_server import artifacts, jobs, tenancy
 from profiler_server.auth import Principal, admin_team
 from profiler_server.campaigns import check_team_queue
 from profiler_server.db import Artifact, Database, Job
-from profiler_server.measurements import runtime_key
 from profiler_server.settings import Settings
-from shared.schemas import RuntimeSettings
+from shared.api import JobSettings, NetworkSubmitted, RuntimeSettings, runtime_key
 
 NETWORK_PRIORITY = 10  # a finished search waits on its network: ahead of bulk block campaigns
 
@@ -38,7 +36,7 @@ class NetworkRequest:
 
 def submit_network(
     session: Session, db: Database, settings: Settings, principal: Principal, data: bytes, req: NetworkRequest
-) -> dict[str, Any]:
+) -> NetworkSubmitted:
     key = runtime_key(req.runtime)
     rs = RuntimeSettings.parse(key)
     session.rollback()  # hold no transaction while checking and writing a large file
@@ -51,11 +49,10 @@ def submit_network(
         session.commit()
         return _answer(session, own, artifact, cached=True)
     check_team_queue(session, principal, 1, settings)
-    job_settings = jobs.job_settings(rs, req.warmup, req.runs, req.min_seconds)
-    if req.predicted_ms is not None:
-        job_settings["predicted_ms"] = req.predicted_ms
+    job_settings = JobSettings(runtime=rs, warmup=req.warmup, runs=req.runs, min_seconds=req.min_seconds,
+                               predicted_ms=req.predicted_ms)  # fmt: skip
     job = jobs.new_job(
-        artifact, team_id, req.device_class, rs, job_settings,
+        artifact, team_id, req.device_class, job_settings,
         priority=NETWORK_PRIORITY, name=req.name, max_attempts=settings.max_attempts,
     )  # fmt: skip
     session.add(job)
@@ -67,12 +64,10 @@ def submit_network(
     return _answer(session, job, artifact, cached=stored is not None)
 
 
-def _answer(session: Session, job: Job, artifact: Artifact, cached: bool) -> dict[str, Any]:
-    answer = {"job_id": job.id, "artifact_sha256": artifact.sha256, "cached": cached, "state": job.state,
-              "waiting": None}  # fmt: skip
-    if job.state == "queued":
-        answer["waiting"] = waiting_note(session, job)
-    return answer
+def _answer(session: Session, job: Job, artifact: Artifact, cached: bool) -> NetworkSubmitted:
+    waiting = waiting_note(session, job) if job.state == "queued" else None
+    return NetworkSubmitted(job_id=job.id, artifact_sha256=artifact.sha256, cached=cached, state=job.state,
+                            waiting=waiting)  # fmt: skip
 
 
 def waiting_note(session: Session, job: Job) -> str | None:

@@ -10,18 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-
-class FieldError(BaseModel):
-    loc: list[str | int] = Field(description="where the bad value is: 'body', 'query' or 'path', then the field")
-    msg: str
-    type: str | None = None
-
-
-class ErrorBody(BaseModel):
-    detail: str | list[FieldError] = Field(description="what is wrong and how to fix it")
-
+from shared.api import ErrorBody
 
 ERROR_DESCRIPTIONS = {
     400: "the body cannot be read (not JSON, not UTF-8), or content the schema cannot describe is "

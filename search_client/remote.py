@@ -15,21 +15,38 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from shared.api import (
+    CampaignCreate,
+    CampaignView,
+    DeviceView,
+    FarmStatus,
+    FitStarted,
+    JobView,
+    MeasurementRow,
+    MeasurementSummary,
+    NetworkSubmitted,
+    OnnxPrediction,
+    Page,
+    PredictorDetail,
+    PredictorView,
+    PredictResponse,
+    TokenList,
+    TokenView,
+    runtime_key,
+)
 from shared.config import AnyBlock
 from shared.predictor import LatencyMLP, load_predictor
-from shared.schemas import RuntimeSettings
-from shared.views import CampaignView, DeviceView, FarmStatus, JobView, Page, PredictorView, TokenView
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("RTSEG_CACHE_DIR", Path.home() / ".cache" / "rtseg-farm"))
-Progress = Callable[[dict], None]
+Progress = Callable[[Any], None]  # called with each polled answer (CampaignView, JobView) or a state dict
 
 
 class RemoteError(RuntimeError):
@@ -57,15 +74,7 @@ class FetchedPredictor:
     path: Path
     from_cache: bool = False
     offline: bool = False
-    info: dict = field(default_factory=dict)
-
-
-def runtime_key(runtime: str) -> str:
-    """``onnxruntime`` -> ``onnxruntime/t1/cpu``: one cache folder per runtime settings key."""
-    try:
-        return RuntimeSettings.parse(runtime).key()
-    except ValueError:
-        return runtime
+    info: PredictorView | None = None
 
 
 def _slug(text: str) -> str:
@@ -138,22 +147,20 @@ class ProfilerClient:
 
     # --- predictors -----------------------------------------------------------------------
 
-    def list_predictors(self, device_class: str | None = None, runtime: str | None = None) -> list[dict]:
+    def list_predictors(self, device_class: str | None = None, runtime: str | None = None) -> list[PredictorView]:
         """Usable predictor versions (those still fitting or failed are left out)."""
-        params = {k: v for k, v in {"device_class": device_class, "runtime": runtime}.items() if v}
-        rows = self._json("GET", "/v1/predictors", params=params)
-        return [r for r in rows if r.get("state", "ready") == "ready"]
+        return [r for r in self.predictors(device_class, runtime) if r.state == "ready"]
 
     def _cache_folder(self, device_class: str, runtime: str) -> Path:
         return self.cache_dir / _slug(device_class) / _slug(runtime)
 
-    def _pick_predictor(self, device_class: str, runtime: str, version: int | None) -> dict:
+    def _pick_predictor(self, device_class: str, runtime: str, version: int | None) -> PredictorView:
         rows = self.list_predictors(device_class, runtime)
         if version is not None:
-            rows = [r for r in rows if r["version"] == version]
+            rows = [r for r in rows if r.version == version]
         if rows:
-            return max(rows, key=lambda r: r["version"])
-        known = sorted({f"{r['device_class']} / {r['runtime']}" for r in self.list_predictors()})
+            return max(rows, key=lambda r: r.version)
+        known = sorted({f"{r.device_class} / {r.runtime}" for r in self.list_predictors()})
         wanted = f"{device_class} / {runtime}" + (f" version {version}" if version else "")
         raise RemoteError(
             f"no predictor for {wanted}; known: {', '.join(known) or 'none (run a campaign and fit one)'}",
@@ -171,11 +178,11 @@ class ProfilerClient:
         except ServiceUnavailable as exc:
             return self._offline_predictor(device_class, runtime, version, exc)
         folder = self._cache_folder(device_class, runtime)
-        path = folder / f"v{info['version']}.predictor"
+        path = folder / f"v{info.version}.predictor"
         meta_path = path.with_suffix(".json")
         etag = json.loads(meta_path.read_text()).get("etag") if meta_path.exists() and path.exists() else None
         headers = {"If-None-Match": etag} if etag else {}
-        resp = self._request("GET", f"/v1/predictors/{info['id']}/weights", headers=headers)
+        resp = self._request("GET", f"/v1/predictors/{info.id}/weights", headers=headers)
         # 304, or a server that ignores If-None-Match but sends the same ETag: the cached file is current.
         from_cache = resp.status_code == 304 or (etag is not None and resp.headers.get("ETag") == etag)
         if not from_cache:
@@ -183,9 +190,9 @@ class ProfilerClient:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(resp.content)
             tmp.replace(path)
-            record = {**info, "etag": resp.headers.get("ETag"), "fetched_at": time.time()}
-            meta_path.write_text(json.dumps(record, indent=1, default=str))
-        log.info("predictor %s %s v%s %s", device_class, runtime, info["version"], "from cache" if from_cache else "fetched")
+            record = {**info.model_dump(mode="json"), "etag": resp.headers.get("ETag"), "fetched_at": time.time()}
+            meta_path.write_text(json.dumps(record, indent=1))
+        log.info("predictor %s %s v%s %s", device_class, runtime, info.version, "from cache" if from_cache else "fetched")
         return self._load(path, info, device_class, runtime, from_cache=from_cache, offline=False)
 
     def _offline_predictor(
@@ -200,41 +207,43 @@ class ProfilerClient:
                 f"{exc}; and no cached predictor for {device_class} / {runtime} under {folder}"
             ) from exc
         path = cached[-1]
-        info = json.loads(path.with_suffix(".json").read_text())
+        info = PredictorView.model_validate_json(path.with_suffix(".json").read_text())
         log.warning(
             "profiler service at %s is unreachable; continuing with cached predictor %s %s v%s from %s",
-            self.server, device_class, runtime, info["version"], path,
+            self.server, device_class, runtime, info.version, path,
         )
         return self._load(path, info, device_class, runtime, from_cache=True, offline=True)
 
     @staticmethod
-    def _load(path: Path, info: dict, device_class: str, runtime: str, from_cache: bool, offline: bool) -> FetchedPredictor:
+    def _load(path: Path, info: PredictorView, device_class: str, runtime: str, from_cache: bool,
+              offline: bool) -> FetchedPredictor:  # fmt: skip
         pf = load_predictor(path.read_bytes())
         return FetchedPredictor(
-            model=pf.model, meta=pf.meta, id=int(info["id"]), version=int(info["version"]),
+            model=pf.model, meta=pf.meta, id=info.id, version=info.version,
             device_class=device_class, runtime=runtime, path=path, from_cache=from_cache, offline=offline, info=info,
         )
 
-    def predict(self, device_class: str, runtime: str, blocks: Sequence[AnyBlock | dict]) -> dict:
-        """``POST /v1/predict``: ``{"predictor": {...}, "block_ms": [...], "total_ms": float}``."""
+    def predict(self, device_class: str, runtime: str, blocks: Sequence[AnyBlock | dict]) -> PredictResponse:
+        """``POST /v1/predict``: per-block and total predicted latency, and the predictor used."""
         payload = [b if isinstance(b, dict) else b.model_dump() for b in blocks]
         body = {"device_class": device_class, "runtime": runtime, "blocks": payload}
-        return self._json("POST", "/v1/predict", json=body)
+        return PredictResponse.model_validate(self._json("POST", "/v1/predict", json=body))
 
-    def fit_predictor(self, device_class: str, runtime: str) -> dict:
-        """Start a fit on the server; returns its answer (task id or predictor id, and state)."""
-        return self._json("POST", "/v1/predictors", json={"device_class": device_class, "runtime": runtime})
+    def fit_predictor(self, device_class: str, runtime: str) -> FitStarted:
+        """Start a fit on the server; poll ``predictor(answer.id)`` or :meth:`wait_fit` for it."""
+        body = {"device_class": device_class, "runtime": runtime}
+        return FitStarted.model_validate(self._json("POST", "/v1/predictors", json=body))
 
     def wait_predictor(
         self, device_class: str, runtime: str, newer_than: int = 0, timeout: float = 600, poll: float = 1.0,
         progress: Progress | None = None,
-    ) -> dict:
+    ) -> PredictorView:
         """Poll the predictor list until a version above ``newer_than`` exists (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            rows = [r for r in self.list_predictors(device_class, runtime) if r["version"] > newer_than]
+            rows = [r for r in self.list_predictors(device_class, runtime) if r.version > newer_than]
             if rows:
-                return max(rows, key=lambda r: r["version"])
+                return max(rows, key=lambda r: r.version)
             if progress:
                 progress({"state": "fitting"})
             if time.monotonic() > deadline:
@@ -243,81 +252,90 @@ class ProfilerClient:
 
     def latest_version(self, device_class: str, runtime: str) -> int:
         rows = self.list_predictors(device_class, runtime)
-        return max((r["version"] for r in rows), default=0)
+        return max((r.version for r in rows), default=0)
 
     # --- campaigns and measurements -------------------------------------------------------
 
-    def create_campaign(self, **body: Any) -> dict:
-        """``POST /v1/campaigns``; the server may hold the answer up to ``wait_s`` while exporting."""
-        timeout = self._http.timeout.read or 30.0
-        return self._json("POST", "/v1/campaigns", json=body, timeout=timeout + float(body.get("wait_s", 30.0)))
+    def create_campaign(self, body: CampaignCreate | None = None, **fields: Any) -> CampaignView:
+        """``POST /v1/campaigns`` with ``body`` or its fields (checked here first: a typo is a
+        ValueError before anything is sent); the server may hold the answer up to ``wait_s``
+        while exporting."""
+        body = body or CampaignCreate(**fields)
+        timeout = (self._http.timeout.read or 30.0) + body.wait_s
+        sent = body.model_dump(mode="json", exclude_unset=True)
+        return CampaignView.model_validate(self._json("POST", "/v1/campaigns", json=sent, timeout=timeout))
 
-    def get_campaign(self, campaign_id: int) -> dict:
-        return self._json("GET", f"/v1/campaigns/{campaign_id}")
+    def get_campaign(self, campaign_id: int) -> CampaignView:
+        return CampaignView.model_validate(self._json("GET", f"/v1/campaigns/{campaign_id}"))
 
     def wait_campaign(
         self, campaign_id: int, timeout: float = 3600, poll: float = 1.0, progress: Progress | None = None
-    ) -> dict:
+    ) -> CampaignView:
         """Poll until no job of the campaign is queued or running (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
             camp = self.get_campaign(campaign_id)
             if progress:
                 progress(camp)
-            if campaign_finished(camp):
+            if camp.finished:
                 return camp
             if time.monotonic() > deadline:
-                raise RemoteError(f"campaign {campaign_id} not finished within {timeout:.0f} s: {campaign_counts(camp)}")
+                raise RemoteError(f"campaign {campaign_id} not finished within {timeout:.0f} s: {camp.counts}")
             time.sleep(poll)
 
-    def measurements(self, **filters: Any) -> list[dict]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return self._json("GET", "/v1/measurements", params=params)
+    def measurements(self, **filters: Any) -> list[MeasurementRow]:
+        """``GET /v1/measurements`` with the given filters (campaign_id, device_class, runtime, kind, ...)."""
+        rows = self._json("GET", "/v1/measurements", params=_params(**filters))
+        return [MeasurementRow.model_validate(r) for r in rows]
 
     def upload_network(self, onnx_bytes: bytes, device_class: str, runtime: str, name: str,
-                       repeat: bool = False, predicted_ms: float | None = None) -> dict:
-        """``POST /v1/networks``; returns ``{"job_id", "artifact_sha256", "cached", "state",
-        "waiting"}``. ``repeat``: a fresh measurement job even when this network was measured
-        before; ``predicted_ms``: shown beside the measurement on the dashboard."""
+                       repeat: bool = False, predicted_ms: float | None = None) -> NetworkSubmitted:
+        """``POST /v1/networks``: the job that measures the network. ``repeat``: a fresh
+        measurement job even when this network was measured before; ``predicted_ms``: shown
+        beside the measurement on the dashboard."""
         files = {"file": (f"{_slug(name)}.onnx", onnx_bytes, "application/octet-stream")}
         data = {"device_class": device_class, "runtime": runtime, "name": name, "repeat": str(repeat).lower()}
         if predicted_ms is not None:
             data["predicted_ms"] = str(predicted_ms)
-        return self._json("POST", "/v1/networks", files=files, data=data)
+        return NetworkSubmitted.model_validate(self._json("POST", "/v1/networks", files=files, data=data))
 
     def predict_onnx(self, onnx_bytes: bytes, device_class: str, runtime: str = "onnxruntime",
-                     input_shape: str | None = None, name: str = "model") -> dict:
+                     input_shape: str | None = None, name: str = "model") -> OnnxPrediction:
         """``POST /v1/predict/onnx``: total and per-kernel predicted latency of a whole ONNX model."""
         files = {"file": (f"{_slug(name)}.onnx", onnx_bytes, "application/octet-stream")}
         data = {"device_class": device_class, "runtime": runtime}
         if input_shape:
             data["input_shape"] = input_shape
-        return self._json("POST", "/v1/predict/onnx", files=files, data=data, timeout=max(
-            self._http.timeout.read or 30.0, 300.0))
+        answer = self._json("POST", "/v1/predict/onnx", files=files, data=data,
+                            timeout=max(self._http.timeout.read or 30.0, 300.0))  # fmt: skip
+        return OnnxPrediction.model_validate(answer)
 
-    def fit_kernel_predictor(self, device_class: str, runtime: str) -> dict:
+    def fit_kernel_predictor(self, device_class: str, runtime: str) -> PredictorView:
         """``POST /v1/kernel-predictors``: fit a kernel predictor version from the kernel measurements."""
-        return self._json("POST", "/v1/kernel-predictors", json={"device_class": device_class, "runtime": runtime},
-                          timeout=max(self._http.timeout.read or 30.0, 600.0))
+        answer = self._json("POST", "/v1/kernel-predictors", json={"device_class": device_class, "runtime": runtime},
+                            timeout=max(self._http.timeout.read or 30.0, 600.0))  # fmt: skip
+        return PredictorView.model_validate(answer)
 
-    def get_job(self, job_id: int) -> dict:
-        return self._json("GET", f"/v1/jobs/{job_id}")
+    def get_job(self, job_id: int) -> JobView:
+        return JobView.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def wait_job(self, job_id: int, timeout: float = 900, poll: float = 0.5, progress: Progress | None = None) -> dict:
+    def wait_job(
+        self, job_id: int, timeout: float = 900, poll: float = 0.5, progress: Progress | None = None
+    ) -> MeasurementSummary:
         """Poll a job until done (returns its measurement) or failed (raises)."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.get_job(job_id)
             if progress:
                 progress(job)
-            if job["state"] == "done" and job.get("measurement"):
-                return job["measurement"]
-            if job["state"] in ("failed", "cancelled"):
-                raise RemoteError(f"measurement job {job_id} {job['state']}: {job.get('error') or 'no error text'}")
+            if job.state == "done" and job.measurement is not None:
+                return job.measurement
+            if job.state in ("failed", "cancelled"):
+                raise RemoteError(f"measurement job {job_id} {job.state}: {job.error or 'no error text'}")
             if time.monotonic() > deadline:
                 raise RemoteError(
-                    f"measurement job {job_id} still {job['state']} after {timeout:.0f} s; "
-                    f"is an agent for {job.get('device_class')} connected?"
+                    f"measurement job {job_id} still {job.state} after {timeout:.0f} s; "
+                    f"is an agent for {job.device_class} connected?"
                 )
             time.sleep(poll)
 
@@ -354,7 +372,7 @@ class ProfilerClient:
 
     def tokens(self) -> list[TokenView]:
         """``GET /v1/tokens``: the caller's team's tokens (admin: all), never their secrets."""
-        return [TokenView.model_validate(t) for t in self._json("GET", "/v1/tokens")["items"]]
+        return TokenList.model_validate(self._json("GET", "/v1/tokens")).items
 
     def revoke_token(self, token_id: int) -> TokenView:
         """``DELETE /v1/tokens/{id}``: refused at once by every server process from now on."""
@@ -365,8 +383,8 @@ class ProfilerClient:
         params = _params(device_class=device_class, runtime=runtime)
         return [PredictorView.model_validate(r) for r in self._json("GET", "/v1/predictors", params=params)]
 
-    def predictor(self, predictor_id: int) -> PredictorView:
-        return PredictorView.model_validate(self._json("GET", f"/v1/predictors/{predictor_id}"))
+    def predictor(self, predictor_id: int) -> PredictorDetail:
+        return PredictorDetail.model_validate(self._json("GET", f"/v1/predictors/{predictor_id}"))
 
     def wait_fit(self, predictor_id: int, timeout: float = 900, poll: float = 1.0) -> PredictorView:
         """Poll a fit until it is ready (returned) or failed (raises); bounded by ``timeout``."""
@@ -392,21 +410,3 @@ def _quote(segment: str) -> str:
     from urllib.parse import quote
 
     return quote(segment, safe="")
-
-def campaign_counts(camp: dict) -> dict[str, int]:
-    """Job counts by state from a campaign answer (``counts``/``jobs`` dict or flat fields)."""
-    for key in ("counts", "jobs", "job_counts", "states"):
-        if isinstance(camp.get(key), dict):
-            return {k: int(v) for k, v in camp[key].items()}
-    return {k: int(camp[k]) for k in ("queued", "running", "done", "failed") if isinstance(camp.get(k), int)}
-
-
-def campaign_finished(camp: dict) -> bool:
-    """Done or failed; a campaign still exporting is never finished, even with no live job yet."""
-    state = camp.get("state")
-    if state in ("done", "failed", "cancelled"):
-        return True
-    if state == "exporting":
-        return False
-    counts = campaign_counts(camp)
-    return bool(counts) and counts.get("queued", 0) + counts.get("running", 0) == 0

@@ -1,6 +1,6 @@
-"""Run report: ``report.json`` (at least ``target_ms``, ``predicted_ms``, ``measured_ms``,
-``device_class``, ``runtime``, ``gmacs``, ``params_m``, ``miou``, ``supernet_gmacs``,
-``supernet_miou``), ``report.md`` and matplotlib plots.
+"""Run report: :class:`RunReport` written as ``report.json`` (at least ``target_ms``,
+``predicted_ms``, ``measured_ms``, ``device_class``, ``runtime``, ``gmacs``, ``params_m``, ``miou``,
+``supernet_gmacs``, ``supernet_miou``), ``report.md`` and matplotlib plots.
 
 Pure functions of already-computed numbers; the pipeline and the demo call them at the end.
 """
@@ -17,13 +17,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
+from pydantic import BaseModel, ConfigDict, model_validator  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-REQUIRED_FIELDS: tuple[str, ...] = (
-    "target_ms", "predicted_ms", "measured_ms", "device_class", "runtime",
-    "gmacs", "params_m", "miou", "supernet_gmacs", "supernet_miou",
-)
 
 
 def relative_error(value: float | None, reference: float | None) -> float | None:
@@ -33,40 +29,59 @@ def relative_error(value: float | None, reference: float | None) -> float | None
     return (value - reference) / reference
 
 
-def finish_report(report: dict) -> dict:
-    """Add the derived ratios (measured vs target, predicted vs measured) and check required fields."""
-    missing = [k for k in REQUIRED_FIELDS if k not in report]
-    if missing:
-        raise ValueError(f"report lacks required fields: {', '.join(missing)}")
-    out = dict(report)
-    out["measured_vs_target"] = relative_error(report["measured_ms"], report["target_ms"])
-    out["predicted_vs_measured"] = relative_error(report["predicted_ms"], report["measured_ms"])
-    out["missed_target"] = missed_target(out)
-    return out
+class RunReport(BaseModel):
+    """What a search run found, as ``report.json`` holds it. The required figures are typed (a
+    missing one is a ValueError naming it; ``measured_ms`` is None for a run that measured
+    nothing); whatever else the run records (chosen paths, widths, the measurement) is kept as is.
+    The ratios and ``missed_target`` are derived here, once."""
+
+    model_config = ConfigDict(extra="allow")
+    target_ms: float
+    predicted_ms: float | None
+    measured_ms: float | None
+    device_class: str
+    runtime: str
+    gmacs: float
+    params_m: float
+    miou: float
+    supernet_gmacs: float
+    supernet_miou: float
+    statistic: str = "median_ms"  # the per-job statistic every latency figure is
+    tolerance: float = 0.1  # measured vs target within this share is on target
+    measured_vs_target: float | None = None
+    predicted_vs_measured: float | None = None
+    missed_target: bool = False
+
+    @model_validator(mode="after")
+    def _derive(self) -> RunReport:
+        self.measured_vs_target = relative_error(self.measured_ms, self.target_ms)
+        self.predicted_vs_measured = relative_error(self.predicted_ms, self.measured_ms)
+        self.missed_target = self.measured_vs_target is not None and abs(self.measured_vs_target) > self.tolerance
+        return self
+
+    def get(self, key: str, default: object = None) -> object:
+        """A field the run recorded beyond the typed ones (None or ``default`` when absent)."""
+        value = getattr(self, key, None)
+        return default if value is None else value
 
 
-def missed_target(report: dict) -> bool:
-    """Measured latency farther from the target than the run's tolerance (unmeasured: not missed)."""
-    miss = report.get("measured_vs_target")
-    return miss is not None and abs(miss) > report.get("tolerance", 0.1)
-
-
-def verdict(report: dict) -> str:
+def verdict(report: RunReport) -> str:
     """One line: target, measured, the miss and whether it is within the tolerance."""
-    stat = report.get("statistic", "median_ms").removesuffix("_ms")
-    if report.get("measured_ms") is None:
-        return f"target {report['target_ms']:.2f} ms; not measured (predicted {report['predicted_ms']:.2f} ms)"
-    tol = 100 * report.get("tolerance", 0.1)
-    state = f"MISSED the target by more than ±{tol:.0f} %" if missed_target(report) else f"within ±{tol:.0f} %"
-    return (f"target {report['target_ms']:.2f} ms, measured {report['measured_ms']:.2f} ms ({stat}), "
-            f"{100 * report['measured_vs_target']:+.1f} %: {state}")
+    stat = report.statistic.removesuffix("_ms")
+    if report.measured_ms is None:
+        predicted = "—" if report.predicted_ms is None else f"{report.predicted_ms:.2f}"
+        return f"target {report.target_ms:.2f} ms; not measured (predicted {predicted} ms)"
+    tol = 100 * report.tolerance
+    state = f"MISSED the target by more than ±{tol:.0f} %" if report.missed_target else f"within ±{tol:.0f} %"
+    return (f"target {report.target_ms:.2f} ms, measured {report.measured_ms:.2f} ms ({stat}), "
+            f"{100 * report.measured_vs_target:+.1f} %: {state}")
 
 
-def write_report(run_dir: Path, report: dict) -> dict:
-    """Write ``report.json`` and ``report.md`` into the run folder; returns the completed report."""
+def write_report(run_dir: Path, report: RunReport | dict) -> RunReport:
+    """Write ``report.json`` and ``report.md`` into the run folder; returns the report."""
+    full = report if isinstance(report, RunReport) else RunReport.model_validate(report)
     run_dir.mkdir(parents=True, exist_ok=True)
-    full = finish_report(report)
-    (run_dir / "report.json").write_text(json.dumps(full, indent=2, default=str) + "\n")
+    (run_dir / "report.json").write_text(json.dumps(full.model_dump(), indent=2, default=str) + "\n")
     (run_dir / "report.md").write_text(report_markdown(full))
     return full
 
@@ -83,46 +98,46 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:+.1f} %"
 
 
-def report_markdown(r: dict) -> str:
+def report_markdown(r: RunReport) -> str:
     """Human summary of a report: the comparison table, the chosen architecture, the plots."""
-    stat = r.get("statistic", "median_ms")
+    stat = r.statistic
     budget = r.get("training_budget") or {}
     lines = [
         f"# Search run `{r.get('name', '?')}`",
         "",
-        f"**{verdict(r)}**; predicted {_fmt(r['predicted_ms'], 2)} ms ({_pct(r.get('predicted_vs_measured'))} "
+        f"**{verdict(r)}**; predicted {_fmt(r.predicted_ms, 2)} ms ({_pct(r.get('predicted_vs_measured'))} "
         "vs measured).",
         "",
         f"Every latency figure is the per-job `{stat}` (the statistic the predictor learned; a network measured in "
         "several jobs gets the median of theirs); job medians are beside it.",
         "",
-        f"Target device class `{r['device_class']}`, runtime `{r['runtime']}`, "
+        f"Target device class `{r.device_class}`, runtime `{r.runtime}`, "
         f"predictor version {r.get('predictor_version', '—')}.",
         "",
         "| | supernet | searched network |",
         "|---|---|---|",
-        f"| predicted latency (ms) | {_fmt(r.get('supernet_predicted_ms'))} | {_fmt(r['predicted_ms'])} |",
-        f"| measured latency (ms, {stat}) | {_fmt(r.get('supernet_measured_ms'))} | {_fmt(r['measured_ms'])} |",
+        f"| predicted latency (ms) | {_fmt(r.get('supernet_predicted_ms'))} | {_fmt(r.predicted_ms)} |",
+        f"| measured latency (ms, {stat}) | {_fmt(r.get('supernet_measured_ms'))} | {_fmt(r.measured_ms)} |",
         f"| measured latency (ms, job median) | {_fmt(r.get('supernet_measured_median_ms'))} | "
         f"{_fmt(r.get('measured_median_ms'))} |",
-        f"| GMACs | {_fmt(r['supernet_gmacs'])} | {_fmt(r['gmacs'])} |",
-        f"| params (M) | {_fmt(r.get('supernet_params_m'))} | {_fmt(r['params_m'])} |",
-        f"| mIoU | {_fmt(r['supernet_miou'], 4)} | {_fmt(r['miou'], 4)} |",
+        f"| GMACs | {_fmt(r.supernet_gmacs)} | {_fmt(r.gmacs)} |",
+        f"| params (M) | {_fmt(r.get('supernet_params_m'))} | {_fmt(r.params_m)} |",
+        f"| mIoU | {_fmt(r.supernet_miou, 4)} | {_fmt(r.miou, 4)} |",
         f"| training iterations behind the mIoU | {_fmt(budget.get('supernet'))} | {_fmt(budget.get('searched'))} |",
         "",
-        f"- target latency: {_fmt(r['target_ms'])} ms; measured vs target: {_pct(r.get('measured_vs_target'))}",
+        f"- target latency: {_fmt(r.target_ms)} ms; measured vs target: {_pct(r.get('measured_vs_target'))}",
         f"- predicted vs measured: {_pct(r.get('predicted_vs_measured'))}",
     ]
     if r.get("paths"):
-        lines += ["", "## Chosen paths", "", ", ".join(f"`{p}`" for p in r["paths"])]
+        lines += ["", "## Chosen paths", "", ", ".join(f"`{p}`" for p in r.paths)]
     if r.get("widths"):
         lines += ["", "## Kept widths", "", "| layer | kept / total |", "|---|---|"]
         total = r.get("channels") or {}
-        lines += [f"| {k} | {v} / {total[k]} |" if k in total else f"| {k} | {v} |" for k, v in r["widths"].items()]
+        lines += [f"| {k} | {v} / {total[k]} |" if k in total else f"| {k} | {v} |" for k, v in r.widths.items()]
     if r.get("plots"):
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in r["plots"]]
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in r.plots]
     if r.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -148,23 +163,23 @@ def plot_predicted_vs_measured(predicted: Sequence[float], measured: Sequence[fl
     return _save(fig, path)
 
 
-def plot_supernet_vs_searched(r: dict, path: Path) -> Path:
+def plot_supernet_vs_searched(r: RunReport, path: Path) -> Path:
     """Two bar panels: latency (predicted / measured / target) and mIoU, supernet vs searched."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
     names = ["supernet", "searched"]
-    pred = [r.get("supernet_predicted_ms") or 0.0, r["predicted_ms"] or 0.0]
-    meas = [r.get("supernet_measured_ms") or 0.0, r["measured_ms"] or 0.0]
+    pred = [r.get("supernet_predicted_ms") or 0.0, r.predicted_ms or 0.0]
+    meas = [r.get("supernet_measured_ms") or 0.0, r.measured_ms or 0.0]
     xs = range(len(names))
     ax1.bar([x - 0.2 for x in xs], pred, width=0.4, label="predicted")
     ax1.bar([x + 0.2 for x in xs], meas, width=0.4, label="measured")
-    ax1.axhline(r["target_ms"], color="r", ls="--", lw=1, label="target")
-    ax1.set(xticks=list(xs), xticklabels=names, ylabel="latency (ms)", title=f"{r['device_class']} {r['runtime']}")
+    ax1.axhline(r.target_ms, color="r", ls="--", lw=1, label="target")
+    ax1.set(xticks=list(xs), xticklabels=names, ylabel="latency (ms)", title=f"{r.device_class} {r.runtime}")
     ax1.legend(fontsize=8)
-    ax2.bar(names, [r["supernet_miou"] or 0.0, r["miou"] or 0.0], color=["gray", "tab:green"])
+    ax2.bar(names, [r.supernet_miou or 0.0, r.miou or 0.0], color=["gray", "tab:green"])
     budget = r.get("training_budget") or {}
     ax2.set(ylabel="mIoU", title=f"accuracy (training iterations: supernet {budget.get('supernet', '?')}, "
                                  f"searched {budget.get('searched', '?')})")
-    for i, g in enumerate([r["supernet_gmacs"], r["gmacs"]]):
+    for i, g in enumerate([r.supernet_gmacs, r.gmacs]):
         ax2.annotate(f"{g:.2f} GMACs", (i, 0), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
     return _save(fig, path)
 

@@ -5,6 +5,7 @@ Bounds on every number keep hostile input out; the server answers 422 for anythi
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -67,6 +68,44 @@ class RuntimeSettings(_Model):
         if len(parts) == 3 and parts[1].startswith("t") and parts[1][1:].isdigit():
             return cls(runtime=parts[0], threads=int(parts[1][1:]), delegate=parts[2])
         raise ValueError(f"runtime {text!r} is neither a runtime name nor 'runtime/tN/delegate'")
+
+
+class BadRuntime(ValueError):
+    """A runtime text that is neither a runtime name nor ``runtime/tN/delegate`` (the server answers 400)."""
+
+
+@functools.lru_cache(maxsize=1024)  # on every prediction; an error is not cached
+def runtime_key(text: str) -> str:
+    """``onnxruntime`` or ``onnxruntime/t1/cpu`` -> the key stored with measurements and predictors."""
+    try:
+        return RuntimeSettings.parse(text).key()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        raise BadRuntime(f"bad runtime {text!r}: {exc}") from exc
+
+
+# How many warm-up and timed runs, and the least time of the timed runs: bounds for every request.
+Warmup = Annotated[int, Field(ge=0, le=10_000)]
+Runs = Annotated[int, Field(ge=1, le=100_000)]
+MinSeconds = Annotated[float, Field(ge=0, le=3600)]
+
+
+class JobSettings(_Model):
+    """How one job is measured, as stored with the job (defaults stated here only). Stored JSON
+    may carry more (a campaign keeps its configs beside these); reading it ignores the rest."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    runtime: RuntimeSettings = RuntimeSettings()
+    warmup: Warmup = 10
+    runs: Runs = 50
+    min_seconds: MinSeconds = 1.0
+    predicted_ms: float | None = Field(None, description="the client's prediction, shown beside the measurement")
+
+    def stored(self) -> dict:
+        """The JSON kept in the job row (``predicted_ms`` only when given)."""
+        return self.model_dump(exclude_none=True)
+
+
+JOB_DEFAULTS = JobSettings()
 
 
 class DeviceInfo(_Request):
@@ -141,9 +180,9 @@ class JobLease(_Model):
     artifact_url: str
     format: Literal["onnx", "tflite"]
     settings: RuntimeSettings
-    warmup: int = 10
-    runs: int = 50
-    min_seconds: float = 1.0
+    warmup: int = JOB_DEFAULTS.warmup
+    runs: int = JOB_DEFAULTS.runs
+    min_seconds: float = JOB_DEFAULTS.min_seconds
 
 
 class LeaseResponse(_Model):

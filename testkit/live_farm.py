@@ -69,7 +69,7 @@ class LiveFarm:
     def add_predictor(self, model: torch.nn.Module, device_class: str = DEVICE_CLASS,
                       runtime: str = "onnxruntime/t1/cpu", version: int = 1) -> None:
         blob = dump_predictor(model, {"device_class": device_class, "runtime": runtime})
-        with self.app.state.db.session() as session:
+        with self.app.state.db.transaction() as session:
             session.add(PredictorVersion(device_class=device_class, runtime=runtime, version=version, state="ready",
                                          blob=blob, blob_sha256=sha256_bytes(blob), metrics={"mape": 0.05},
                                          n_train=240, n_test=60))

@@ -31,21 +31,21 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
         space = supernet_space(build_model("supernet", 19, config=TINY_SUPERNET), [LATENCY_SIZE])
         camp = client.create_campaign(device_class=device_class, runtime="onnxruntime", space=space.model_dump(),
                                       n=80, warmup=10, runs=50, min_seconds=0.05, wait_s=30)
-        done = client.wait_campaign(camp["id"], timeout=240, poll=0.5)
-        assert done["done"] >= 60 and done["failed"] == 0
+        done = client.wait_campaign(camp.id, timeout=240, poll=0.5)
+        assert done.done >= 60 and done.failed == 0
         info = fit_after_campaign(client, device_class, "onnxruntime", newer_than=0)
         settings = tiny_settings(tmp_path / "runs", tiny_data, device_class=device_class, server=farm.url,
                                  token=farm.token, cache_dir=tmp_path / "cache", target_position=0.5)
         report = run_pipeline(settings, client=client)
 
     saved = json.loads((settings.run_dir / "report.json").read_text())
-    assert saved["measured_ms"] == report["measured_ms"] > 0  # a real job measured on the host agent
+    assert saved["measured_ms"] == report.measured_ms > 0  # a real job measured on the host agent
     assert saved["measurement"]["runs"] >= 50 and saved["measurement"]["tool"] == "onnxruntime"
     repeats = saved["measurement"]["repeats_ms"]  # separate jobs' p10; the reported figure is their median
     assert saved["statistic"] == "p10_ms" and saved["measured_median_ms"] >= min(repeats)
     assert len(repeats) == settings.measure_repeats and saved["measured_ms"] == sorted(repeats)[len(repeats) // 2]
     assert saved["missed_target"] == (abs(saved["measured_vs_target"]) > settings.target_tolerance)
-    assert saved["device_class"] == device_class and saved["predictor_version"] >= info["version"]
+    assert saved["device_class"] == device_class and saved["predictor_version"] >= info.version
     for key in ("target_ms", "predicted_ms", "gmacs", "params_m", "miou", "supernet_gmacs", "supernet_miou"):
         assert isinstance(saved[key], float), key
     assert saved["gmacs"] < saved["supernet_gmacs"]

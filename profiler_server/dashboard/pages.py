@@ -12,6 +12,7 @@ from profiler_server.auth import AuthError, Principal
 from profiler_server.dashboard.heldout import held_out_points
 from profiler_server.dashboard.plot import scatter
 from profiler_server.predictor import store
+from shared.api import CampaignFilter, CampaignView, JobFilter
 
 PAGES = {"overview": "Overview", "devices": "Devices", "campaigns": "Campaigns", "predictors": "Predictors",
          "networks": "Networks measured"}  # fmt: skip
@@ -20,26 +21,26 @@ ROWS = 100  # newest campaigns / networks on a page
 
 
 def overview(session: Session, principal: Principal) -> dict[str, Any]:
-    return {"status": farm_status.farm_status(session)}
+    return {"status": farm_status.farm_status(session).model_dump()}
 
 
 def devices(session: Session, principal: Principal) -> dict[str, Any]:
-    return {"devices": farm_status.device_views(session, principal)}
+    return {"devices": [d.model_dump() for d in farm_status.device_views(session, principal)]}
 
 
 def campaigns(session: Session, principal: Principal) -> dict[str, Any]:
     try:
-        page = listings.list_campaigns(session, principal, listings.CampaignFilter(limit=ROWS))
+        page = listings.list_campaigns(session, principal, CampaignFilter(limit=ROWS))
     except AuthError as exc:
         return {"refused": exc.message}
-    rows = [{**c, "progress": _progress(c), "eta": _eta(c.get("eta_s"))} for c in page["items"]]
-    return {"campaigns": rows, "total": page["total"], "can_cancel": principal.role in ("admin", "team")}
+    rows = [{**c.model_dump(), "progress": _progress(c), "eta": _eta(c.eta_s)} for c in page.items]
+    return {"campaigns": rows, "total": page.total, "can_cancel": principal.role in ("admin", "team")}
 
 
-def _progress(c: dict) -> float:
+def _progress(c: CampaignView) -> float:
     """Share of the campaign's configs answered: measured or failed by its jobs, or from the cache."""
-    total = c["jobs"] + c["cached"]
-    return 1.0 if total == 0 else (c["done"] + c["failed"] + c["cached"]) / total
+    total = c.jobs + c.cached
+    return 1.0 if total == 0 else (c.done + c.failed + c.cached) / total
 
 
 def _eta(seconds: float | None) -> str:
@@ -85,16 +86,16 @@ def _version(row: Any) -> dict[str, Any]:
 
 def networks(session: Session, principal: Principal) -> dict[str, Any]:
     try:
-        page = listings.list_jobs(session, principal, listings.JobFilter(kind="network", limit=ROWS))
+        page = listings.list_jobs(session, principal, JobFilter(kind="network", limit=ROWS))
     except AuthError as exc:
         return {"refused": exc.message}
     rows = []
-    for job in page["items"]:
-        measured = (job["measurement"] or {}).get("median_ms")
-        predicted = job.get("predicted_ms")
+    for job in page.items:
+        measured = job.measurement.median_ms if job.measurement else None
+        predicted = job.predicted_ms
         error = None if measured is None or predicted is None else (predicted - measured) / measured
-        rows.append({**job, "measured_ms": measured, "error": error})
-    return {"networks": rows, "total": page["total"]}
+        rows.append({**job.model_dump(), "measured_ms": measured, "error": error})
+    return {"networks": rows, "total": page.total}
 
 
 BUILDERS = {"overview": overview, "devices": devices, "campaigns": campaigns, "predictors": predictors,

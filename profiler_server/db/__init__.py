@@ -1,6 +1,6 @@
 """Persistence: ORM models, the engine/session factory and Alembic migrations."""
 
-from profiler_server.db.engine import Database, current_database, make_engine
+from profiler_server.db.engine import Database, make_engine
 from profiler_server.db.migrate import upgrade_database
 from profiler_server.db.models import (
     Agent,
@@ -32,7 +32,6 @@ __all__ = [
     "PredictorVersion",
     "Team",
     "Token",
-    "current_database",
     "make_engine",
     "upgrade_database",
     "utcnow",

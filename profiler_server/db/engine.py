@@ -61,34 +61,24 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    """An engine plus its session factory; one per app."""
+    """An engine plus its two ways to a session; one per app.
+
+    - ``transaction()``: a session whose one transaction commits when the block ends normally and
+      rolls back on an exception (worker threads, hooks, anything that writes in one go).
+    - ``sessionmaker()``: a plain session that commits nothing by itself: call
+      ``session.commit()`` after a write (requests, reads, several transactions in a row).
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def transaction(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
-        with self.sessions() as session, session.begin():
+        with self.sessionmaker() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-_current: Database | None = None
-
-
-def set_current_database(db: Database) -> None:
-    global _current
-    _current = db
-
-
-def current_database() -> Database:
-    """The database of the most recently created app, for code that runs outside a request
-    (worker threads, campaign hooks). Inside a request use ``deps.SessionDep``."""
-    if _current is None:
-        raise RuntimeError("no database yet: create the app with profiler_server.app.create_app first")
-    return _current

@@ -17,12 +17,12 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 
 from profiler_server.predictor import accuracy as M
+from shared.api import Statistic
 from shared.config import AnyBlock, parse_block
 from shared.encoding import FEATURE_NAMES, encode_blocks
 from shared.predictor import LatencyMLP
@@ -70,7 +70,6 @@ class FitResult:
     history: dict = field(default_factory=dict)
 
 
-Statistic = Literal["p10_ms", "median_ms", "mean_ms"]  # per-config latency a predictor can learn
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Artifact, CampaignItem, Database, Measurement, PredictorVersion
-from profiler_server.errors import BadRequest, Conflict, NotFound
+from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import accuracy as M
 from profiler_server.predictor import store
+from shared.api import runtime_key
 from shared.export import sha256_bytes
 from shared.kernels import (
     Decomposition,
@@ -302,7 +303,7 @@ MAX_CALIBRATION_MODELS = 60
 def _calibration_models(db: Database, root: Path, device_class: str, runtime: str, statistic: str
                         ) -> tuple[list[bytes], list[float]]:
     """The latest measured blocks of (device class, runtime): their artifact bytes and latency."""
-    with db.session() as session:
+    with db.transaction() as session:
         rows = session.execute(
             select(Measurement.artifact_sha256, func.min(getattr(Measurement, statistic)))
             .join(Artifact, Artifact.sha256 == Measurement.artifact_sha256)
@@ -324,11 +325,8 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
                   artifacts_root: Path | None = None) -> PredictorVersion:
     """Fit a new version from every kernel measurement of (device class, runtime) and store it;
     calibrated on the measured blocks of the same pair when ``artifacts_root`` holds them."""
-    try:
-        key = store.runtime_key(runtime)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-    with db.session() as session:
+    key = runtime_key(runtime)  # BadRuntime: answered 400
+    with db.transaction() as session:
         configs, latencies = training_rows(session, device_class, key, statistic)
     if len({str(c) for c in configs}) < MIN_KERNELS:
         raise Conflict(f"{len(configs)} kernel measurements on {device_class!r} with {key!r}; "
@@ -338,7 +336,7 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
     if artifacts_root is not None:
         calibrate(predictor, *_calibration_models(db, artifacts_root, device_class, key, statistic))
     blob = pickle.dumps(predictor)
-    with db.session() as session:
+    with db.transaction() as session:
         row = store.new_version(session, device_class, predictor_runtime(key))
         row.blob, row.blob_sha256 = blob, sha256_bytes(blob)
         row.metrics = predictor.metrics
@@ -355,11 +353,8 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
 
 def latest(db: Database, device_class: str, runtime: str) -> tuple[PredictorVersion, KernelPredictor]:
     """The latest ready kernel predictor; NotFound that says which campaign to run."""
-    try:
-        key = store.runtime_key(runtime)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-    with db.session() as session:
+    key = runtime_key(runtime)  # BadRuntime: answered 400
+    with db.transaction() as session:
         row = store.latest_ready(session, device_class, predictor_runtime(key))
         if row is None:
             raise NotFound(f"no kernel predictor for device class {device_class!r} with {key!r}; "
@@ -378,7 +373,7 @@ def latest(db: Database, device_class: str, runtime: str) -> tuple[PredictorVers
 
 def campaign_has_kernels(db: Database, campaign_id: int) -> bool:
     """Whether a campaign measured kernel configs (then its completion refits the kernel predictor)."""
-    with db.session() as session:
+    with db.transaction() as session:
         return session.scalar(
             select(Artifact.sha256).join(CampaignItem, CampaignItem.artifact_sha256 == Artifact.sha256)
             .where(CampaignItem.campaign_id == campaign_id, Artifact.kind == "kernel").limit(1)) is not None

@@ -7,30 +7,29 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from profiler_server.db import PredictorVersion
-from profiler_server.deps import DatabaseDep, SessionDep, SettingsDep, TeamDep
-from profiler_server.errors import BadRequest, NotFound, TooManyRequests
+from profiler_server.deps import PredictorDep, SessionDep, SettingsDep, TeamDep
+from profiler_server.errors import NotFound, TooManyRequests
 from profiler_server.openapi import AUTH, BODY, INVALID, MISSING, error_responses, json_body
 from profiler_server.predictor import store
-from profiler_server.predictor.fit import Statistic
-from profiler_server.predictor.service import service_for
-from shared.schemas import PredictRequest, PredictResponse, RuntimeText
+from profiler_server.predictor.service import PredictorService
+from shared.api import (
+    FitRequest,
+    FitStarted,
+    PredictorDetail,
+    PredictorView,
+    PredictRequest,
+    PredictResponse,
+    RuntimeText,
+    runtime_key,
+)
 
 router = APIRouter(prefix="/v1", tags=["predictors"])
 INLINE_BLOCKS = 64  # up to this many blocks are predicted on the event loop (well under a millisecond)
 PredictorId = Annotated[int, Path(ge=1, le=2**62, description="id from GET /v1/predictors")]
-
-
-class FitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    device_class: str = Field(min_length=1, max_length=200)
-    runtime: RuntimeText = "onnxruntime"
-    statistic: Statistic | None = Field(
-        None, description="per-config latency to learn (default p10_ms: least disturbed by interference)"
-    )
 
 
 def _parse(model: type[BaseModel], raw: bytes) -> Any:
@@ -39,13 +38,6 @@ def _parse(model: type[BaseModel], raw: bytes) -> Any:
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors, body=raw) from None
-
-
-def _runtime_or_400(text: str) -> str:
-    try:
-        return store.runtime_key(text)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
 
 
 def _version_or_404(session: SessionDep, predictor_id: int) -> PredictorVersion:
@@ -67,11 +59,11 @@ async def predict(request: Request) -> Response:
     # FastAPI's body handling (decode, content-type parsing, dependency solving) cost more than
     # the prediction itself.
     body = _parse(PredictRequest, await request.body())
-    svc = service_for(request.app.state.db)
+    svc: PredictorService = request.app.state.predictor
     loaded = None
     if body.predictor_version is None and len(body.blocks) <= INLINE_BLOCKS:
         with contextlib.suppress(ValueError):
-            loaded = svc.cached(body.device_class, store.runtime_key(body.runtime))
+            loaded = svc.cached(body.device_class, runtime_key(body.runtime))
     if loaded is not None:  # small batch, predictor in memory: cheaper than a thread hop
         answer = svc.predict(body, loaded)
     else:  # database lookups and big batches stay off the event loop
@@ -79,37 +71,37 @@ async def predict(request: Request) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@router.get("/predictors", responses=INVALID)
+@router.get("/predictors", response_model=list[PredictorView], responses=INVALID)
 def list_predictors(
     session: SessionDep,
     device_class: Annotated[str | None, Query(max_length=200)] = None,
     runtime: Annotated[RuntimeText | None, Query()] = None,
-) -> list[dict[str, Any]]:
-    key = _runtime_or_400(runtime) if runtime is not None else None
+) -> list[PredictorView]:
+    key = runtime_key(runtime) if runtime is not None else None
     return [store.version_view(r) for r in store.list_versions(session, device_class, key)]
 
 
-@router.post("/predictors", status_code=202, responses=AUTH | BODY | error_responses(409, 429))
+@router.post("/predictors", response_model=FitStarted, status_code=202,
+             responses=AUTH | BODY | error_responses(409, 429))
 def start_fit(
-    body: FitRequest, db: DatabaseDep, session: SessionDep, settings: SettingsDep, team: TeamDep
-) -> dict[str, Any]:
+    body: FitRequest, predictor: PredictorDep, session: SessionDep, settings: SettingsDep, team: TeamDep
+) -> FitStarted:
     """Fit a new version in a worker; poll ``GET /v1/predictors/{id}`` until ``state`` is ready.
     429 when the team already has ``team_max_running_fits`` fits queued or fitting."""
-    runtime = _runtime_or_400(body.runtime)
+    runtime = runtime_key(body.runtime)
     if team.team_id is not None and store.running_fits(session, team.team_id) >= settings.team_max_running_fits:
         raise TooManyRequests(
             f"your team already has {settings.team_max_running_fits} predictor fits queued or fitting "
             "(RTSEG_TEAM_MAX_RUNNING_FITS): wait for one to finish (GET /v1/predictors)"
         )
-    row = service_for(db).start_fit(body.device_class, runtime, session, body.statistic, team.team_id)
-    return {"id": row.id, "task_id": row.id, "state": row.state, "version": row.version,
-            "device_class": row.device_class, "runtime": row.runtime}
+    row = predictor.start_fit(body.device_class, runtime, session, body.statistic, team.team_id)
+    return FitStarted(id=row.id, task_id=row.id, state=row.state, version=row.version,
+                      device_class=row.device_class, runtime=row.runtime)  # fmt: skip
 
 
-@router.get("/predictors/{predictor_id}", responses=MISSING | INVALID)
-def get_predictor(predictor_id: PredictorId, session: SessionDep) -> dict[str, Any]:
-    row = _version_or_404(session, predictor_id)
-    return {**store.version_view(row), "feature_ranges": row.feature_ranges or {}}
+@router.get("/predictors/{predictor_id}", response_model=PredictorDetail, responses=MISSING | INVALID)
+def get_predictor(predictor_id: PredictorId, session: SessionDep) -> PredictorDetail:
+    return store.version_detail(_version_or_404(session, predictor_id))
 
 
 @router.get(

@@ -33,7 +33,7 @@ from shared.config import KINDS, AnyBlock
 from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
 from shared.predictor import LatencyMLP, dump_predictor, load_predictor
-from shared.schemas import PredictorRef, PredictRequest, PredictResponse
+from shared.schemas import BadRuntime, PredictorRef, PredictRequest, PredictResponse, runtime_key
 
 log = logging.getLogger(__name__)
 MIN_CONFIGS = 20
@@ -120,9 +120,9 @@ class PredictorService:
         Pass the request's ``session`` from a route: SQLite runs on one pooled connection, so a
         second session opened here would wait for the request's own to close.
         """
-        runtime = store.runtime_key(runtime)
+        runtime = runtime_key(runtime)
         if session is None:
-            with self.db.session() as own:
+            with self.db.transaction() as own:
                 return self.start_fit(device_class, runtime, own, statistic, team_id)
         n = store.count_distinct_configs(session, device_class, runtime)
         if n < MIN_CONFIGS:
@@ -142,7 +142,7 @@ class PredictorService:
         measurements), so that clients waiting for them are answered after a restart. A process
         started while another one on the same database is fitting fits that version too: the
         same seed on the same stored measurements, so the second write repeats the first."""
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             ids = list(session.scalars(select(PredictorVersion.id).where(PredictorVersion.state == "fitting")))
         for predictor_id in ids:
             log.info("resuming fit of predictor %d", predictor_id)
@@ -150,7 +150,7 @@ class PredictorService:
         return ids
 
     def _run_fit(self, predictor_id: int) -> None:
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             row = session.get(PredictorVersion, predictor_id)
             device_class, runtime, version = row.device_class, row.runtime, row.version
             statistic = (row.metrics or {}).get("statistic", self.settings.statistic)
@@ -172,7 +172,7 @@ class PredictorService:
         meta = {"device_class": device_class, "runtime": runtime, "version": version, "id": predictor_id,
                 "feature_ranges": result.feature_ranges, "metrics": result.metrics}
         blob = dump_predictor(result.model, meta)
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             row = session.get(PredictorVersion, predictor_id)
             row.blob, row.blob_sha256 = blob, sha256_bytes(blob)
             row.metrics, row.feature_ranges = result.metrics, result.feature_ranges
@@ -182,7 +182,7 @@ class PredictorService:
         log.info("predictor %d ready: MAPE %.2f %%", predictor_id, result.metrics["mape"])
 
     def _mark_failed(self, predictor_id: int, error: str) -> None:
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             row = session.get(PredictorVersion, predictor_id)
             row.state, row.error = "failed", error[:4000]
 
@@ -205,8 +205,8 @@ class PredictorService:
     def resolve(self, device_class: str, runtime: str, version: int | None = None) -> Loaded:
         """The predictor to answer with: pinned ``version`` or the latest ready one (cached)."""
         try:
-            runtime = store.runtime_key(runtime)
-        except ValueError as exc:
+            runtime = runtime_key(runtime)
+        except BadRuntime as exc:
             raise NotFound(f"{exc}; {self._known_text()}") from exc
         key = (device_class, runtime)
         if version is None:
@@ -230,7 +230,7 @@ class PredictorService:
         return hit[1]
 
     def _find(self, device_class: str, runtime: str, version: int | None) -> int:
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             row = (store.latest_ready(session, device_class, runtime) if version is None
                    else store.pinned(session, device_class, runtime, version))
             if row is not None and row.state == "ready":
@@ -245,7 +245,7 @@ class PredictorService:
 
     def _known_text(self, known: dict | None = None) -> str:
         if known is None:
-            with self.db.session() as session:
+            with self.db.transaction() as session:
                 known = store.served_pairs(session)
         classes = ", ".join(sorted(known)) or "none yet (fit one with POST /v1/predictors)"
         return f"device classes with predictors: {classes}"
@@ -255,7 +255,7 @@ class PredictorService:
             hit = self._by_id.get(predictor_id)
         if hit is not None:
             return hit
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             loaded = Loaded.from_row(session.get(PredictorVersion, predictor_id))
         with self._lock:
             if len(self._by_id) > 64:  # pinned old versions: bounded memory
@@ -268,16 +268,3 @@ class PredictorService:
         block_ms, outside = loaded.predict_blocks(request.blocks)
         return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
                                block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
-
-
-_services: dict[int, PredictorService] = {}
-_services_lock = threading.Lock()
-
-
-def service_for(db: Database) -> PredictorService:
-    """One service per database object (the app's, or ``current_database()`` in hooks)."""
-    with _services_lock:
-        svc = _services.get(id(db))
-        if svc is None or svc.db is not db:
-            svc = _services[id(db)] = PredictorService(db)
-        return svc

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Measurement, PredictorVersion
+from shared.api import PredictorDetail, PredictorView
 from shared.config import is_current_definition
-from shared.schemas import RuntimeSettings
-
-
-@functools.lru_cache(maxsize=1024)  # on every prediction; a ValueError is not cached
-def runtime_key(text: str) -> str:
-    """``onnxruntime`` or ``onnxruntime/t1/cpu`` -> the stored key; ValueError with a message."""
-    try:
-        return RuntimeSettings.parse(text).key()
-    except ValueError as exc:
-        raise ValueError(f"bad runtime {text!r}: {exc}") from exc
 
 
 def training_rows(
@@ -128,20 +117,24 @@ def list_versions(session: Session, device_class: str | None = None, runtime: st
     return list(session.scalars(query))
 
 
-def version_view(row: PredictorVersion) -> dict[str, Any]:
-    """The JSON of one predictor version (no weights)."""
-    return {
-        "id": row.id,
-        "device_class": row.device_class,
-        "runtime": row.runtime,
-        "version": row.version,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
-        "state": row.state,
-        "error": row.error,
-        "n_train": row.n_train,
-        "n_test": row.n_test,
-        "blob_sha256": row.blob_sha256,
-        "metrics": row.metrics or {},
-        # peers that beat this version on its own held-out split (empty: the served MLP won)
-        "beaten_by": (row.metrics or {}).get("beaten_by", []),
-    }
+def version_view(row: PredictorVersion) -> PredictorView:
+    """One predictor version as every predictor route answers it (no weights)."""
+    return PredictorView(
+        id=row.id,
+        device_class=row.device_class,
+        runtime=row.runtime,
+        version=row.version,
+        created_at=row.created_at,
+        state=row.state,
+        error=row.error,
+        n_train=row.n_train,
+        n_test=row.n_test,
+        blob_sha256=row.blob_sha256,
+        metrics=row.metrics or {},
+        beaten_by=(row.metrics or {}).get("beaten_by", []),
+    )
+
+
+def version_detail(row: PredictorVersion) -> PredictorDetail:
+    """The version with the feature ranges it was trained on."""
+    return PredictorDetail(**version_view(row).model_dump(), feature_ranges=row.feature_ranges or {})

@@ -11,7 +11,7 @@ from profiler_server import artifacts, networks, tenancy
 from profiler_server.deps import DatabaseDep, PrincipalDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import TooLarge
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
-from shared.schemas import RuntimeText
+from shared.api import JOB_DEFAULTS, NetworkSubmitted, RuntimeText
 
 router = APIRouter(prefix="/v1", tags=["artifacts"])
 Sha256 = Path(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")
@@ -45,7 +45,8 @@ def read_limited_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/networks", status_code=201, responses=AUTH | BODY | error_responses(400, 429))
+@router.post("/networks", response_model=NetworkSubmitted, status_code=201,
+             responses=AUTH | BODY | error_responses(400, 429))
 def upload_network(
     file: Annotated[UploadFile, File(description="whole-network model: ONNX for onnxruntime, .tflite for tflite")],
     device_class: Annotated[str, Form(min_length=1, max_length=200)],
@@ -55,15 +56,15 @@ def upload_network(
     principal: TeamDep,
     runtime: Annotated[RuntimeText, Form()] = "onnxruntime",
     name: Annotated[str, Form(max_length=200)] = "",
-    warmup: Annotated[int, Form(ge=0, le=10_000)] = 10,
-    runs: Annotated[int, Form(ge=1, le=100_000)] = 50,
-    min_seconds: Annotated[float, Form(ge=0, le=3600)] = 1.0,
+    warmup: Annotated[int, Form(ge=0, le=10_000)] = JOB_DEFAULTS.warmup,
+    runs: Annotated[int, Form(ge=1, le=100_000)] = JOB_DEFAULTS.runs,
+    min_seconds: Annotated[float, Form(ge=0, le=3600)] = JOB_DEFAULTS.min_seconds,
     repeat: Annotated[bool, Form(description="a fresh job even if this network was measured before")] = False,
     # A plain number with 0 for "not sent": a multipart form has no null for an optional float.
     predicted_ms: Annotated[
         float, Form(ge=0, le=1e7, description="the latency the client predicted, shown beside the measurement (0: none)")
     ] = 0.0,
-) -> dict:
+) -> NetworkSubmitted:
     """Store the network and give the team a measurement job: its own identical job when it has
     one (unless ``repeat``: measuring again shows the device's run-to-run spread), a job answered
     at once from a stored measurement of the same network, or a new queued job. ``waiting`` says

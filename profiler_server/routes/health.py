@@ -8,15 +8,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.api import ErrorBody, Ok
+
 router = APIRouter(tags=["health"])
 
 
-@router.get("/livez")
-def livez() -> dict:
-    return {"ok": True}
+@router.get("/livez", response_model=Ok)
+def livez() -> Ok:
+    return Ok()
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Ok,
+            responses={503: {"model": ErrorBody, "description": "the database is unreachable"}})
 def readyz(request: Request) -> JSONResponse:
     try:
         with request.app.state.db.engine.connect() as conn:

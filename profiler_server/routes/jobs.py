@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 
-from profiler_server import campaigns, devices, jobs, listings
+from profiler_server import devices, jobs, listings
 from profiler_server.auth import authenticate, require_role
 from profiler_server.cancel import cancel_job
 from profiler_server.db import Job
 from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep, TeamDep
 from profiler_server.errors import NotFound
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
-from shared.schemas import JobFailure, JobRelease, JobResult, LeaseRequest, LeaseResponse
+from shared.api import (
+    FailureRecorded,
+    JobFailure,
+    JobFilter,
+    JobRelease,
+    JobReleased,
+    JobResult,
+    JobView,
+    LeaseRequest,
+    LeaseResponse,
+    Page,
+    ResultRecorded,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Path(ge=1, le=2**62)
@@ -29,59 +41,61 @@ async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> Lea
 
 
 def _lease(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: LeaseRequest) -> LeaseResponse:
-    with app.state.db.sessions() as session:
+    with app.state.db.sessionmaker() as session:
         principal = require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
         cache = app.state.device_cache
         device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
         view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s, body.agent_id)
         session.commit()
-        campaigns.fire_pending(session)  # leasing requeues expired jobs, which may fail a campaign's last
+        app.state.completion.fire_pending(session)  # leasing requeues expired jobs, which may fail a campaign's last
     return LeaseResponse(job=view)
 
 
-@router.post("/{job_id}/result", responses=AUTH | BODY | error_responses(404, 409))
-async def result(body: JobResult, request: Request, creds: Credentials, job_id: int = JobId) -> dict:
+@router.post("/{job_id}/result", response_model=ResultRecorded, responses=AUTH | BODY | error_responses(404, 409))
+async def result(body: JobResult, request: Request, creds: Credentials, job_id: int = JobId) -> ResultRecorded:
     return await run_in_threadpool(_result, request.app, creds, job_id, body)
 
 
-def _result(app: FastAPI, creds: HTTPAuthorizationCredentials | None, job_id: int, body: JobResult) -> dict:
-    with app.state.db.sessions() as session:
+def _result(app: FastAPI, creds: HTTPAuthorizationCredentials | None, job_id: int, body: JobResult) -> ResultRecorded:
+    with app.state.db.sessionmaker() as session:
         require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
         measurement_id, _ = jobs.record_result(session, job_id, body)
         session.commit()
-        campaigns.fire_pending(session)
-        return {"measurement_id": measurement_id}
+        app.state.completion.fire_pending(session)
+        return ResultRecorded(measurement_id=measurement_id)
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:
     return creds.credentials if creds else None
 
 
-@router.post("/{job_id}/failure", responses=AUTH | BODY | error_responses(404, 409))
-def failure(body: JobFailure, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> dict:
+@router.post("/{job_id}/failure", response_model=FailureRecorded, responses=AUTH | BODY | error_responses(404, 409))
+def failure(
+    body: JobFailure, request: Request, session: SessionDep, principal: AgentDep, job_id: int = JobId
+) -> FailureRecorded:
     job, _ = jobs.record_failure(session, principal, job_id, body)
     session.commit()
-    campaigns.fire_pending(session)
-    return {"state": job.state, "attempts": job.attempts, "error": job.error}
+    request.app.state.completion.fire_pending(session)
+    return FailureRecorded(state=job.state, attempts=job.attempts, error=job.error)
 
 
-@router.post("/{job_id}/release", responses=AUTH | BODY | error_responses(404, 409))
-def release(body: JobRelease, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> dict:
+@router.post("/{job_id}/release", response_model=JobReleased, responses=AUTH | BODY | error_responses(404, 409))
+def release(body: JobRelease, session: SessionDep, principal: AgentDep, job_id: int = JobId) -> JobReleased:
     job = jobs.release_job(session, principal, job_id, body)
     session.commit()
-    return {"state": job.state}
+    return JobReleased(state=job.state)
 
 
-@router.get("", responses=AUTH | INVALID)
+@router.get("", response_model=Page[JobView], responses=AUTH | INVALID)
 def list_jobs(
-    session: SessionDep, principal: PrincipalDep, f: Annotated[listings.JobFilter, Query()]
-) -> dict[str, Any]:
+    session: SessionDep, principal: PrincipalDep, f: Annotated[JobFilter, Query()]
+) -> Page[JobView]:
     """Jobs, newest first: a team token sees its own, the admin all."""
     return listings.list_jobs(session, principal, f)
 
 
-@router.get("/{job_id}", responses=ANY_TOKEN | MISSING | INVALID)
-def get_job(session: SessionDep, principal: PrincipalDep, job_id: int = JobId) -> dict:
+@router.get("/{job_id}", response_model=JobView, responses=ANY_TOKEN | MISSING | INVALID)
+def get_job(session: SessionDep, principal: PrincipalDep, job_id: int = JobId) -> JobView:
     job = session.get(Job, job_id)
     visible = principal.role in ("admin", "agent") or (job is not None and job.team_id == principal.team_id)
     if job is None or not visible:
@@ -89,8 +103,8 @@ def get_job(session: SessionDep, principal: PrincipalDep, job_id: int = JobId) -
     return listings.job_views(session, [job])[0]
 
 
-@router.post("/{job_id}/cancel", responses=AUTH | MISSING | INVALID | error_responses(409))
-def cancel(session: SessionDep, principal: TeamDep, job_id: int = JobId) -> dict:
+@router.post("/{job_id}/cancel", response_model=JobView, responses=AUTH | MISSING | INVALID | error_responses(409))
+def cancel(session: SessionDep, principal: TeamDep, job_id: int = JobId) -> JobView:
     """Take a queued job that belongs to no campaign (a network upload) out of the queue."""
     job = cancel_job(session, principal, job_id)
     session.commit()

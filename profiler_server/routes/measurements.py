@@ -3,21 +3,23 @@ JSON rows, CSV and Parquet."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from profiler_server import measurements
 from profiler_server.deps import PrincipalDep, SessionDep
-from profiler_server.measurements import MeasurementFilter
 from profiler_server.openapi import ANY_TOKEN, INVALID, MISSING
+from shared.api import MeasurementFilter, MeasurementRow
 
 router = APIRouter(prefix="/v1", tags=["measurements"])
 Filter = Annotated[MeasurementFilter, Query()]
 
 
-@router.get("/measurements", responses=ANY_TOKEN | MISSING | INVALID)
-def list_measurements(session: SessionDep, principal: PrincipalDep, f: Filter) -> list[dict[str, Any]]:
+# exclude_unset: ``samples_ms`` is left out of each row unless asked for (``samples=true``)
+@router.get("/measurements", response_model=list[MeasurementRow], response_model_exclude_unset=True,
+            responses=ANY_TOKEN | MISSING | INVALID)
+def list_measurements(session: SessionDep, principal: PrincipalDep, f: Filter) -> list[MeasurementRow]:
     return measurements.list_measurements(session, f, principal)
 
 

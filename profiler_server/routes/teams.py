@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from profiler_server import auth
 from profiler_server.deps import AdminDep, SessionDep, TeamDep
 from profiler_server.errors import NotFound
 from profiler_server.openapi import AUTH, BODY, error_responses
+from shared.api import TeamCreate, TeamCreated, TokenCreate, TokenCreated, TokenList, TokenView
 
 router = APIRouter(prefix="/v1", tags=["teams"])
-
-
-class TeamCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
-
-
-class TeamCreated(BaseModel):
-    id: int
-    name: str
-    token: str
-
-
-class TokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["agent", "team", "admin"] = "agent"
-    name: str = Field("", max_length=200)
-    team_id: int | None = Field(None, ge=1, le=2**53, description="required for role=team, only there")
-
-    @model_validator(mode="after")
-    def _team_id_with_team_role(self) -> TokenCreate:
-        if (self.role == "team") != (self.team_id is not None):
-            raise ValueError(f"team_id is required for role 'team' and applies to it only (role {self.role!r})")
-        return self
-
-
-class TokenCreated(BaseModel):
-    role: str
-    name: str
-    token: str
 
 
 @router.post("/teams", response_model=TeamCreated, status_code=201, responses=AUTH | BODY | error_responses(409))
@@ -61,14 +29,14 @@ def create_token(body: TokenCreate, session: SessionDep, _: AdminDep) -> TokenCr
     return TokenCreated(role=body.role, name=body.name, token=token)
 
 
-@router.get("/tokens", responses=AUTH)
-def list_tokens(session: SessionDep, principal: TeamDep) -> dict[str, Any]:
+@router.get("/tokens", response_model=TokenList, responses=AUTH)
+def list_tokens(session: SessionDep, principal: TeamDep) -> TokenList:
     """Tokens without their secrets: the admin sees all, a team token its team's."""
-    return {"items": auth.list_tokens(session, principal)}
+    return TokenList(items=auth.list_tokens(session, principal))
 
 
-@router.delete("/tokens/{token_id}", responses=AUTH | error_responses(404, 409, 422))
-def revoke_token(session: SessionDep, principal: TeamDep, token_id: int = Path(ge=1, le=2**62)) -> dict[str, Any]:
+@router.delete("/tokens/{token_id}", response_model=TokenView, responses=AUTH | error_responses(404, 409, 422))
+def revoke_token(session: SessionDep, principal: TeamDep, token_id: int = Path(ge=1, le=2**62)) -> TokenView:
     """Refused (401) from the next request on, on every server process of this database."""
     item = auth.revoke_token(session, principal, token_id)
     session.commit()

@@ -16,10 +16,16 @@ import argparse
 
 from search_client.farm_cli import UsageError
 from search_client.farm_cli.output import render_fields, render_table, to_json
-from search_client.remote import ProfilerClient, runtime_key
-from shared.views import CampaignView, DeviceView, PredictorView, TokenView
-
-CAMPAIGN_STATES = ("exporting", "queued", "running", "done", "failed", "cancelled")
+from search_client.remote import ProfilerClient
+from shared.api import (
+    CAMPAIGN_STATES,
+    CampaignView,
+    DeviceView,
+    OtherTeamJob,
+    PredictorView,
+    TokenView,
+    runtime_key,
+)
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -98,7 +104,9 @@ def _job_label(d: DeviceView) -> str | None:
     job = d.current_job
     if job is None:
         return None
-    owner = (f"campaign {job.campaign_id}" if job.campaign_id else job.name) or job.detail
+    if isinstance(job, OtherTeamJob):
+        return f"{job.id} ({job.detail})"
+    owner = f"campaign {job.campaign_id}" if job.campaign_id else job.name
     return f"{job.id} ({owner})" if owner else str(job.id)
 
 
@@ -172,7 +180,7 @@ def cmd_fit(args: argparse.Namespace, client: ProfilerClient) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     started = client.fit_predictor(args.device_class, runtime)
-    row = client.predictor(int(started["id"]))
+    row = client.predictor(started.id)
     if args.wait:
         row = client.wait_fit(row.id, timeout=args.timeout)
         text = f"predictor {row.id}: {row.device_class} {row.runtime} v{row.version} ready; {_metrics_line(row)}"

@@ -16,7 +16,8 @@ from pathlib import Path
 from search_client.pipeline.context import PipelineContext, Say
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import write_json_atomic
-from search_client.remote import ProfilerClient, RemoteError, campaign_counts, runtime_key
+from search_client.remote import ProfilerClient, RemoteError
+from shared.api import CampaignView, PredictorView, runtime_key
 
 log = logging.getLogger(__name__)
 WAIT_S = 48 * 3600.0  # an overnight campaign on a few phones; beyond that the run stops and says so
@@ -44,10 +45,10 @@ def start_campaign(settings: PipelineSettings, client: ProfilerClient, device_cl
     space = supernet_space(build_from_config(settings.run_config()), [(settings.latency_height, settings.latency_width)])
     camp = client.create_campaign(device_class=device_class, runtime=settings.runtime, space=space.model_dump(),
                                   n=settings.campaign_configs, seed=0, wait_s=5)
-    record = {"id": camp["id"], "device_class": device_class, "runtime": settings.runtime,
+    record = {"id": camp.id, "device_class": device_class, "runtime": settings.runtime,
               "n": settings.campaign_configs}
     write_json_atomic(path, record)
-    say(f"[campaign] {camp['id']}: {camp['n']} block configs of the supernet queued on {device_class}; "
+    say(f"[campaign] {camp.id}: {camp.n} block configs of the supernet queued on {device_class}; "
         "they are measured while the supernet trains")
     return record
 
@@ -62,22 +63,21 @@ def await_campaign_predictor(ctx: PipelineContext) -> None:
     record = json.loads(path.read_text())
     last = [0.0]
 
-    def progress(camp: dict) -> None:
+    def progress(camp: CampaignView) -> None:
         if time.monotonic() - last[0] >= 60:
             last[0] = time.monotonic()
-            k = campaign_counts(camp)
-            ctx.say(f"[search] waiting for campaign {camp['id']}: {k.get('done', 0)} measured, "
-                    f"{k.get('queued', 0) + k.get('running', 0)} to go")
+            ctx.say(f"[search] waiting for campaign {camp.id}: {camp.done} measured, "
+                    f"{camp.queued + camp.running} to go")
 
     camp = client.wait_campaign(int(record["id"]), timeout=WAIT_S, poll=10, progress=progress)
-    ctx.say(f"[search] campaign {camp['id']} {camp.get('state', 'finished')}: {campaign_counts(camp)}; "
+    ctx.say(f"[search] campaign {camp.id} {camp.state}: {camp.counts}; "
             f"fitting the predictor for {ctx.device_class} / {runtime}")
     info = fit_after_campaign(client, ctx.device_class, runtime, newer_than=0)
-    ctx.say(f"[search] predictor v{info['version']} ready")
+    ctx.say(f"[search] predictor v{info.version} ready")
 
 
 def fit_after_campaign(client: ProfilerClient, device_class: str, runtime: str, newer_than: int,
-                       hook_wait_s: float = 60.0) -> dict:
+                       hook_wait_s: float = 60.0) -> PredictorView:
     """The server refits by itself when a campaign completes; ask for a fit only if it does not."""
     try:
         return client.wait_predictor(device_class, runtime, newer_than=newer_than, timeout=hook_wait_s, poll=0.5)

@@ -14,10 +14,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search_client.pipeline.state import PHASES
 from search_client.subcommand import Command, UsageError, parse_set
+
+if TYPE_CHECKING:
+    from search_client.report import RunReport
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -182,27 +185,27 @@ def _device_class(settings: Any) -> str:
 MISSED_TARGET = 4  # exit status of a run whose measured latency misses its target beyond the tolerance
 
 
-def outcome_code(report: dict | None) -> int:
+def outcome_code(report: RunReport | None) -> int:
     """Print the verdict as the last line; MISSED_TARGET when the measurement missed the target."""
     from search_client.report import verdict
 
     if report is None:
         return 0
     print(verdict(report))
-    return MISSED_TARGET if report.get("missed_target") else 0
+    return MISSED_TARGET if report.missed_target else 0
 
 
-def _print_outcome(settings: Any, until: str, report: dict | None, as_json: bool) -> None:
+def _print_outcome(settings: Any, until: str, report: RunReport | None, as_json: bool) -> None:
     if report is None:
         print(f"{settings.run_dir}: phases up to {until} done")
         return
     if as_json:
-        print(json.dumps(report, default=str))
+        print(json.dumps(report.model_dump(), default=str))
         return
-    print(f"{settings.run_dir / 'report.json'}: target {report['target_ms']:.2f} ms, predicted "
-          f"{report['predicted_ms']:.2f} ms, measured {_ms(report['measured_ms'])}, {report['gmacs']:.3f} GMACs "
-          f"(supernet {report['supernet_gmacs']:.3f}), mIoU {100 * report['miou']:.2f} "
-          f"(supernet {100 * report['supernet_miou']:.2f})")
+    print(f"{settings.run_dir / 'report.json'}: target {report.target_ms:.2f} ms, predicted "
+          f"{_ms(report.predicted_ms)}, measured {_ms(report.measured_ms)}, {report.gmacs:.3f} GMACs "
+          f"(supernet {report.supernet_gmacs:.3f}), mIoU {100 * report.miou:.2f} "
+          f"(supernet {100 * report.supernet_miou:.2f})")
 
 
 def _ms(value: float | None) -> str:

@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,7 +27,11 @@ from search_client.pipeline.feasible import InfeasibleTarget
 from search_client.pipeline.localfarm import FarmError, LocalFarm
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import PHASES, write_json_atomic
-from search_client.remote import ProfilerClient, RemoteError, campaign_counts
+from search_client.remote import ProfilerClient, RemoteError
+from shared.api import CampaignView
+
+if TYPE_CHECKING:
+    from search_client.report import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +139,7 @@ def ensure_dataset(profile: DemoProfile, root: Path, say: Progress) -> None:
 
 
 def run_campaign(client: ProfilerClient, device_class: str, runtime: str, profile: DemoProfile,
-                 settings: PipelineSettings, say: Progress) -> dict:
+                 settings: PipelineSettings, say: Progress) -> CampaignView:
     from search_client.models import build_from_config
     from search_client.pipeline.space import supernet_space
 
@@ -143,17 +148,15 @@ def run_campaign(client: ProfilerClient, device_class: str, runtime: str, profil
     camp = client.create_campaign(device_class=device_class, runtime=runtime, space=space.model_dump(),
                                   n=profile.campaign_configs, seed=0, warmup=10, runs=50, min_seconds=0.1,
                                   wait_s=60)
-    counts = campaign_counts(camp)
-    say(f"campaign {camp['id']}: {camp['n']} block configs of the supernet's space; {camp.get('cached', 0)} "
-        f"already measured (cache), {counts.get('queued', 0) + counts.get('running', 0)} to measure")
+    say(f"campaign {camp.id}: {camp.n} block configs of the supernet's space; {camp.cached} "
+        f"already measured (cache), {camp.queued + camp.running} to measure")
 
-    def progress(c: dict) -> None:
-        k = campaign_counts(c)
-        eta = f", eta {c['eta_s']:.0f} s" if c.get("eta_s") else ""
-        say.every(10, f"campaign {c['id']}: {k.get('done', 0)} measured, {k.get('queued', 0)} queued, "
-                      f"{k.get('running', 0)} running, {k.get('failed', 0)} failed{eta}")
+    def progress(c: CampaignView) -> None:
+        eta = f", eta {c.eta_s:.0f} s" if c.eta_s else ""
+        say.every(10, f"campaign {c.id}: {c.done} measured, {c.queued} queued, "
+                      f"{c.running} running, {c.failed} failed{eta}")
 
-    return client.wait_campaign(camp["id"], timeout=3600, poll=1.0, progress=progress)
+    return client.wait_campaign(camp.id, timeout=3600, poll=1.0, progress=progress)
 
 
 def ensure_predictor(client: ProfilerClient, device_class: str, runtime: str, profile: DemoProfile,
@@ -165,19 +168,19 @@ def ensure_predictor(client: ProfilerClient, device_class: str, runtime: str, pr
         say(f"predictor: reusing v{latest} for {device_class} / {runtime} (cache: fitted on an earlier run)")
         return record
     camp = run_campaign(client, device_class, runtime, profile, settings, say)
-    counts = campaign_counts(camp)
-    if counts.get("failed"):
-        say(f"warning: {counts['failed']} measurements failed (see {out / 'profiler-server.log'})")
+    if camp.failed:
+        say(f"warning: {camp.failed} measurements failed (see {out / 'profiler-server.log'})")
     say(f"fitting the latency predictor for {device_class} / {runtime}")
     info = fit_after_campaign(client, device_class, runtime, latest)
-    metrics = info.get("metrics") or {}
-    say(f"predictor v{info['version']}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in ("mape", "within_10")
+    metrics = info.metrics
+    say(f"predictor v{info.version}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in ("mape", "within_10")
                                                      if isinstance(metrics.get(k), int | float)))
     peers = metrics.get("peers") or {}
     if peers:
         say("peers on the same held-out split: " + ", ".join(f"{n} MAPE {p['mape']:.3g}" for n, p in peers.items())
             + f"; winner: {metrics.get('winner', '?')}")
-    record = {"campaign_id": camp["id"], "campaign_configs": profile.campaign_configs, "predictor": info}
+    record = {"campaign_id": camp.id, "campaign_configs": profile.campaign_configs,
+              "predictor": info.model_dump(mode="json")}  # fmt: skip
     write_json_atomic(record_path, record)
     return record
 
@@ -189,12 +192,12 @@ def plot_predictor_test_split(client: ProfilerClient, device_class: str, runtime
     from search_client.report import plot_predicted_vs_measured
     from shared.encoding import encode_blocks
 
-    rows = [r for r in client.measurements(device_class=device_class, runtime=runtime) if r.get("config")]
+    rows = [r for r in client.measurements(device_class=device_class, runtime=runtime) if r.config]
     if len(rows) < 20:
         return None
     fetched = client.fetch_predictor(device_class, runtime)
     statistic = fetched.meta.get("metrics", {}).get("statistic", "median_ms")  # what the predictor learned
-    data = prepare_dataset([r["config"] for r in rows], [r[statistic] for r in rows])
+    data = prepare_dataset([r.config for r in rows], [getattr(r, statistic) for r in rows])
     test = split_by_key(data.keys, int(fetched.meta.get("seed", 0))).test
     with torch.no_grad():
         predicted = fetched.model(encode_blocks([data.configs[i] for i in test])).tolist()
@@ -207,21 +210,21 @@ def plot_predictor_test_split(client: ProfilerClient, device_class: str, runtime
         return None
 
 
-def _summary(report: dict, out: Path, say: Progress) -> None:
+def _summary(report: RunReport, out: Path, say: Progress) -> None:
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:+.1f} %"
 
-    say(f"searched network: {report['gmacs']:.3f} GMACs ({report['params_m']:.3f} M params) vs supernet "
-        f"{report['supernet_gmacs']:.3f} GMACs; mIoU {100 * report['miou']:.1f} vs supernet "
-        f"{100 * report['supernet_miou']:.1f}")
+    say(f"searched network: {report.gmacs:.3f} GMACs ({report.params_m:.3f} M params) vs supernet "
+        f"{report.supernet_gmacs:.3f} GMACs; mIoU {100 * report.miou:.1f} vs supernet "
+        f"{100 * report.supernet_miou:.1f}")
     stat = report.get("statistic", "median_ms").removesuffix("_ms")
     supernet = report.get("supernet_measured_ms")
-    say(f"latency on {report['device_class']} ({report['runtime']}, per-job {stat}): target {report['target_ms']:.2f} ms, "
-        f"predicted {report['predicted_ms']:.2f} ms, measured {report['measured_ms']:.2f} ms "
+    say(f"latency on {report.device_class} ({report.runtime}, per-job {stat}): target {report.target_ms:.2f} ms, "
+        f"predicted {report.predicted_ms:.2f} ms, measured {report.measured_ms:.2f} ms "
         f"(measured vs target {pct(report.get('measured_vs_target'))}, predicted vs measured "
         f"{pct(report.get('predicted_vs_measured'))}); supernet measured "
         + ("—" if supernet is None else f"{supernet:.2f} ms"))
-    say(f"report: {out / 'report.md'} and {out / 'report.json'}; plots: {', '.join(Path(p).name for p in report['plots'])}")
+    say(f"report: {out / 'report.md'} and {out / 'report.json'}; plots: {', '.join(Path(p).name for p in report.plots)}")
     say(f"the farm's database stays at {out / 'profiler.db'}: "
         f"profiler-server --db sqlite:///{out / 'profiler.db'} --data {out / 'profiler-data'} serves the predictor")
 

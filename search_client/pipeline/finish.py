@@ -19,6 +19,7 @@ from search_client.pipeline.context import PipelineContext
 from search_client.pipeline.measuring import export_input, export_onnx, predictor_statistic, summarize_jobs
 from search_client.pipeline.state import write_json_atomic
 from search_client.search.latency import gmacs, network_blocks
+from shared.api import MeasurementSummary, NetworkSubmitted
 from shared.export import export_module_tflite, sha256_bytes, tflite_available
 
 log = logging.getLogger(__name__)
@@ -97,20 +98,19 @@ def _export_tflite(compact: torch.nn.Module, x: torch.Tensor, folder: Path) -> d
     return {"tflite": str(folder / "model.tflite"), "tflite_sha256": sha256_bytes(data)}
 
 
-def _measure_file(ctx: PipelineContext, path: Path, name: str, job_file: Path, repeat: bool = False) -> dict:
+def _measure_file(
+    ctx: PipelineContext, path: Path, name: str, job_file: Path, repeat: bool = False
+) -> tuple[int, MeasurementSummary]:
     """Upload (once: the job id is kept so a resumed run waits for the same job) and wait."""
     client = ctx.require_client()
     if job_file.exists():
-        import json
-
-        job = json.loads(job_file.read_text())
-        ctx.say(f"[measure] waiting for job {job['job_id']} submitted earlier")
+        job = NetworkSubmitted.model_validate_json(job_file.read_text())
+        ctx.say(f"[measure] waiting for job {job.job_id} submitted earlier")
     else:
         job = client.upload_network(path.read_bytes(), ctx.device_class, ctx.settings.runtime, name, repeat=repeat)
-        write_json_atomic(job_file, job)
-        ctx.say(f"[measure] {name}: job {job['job_id']} queued for {ctx.device_class}")
-    measurement = client.wait_job(int(job["job_id"]))
-    return {"job_id": job["job_id"], **measurement}
+        write_json_atomic(job_file, job.model_dump(mode="json"))
+        ctx.say(f"[measure] {name}: job {job.job_id} queued for {ctx.device_class}")
+    return job.job_id, client.wait_job(job.job_id)
 
 
 def _measure_repeated(ctx: PipelineContext, path: Path, name: str, folder: Path, repeats: int,
@@ -118,10 +118,10 @@ def _measure_repeated(ctx: PipelineContext, path: Path, name: str, folder: Path,
     """``repeats`` separate jobs of one network, one after another, summarized by
     ``measuring.summarize_jobs`` (one job can land on a moment of interference)."""
     runs = [_measure_file(ctx, path, name, folder / f"job-{i}.json", repeat=i > 0) for i in range(repeats)]
-    summary = summarize_jobs(runs, statistic)
-    chosen = min(runs, key=lambda r: abs(float(r[statistic]) - summary["ms"]))
-    return {**{k: v for k, v in chosen.items() if k != "samples_ms"}, **summary,
-            "job_ids": [r["job_id"] for r in runs]}
+    summary = summarize_jobs([m for _, m in runs], statistic)
+    job_id, chosen = min(runs, key=lambda r: abs(float(getattr(r[1], statistic)) - summary["ms"]))
+    return {"job_id": job_id, **chosen.model_dump(exclude={"samples_ms"}), **summary,
+            "job_ids": [j for j, _ in runs]}
 
 
 def run_measure(ctx: PipelineContext) -> dict:
@@ -131,8 +131,8 @@ def run_measure(ctx: PipelineContext) -> dict:
     pred = client.predict(ctx.device_class, s.runtime, network_blocks(compact, *size))
     sup_pred = client.predict(ctx.device_class, s.runtime, network_blocks(supernet, *size))
     statistic = predictor_statistic(ctx.predictor().meta)
-    out = {"predicted_ms": pred["total_ms"], "block_ms": pred["block_ms"], "predictor": pred["predictor"],
-           "supernet_predicted_ms": sup_pred["total_ms"], "measured_ms": None, "supernet_measured_ms": None,
+    out = {"predicted_ms": pred.total_ms, "block_ms": pred.block_ms, "predictor": pred.predictor.model_dump(),
+           "supernet_predicted_ms": sup_pred.total_ms, "measured_ms": None, "supernet_measured_ms": None,
            "statistic": statistic}
     if not s.measure:
         return out
@@ -143,7 +143,7 @@ def run_measure(ctx: PipelineContext) -> dict:
     out.update(measured_ms=m["ms"], measured_median_ms=m["median_ms"], measurement=m, host_load_avg=os.getloadavg())
     ctx.say(f"[measure] measured {m['ms']:.2f} ms, the median {statistic} of "
             f"{', '.join(f'{v:.2f}' for v in m['repeats_ms'])} ms (job medians "
-            f"{', '.join(f'{v:.2f}' for v in m['repeats_median_ms'])}; predicted {pred['total_ms']:.2f} ms)")
+            f"{', '.join(f'{v:.2f}' for v in m['repeats_median_ms'])}; predicted {pred.total_ms:.2f} ms)")
     untrained = ctx.state.result("derive").get("untrained_measured_ms")
     if untrained:
         out["trained_vs_untrained"] = m["ms"] / untrained - 1

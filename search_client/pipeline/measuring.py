@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from search_client.pipeline.context import PipelineContext
+from shared.api import MeasurementSummary
 from shared.export import export_module_onnx
 
 DEFAULT_STATISTIC = "p10_ms"
@@ -30,13 +31,13 @@ def predictor_statistic(meta: dict) -> str:
     return (meta.get("metrics") or {}).get("statistic") or DEFAULT_STATISTIC
 
 
-def summarize_jobs(jobs: Sequence[dict], statistic: str) -> dict:
+def summarize_jobs(jobs: Sequence[MeasurementSummary], statistic: str) -> dict:
     """``{"ms": median over jobs of their ``statistic``, "median_ms": median of their medians,
     "repeats_ms": per-job statistic, "repeats_median_ms", "repeat_spread", "statistic"}``."""
     if not jobs:
         raise ValueError("no measurement jobs to summarize")
-    values = [float(j[statistic]) for j in jobs]
-    medians = [float(j["median_ms"]) for j in jobs]
+    values = [float(getattr(j, statistic)) for j in jobs]
+    medians = [float(j.median_ms) for j in jobs]
     ms = statistics.median(values)
     return {"ms": ms, "median_ms": statistics.median(medians), "statistic": statistic,
             "repeats_ms": values, "repeats_median_ms": medians, "repeat_spread": (max(values) - min(values)) / ms}
@@ -59,5 +60,5 @@ def measure_network(ctx: PipelineContext, model: nn.Module, name: str, repeats: 
     jobs = []
     for i in range(repeats):
         job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name, repeat=i > 0)
-        jobs.append(client.wait_job(int(job["job_id"])))
+        jobs.append(client.wait_job(job.job_id))
     return summarize_jobs(jobs, statistic)

@@ -15,8 +15,8 @@ from typing import get_args
 from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import PHASES, RunState
 from search_client.remote import ProfilerClient, RemoteError, ServiceUnavailable
+from shared.api import BadRuntime, DeviceView, runtime_key
 from shared.schemas import Runtime, RuntimeSettings
-from shared.views import DeviceView
 
 
 class PreflightError(RuntimeError):
@@ -62,8 +62,8 @@ def preflight(settings: PipelineSettings, client: ProfilerClient, device_class: 
 
 def _runtime(text: str) -> str:
     try:
-        return RuntimeSettings.parse(text).key()
-    except ValueError as exc:
+        return runtime_key(text)
+    except BadRuntime as exc:
         raise PreflightError(f"--runtime {text!r} is not a runtime: use one of {', '.join(get_args(Runtime))}, "
                              "optionally with settings as in onnxruntime/t1/cpu") from exc
 
@@ -99,17 +99,17 @@ def _predictor(client: ProfilerClient, settings: PipelineSettings, device_class:
                devices: list[DeviceView] | None) -> tuple[str, bool]:
     """What was found, and whether the run measures a campaign for want of a predictor."""
     rows = client.list_predictors()
-    mine = [r for r in rows if r["device_class"] == device_class and r["runtime"] == runtime]
+    mine = [r for r in rows if r.device_class == device_class and r.runtime == runtime]
     if mine:
-        return f"predictor v{max(r['version'] for r in mine)} for {device_class} / {runtime}", False
+        return f"predictor v{max(r.version for r in mine)} for {device_class} / {runtime}", False
     if settings.campaign_configs > 0:
         return (f"no predictor for {device_class} / {runtime} yet: the run measures a campaign of "
                 f"{settings.campaign_configs} configs and fits one"), True
-    known = {r["device_class"] for r in rows} | {d.device_class for d in devices or []}
+    known = {r.device_class for r in rows} | {d.device_class for d in devices or []}
     if device_class not in known:
         raise PreflightError(f"device class {device_class!r} is unknown to {client.server} (no predictor, no "
                              f"device); known: {_listing(known)}; check --device-class")
-    other = sorted(r["runtime"] for r in rows if r["device_class"] == device_class)
+    other = sorted(r.runtime for r in rows if r.device_class == device_class)
     there = f" (it has predictors for {_listing(other)})" if other else ""
     raise PreflightError(f"no predictor for {device_class} / {runtime} on {client.server}{there}: pass "
                          f"--campaign N to measure N block configs of the supernet there first (e.g. 1000), "

@@ -22,7 +22,13 @@ from search_client.pipeline.settings import PipelineSettings
 from search_client.pipeline.state import PHASES, RunState
 from search_client.pipeline.training import run_finetune, run_pretrain
 from search_client.remote import ProfilerClient
-from search_client.report import plot_supernet_vs_searched, plot_training_curves, read_jsonl, write_report
+from search_client.report import (
+    RunReport,
+    plot_supernet_vs_searched,
+    plot_training_curves,
+    read_jsonl,
+    write_report,
+)
 from search_client.train.ddp import barrier, cleanup_distributed, init_distributed, resolve_device
 
 log = logging.getLogger(__name__)
@@ -66,7 +72,7 @@ def run_pipeline(
     client: ProfilerClient | None = None,
     say: Say | None = None,
     max_steps: int | None = None,
-) -> dict | None:
+) -> RunReport | None:
     """The whole search (resumable from ``settings.run_dir``) on ``settings.device``, as one process
     or as every process of a torchrun job; returns the report once measured (None on ranks > 0)."""
     dist = init_distributed(resolve_device(settings.device))
@@ -156,12 +162,13 @@ def training_curves(run_dir: Path) -> dict[str, list[dict]]:
     return curves
 
 
-def write_run_report(state: RunState, settings: PipelineSettings, device_class: str, extra_plots: list[Path] = ()) -> dict:
-    report = assemble_report(state, settings, device_class)
+def write_run_report(state: RunState, settings: PipelineSettings, device_class: str,
+                     extra_plots: list[Path] = ()) -> RunReport:  # fmt: skip
+    report = RunReport.model_validate(assemble_report(state, settings, device_class))
     plots = list(extra_plots)
     plots.append(plot_supernet_vs_searched(report, state.dir / "supernet_vs_searched.png"))
     curves = training_curves(state.dir)
     if curves:
         plots.append(plot_training_curves(curves, state.dir / "training_curves.png"))
-    report["plots"] = [str(p) for p in plots]
+    report.plots = [str(p) for p in plots]
     return write_report(state.dir, report)

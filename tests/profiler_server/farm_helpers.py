@@ -89,7 +89,7 @@ def lease_until_empty(db, serial: str, on_lease, device_class: str = "host/x") -
     """Lease jobs of ``device_class`` for ``serial`` straight from the database, one session per
     lease, calling ``on_lease(db, serial, view)`` for each, until nothing is queued (a bounded queue)."""
     while True:
-        with db.session() as s:
+        with db.transaction() as s:
             view = jobs.lease_job(s, serial, device_class, 60)
         if view is None:
             return

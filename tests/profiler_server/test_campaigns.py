@@ -18,7 +18,7 @@ def test_explicit_configs_are_exported_by_sha256_and_queued(farm: Farm):
     configs = small_configs(3)
     view = farm.campaign(configs)
     assert (view["state"], view["jobs"], view["queued"], view["cached"]) == ("running", 3, 3, 0)
-    with farm.client.app.state.db.sessions() as s:
+    with farm.client.app.state.db.sessionmaker() as s:
         rows = {a.sha256: a for a in s.scalars(select(Artifact))}
     expected = hashlib.sha256(export_block_onnx(parse_block(configs[0]))).hexdigest()
     assert expected in rows and rows[expected].config == parse_block(configs[0]).model_dump()
@@ -122,3 +122,24 @@ def test_slow_export_answers_at_once_and_finishes_in_the_background(farm: Farm):
             break
         time.sleep(0.05)
     assert view["state"] == "running" and view["jobs"] == 5
+
+
+def test_a_completed_campaign_refits_the_predictor_the_app_wired_in(farm: Farm):
+    """create_app hands the predictor's refit to the campaign completion: reporting the last job of
+    a campaign with enough configs starts a fit of its (device class, runtime), with no global
+    lookup of the database or the service."""
+    from profiler_server.predictor.fit import TrainSettings
+
+    farm.client.app.state.predictor.settings = TrainSettings(hidden=16, max_epochs=20, patience=5)
+    view = farm.campaign(small_configs(24, offset=200))
+    reported = 0
+    while (job := farm.lease()) is not None:
+        assert farm.report(job, median=1.0 + 0.1 * reported).status_code == 200
+        reported += 1
+    assert reported == view["jobs"] == 24
+    deadline = time.monotonic() + 60
+    while not (rows := farm.client.get("/v1/predictors", params={"device_class": DEVICE_CLASS}).json()):
+        assert time.monotonic() < deadline, "no fit started after the campaign completed"
+        time.sleep(0.2)
+    assert (rows[0]["runtime"], rows[0]["version"]) == ("onnxruntime/t1/cpu", 1)
+    assert farm.client.get(f"/v1/campaigns/{view['id']}", headers=farm.team).json()["state"] == "done"

@@ -14,13 +14,13 @@ from profiler_server.devices import reap
 
 
 def _count(client, model) -> int:
-    with client.app.state.db.sessions() as s:
+    with client.app.state.db.sessionmaker() as s:
         return s.scalar(select(func.count()).select_from(model))
 
 
 def _expire(client, job_id: int) -> None:
     """Move a lease's expiry into the past (what waiting lease_s seconds would do)."""
-    with client.app.state.db.session() as s:
+    with client.app.state.db.transaction() as s:
         s.execute(
             update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
@@ -145,13 +145,13 @@ def test_heartbeat_extends_leases_and_reaper_requeues_silent_devices(tmp_path):
         r = c.post(f"/v1/agents/{farm.agent_id}/heartbeat", json={"agent_id": farm.agent_id, "serials": ["dev-1"]},
                    headers=agent)  # fmt: skip
         assert r.json() == {"ok": True}
-        with c.app.state.db.sessions() as s:
+        with c.app.state.db.sessionmaker() as s:
             assert s.get(Job, job["job_id"]).lease_expires_at > datetime.fromisoformat(before)
-        with c.app.state.db.session() as s:  # the device falls silent
+        with c.app.state.db.transaction() as s:  # the device falls silent
             from profiler_server.db import Device
 
             s.execute(update(Device).values(last_seen=utcnow() - timedelta(seconds=5)))
-        reap(c.app.state.db, settings)
+        reap(c.app.state.db, settings, c.app.state.completion)
         assert c.get(f"/v1/jobs/{job['job_id']}", headers=team).json()["state"] == "queued"
         devices = c.get("/v1/devices", headers=team).json()
         assert devices[0]["online"] is False
@@ -165,18 +165,19 @@ def test_two_server_processes_on_one_sqlite_file_never_lease_a_job_twice(tmp_pat
 
     from profiler_server import jobs
     from profiler_server.db import Artifact, Database, Team, upgrade_database
-    from shared.schemas import RuntimeSettings
+    from shared.schemas import JobSettings, RuntimeSettings
 
     url = f"sqlite:///{tmp_path}/shared.db"
     first, second = Database(url), Database(url)
     upgrade_database(first.engine)
     rs = RuntimeSettings()
-    with first.session() as s:
+    with first.transaction() as s:
         team, artifact = Team(name="t"), Artifact(sha256="a" * 64, format="onnx", size=0, kind="conv")
         s.add_all([team, artifact])
         s.flush()
         s.add_all(
-            jobs.new_job(artifact, team.id, "host/x", rs, jobs.job_settings(rs, 1, 1, 0)) for _ in range(120)
+            jobs.new_job(artifact, team.id, "host/x", JobSettings(runtime=rs, warmup=1, runs=1, min_seconds=0))
+            for _ in range(120)
         )
     leased: list[int] = []
 

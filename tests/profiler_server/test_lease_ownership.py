@@ -15,7 +15,7 @@ from profiler_server.predictor import store
 
 
 def _expiry(farm: Farm, job_id: int) -> datetime:
-    with farm.client.app.state.db.sessions() as s:
+    with farm.client.app.state.db.sessionmaker() as s:
         return s.get(Job, job_id).lease_expires_at
 
 
@@ -87,7 +87,7 @@ def test_team_limits_on_queued_jobs_and_running_fits(tmp_path):
         assert r.status_code == 429 and "4 jobs queued or running" in r.json()["detail"]
         other = bearer(c.post("/v1/teams", json={"name": "small"}, headers=bearer(ADMIN)).json()["token"])
         assert c.post("/v1/campaigns", json=body, headers=other).status_code == 201  # other teams unaffected
-        with c.app.state.db.session() as s:  # one fit of this team is still running
+        with c.app.state.db.transaction() as s:  # one fit of this team is still running
             team_id = s.scalar(select(Team.id).where(Team.name == "big"))
             store.new_version(s, DEVICE_CLASS, "onnxruntime/t1/cpu", team_id=team_id)
         r = c.post("/v1/predictors", json={"device_class": DEVICE_CLASS}, headers=team)

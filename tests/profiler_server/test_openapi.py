@@ -9,7 +9,7 @@ import pytest
 from farm_helpers import ADMIN, bearer
 from fastapi.testclient import TestClient
 
-from profiler_server.openapi import ErrorBody
+from shared.api import ErrorBody
 
 ERROR_REF = f"#/components/schemas/{ErrorBody.__name__}"
 
@@ -102,3 +102,54 @@ def test_schema_states_runtime_and_device_field_types(client):
     device = {"serial": "s1", "device_class": "host/x", "kind": "host", "thermal_zones": False}
     r = client.post("/v1/agents", json={"name": "a", "devices": [device]}, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 422 and "thermal_zones" in str(r.json()["detail"])
+
+
+def success_schema(op: dict) -> tuple[str, dict] | None:
+    """The 2xx answer's media type and schema, or None when the document gives none."""
+    for code, response in op["responses"].items():
+        if code.startswith("2"):
+            for media, content in response.get("content", {}).items():
+                if content.get("schema"):
+                    return media, content["schema"]
+    return None
+
+
+def resolve(document: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def test_every_operation_documents_its_success_answer(document):
+    """Each 2xx has a schema: JSON answers a named model (or a list of one), never the empty
+    schema FastAPI writes for a route without ``response_model``. Byte and text answers (artifact,
+    weights, CSV, Parquet, ``/metrics`` in Prometheus text) state their media type and a string."""
+    missing, untyped = [], []
+    for name, op in operations(document):
+        found = success_schema(op)
+        if found is None:
+            missing.append(name)
+            continue
+        media, schema = found
+        if media == "application/json":
+            item = resolve(document, schema.get("items", schema))
+            if "properties" not in item:
+                untyped.append(f"{name}: {schema}")
+        elif schema.get("type") != "string":
+            untyped.append(f"{name} ({media}): {schema}")
+    assert not missing, f"no 2xx schema: {missing}"
+    assert not untyped, f"2xx without a model: {untyped}"
+    assert len(operations(document)) >= 30
+
+
+def test_listing_and_view_models_name_their_fields(document):
+    """The answers clients index into document the fields they read."""
+    ops = dict(operations(document))
+    campaign = resolve(document, success_schema(ops["GET /v1/campaigns/{campaign_id}"])[1])
+    assert {"id", "state", "queued", "done", "eta_s", "team"} <= set(campaign["properties"])
+    page = resolve(document, success_schema(ops["GET /v1/jobs"])[1])
+    assert {"items", "total", "limit", "offset"} <= set(page["properties"])
+    device = resolve(document, success_schema(ops["GET /v1/devices/{serial}"])[1])
+    assert {"temperature_c", "current_job", "measured_today"} <= set(device["properties"])
+    onnx = resolve(document, success_schema(ops["POST /v1/predict/onnx"])[1])
+    assert {"total_ms", "kernels", "unsupported"} <= set(onnx["properties"])

@@ -232,13 +232,13 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
     from profiler_server import jobs
     from profiler_server.db import Artifact, Campaign, Database, Job, Team, upgrade_database
     from profiler_server.predictor import store
-    from shared.schemas import JobResult, RuntimeSettings
+    from shared.schemas import JobResult, JobSettings, RuntimeSettings
 
     url = cluster.new_database()
     dbs = [Database(url) for _ in range(8)]
     upgrade_database(dbs[0].engine)
     rs = RuntimeSettings()
-    with dbs[0].session() as s:
+    with dbs[0].transaction() as s:
         team = Team(name="t")
         s.add(team)
         s.flush()
@@ -250,15 +250,15 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
                 artifact = Artifact(sha256=f"{c:032x}{k:032x}", format="onnx", size=0, kind="conv")
                 s.add(artifact)
                 s.flush()
-                settings = jobs.job_settings(rs, 1, 1, 0)
-                s.add(jobs.new_job(artifact, team.id, "host/x", rs, settings, campaign_id=campaign.id))
+                settings = JobSettings(runtime=rs, warmup=1, runs=1, min_seconds=0)
+                s.add(jobs.new_job(artifact, team.id, "host/x", settings, campaign_id=campaign.id))
     leased: list[int] = []
     errors: list[str] = []
     result_stats = {"median_ms": 1, "mean_ms": 1, "p10_ms": 1, "p90_ms": 1, "std_ms": 0, "runs": 1}
 
     def report(db: Database, serial: str, view) -> None:
         leased.append(view.job_id)
-        with db.session() as s:
+        with db.transaction() as s:
             body = JobResult(lease_id=view.lease_id, serial=serial, stats=result_stats)
             jobs.record_result(s, view.job_id, body)
 
@@ -275,7 +275,7 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
         t.join(timeout=240)
     assert not errors, errors[:3]
     assert sorted(leased) == list(range(1, 91)), "each job leased exactly once, none left behind"
-    with dbs[0].sessions() as s:
+    with dbs[0].sessionmaker() as s:
         assert {j.state for j in s.query(Job)} == {"done"}
         stuck = [c.id for c in s.query(Campaign) if c.state != "done"]
     assert not stuck, f"campaigns whose last result was missed: {stuck}"
@@ -284,7 +284,7 @@ def test_racing_results_complete_every_campaign_and_fits_get_distinct_versions(c
 
     def fit(db: Database) -> None:
         try:
-            with db.session() as s:
+            with db.transaction() as s:
                 versions.append(store.new_version(s, "host/x", rs.key()).version)
         except Exception as exc:  # noqa: BLE001
             errors.append(repr(exc))

@@ -47,7 +47,7 @@ def kernel_farm(client: TestClient):
         job = client.post("/v1/jobs/lease", json={"agent_id": agent_id, "serial": "ph-1"}, headers=agent).json()["job"]
         if job is None:
             break
-        with client.app.state.db.sessions() as s:  # the device "runs" the artifact's kernel
+        with client.app.state.db.sessionmaker() as s:  # the device "runs" the artifact's kernel
             config = s.get(Artifact, job["artifact_sha256"]).config
         ms = formula_ms(KernelConfig.model_validate(config))
         stats = {"median_ms": ms, "mean_ms": ms, "p10_ms": ms, "p90_ms": ms, "std_ms": 0.0, "runs": 3,
@@ -71,7 +71,7 @@ def test_kernel_predictor_learns_the_device_and_predicts_a_whole_model(client, k
     fitted = r.json()
     assert fitted["runtime"] == "kernels:onnxruntime/t1/cpu" and fitted["metrics"]["overhead_measured"]
     assert fitted["metrics"]["kinds"]["conv"]["n"] > 5
-    with client.app.state.db.sessions() as s:  # kernels never enter the block predictor's data
+    with client.app.state.db.sessionmaker() as s:  # kernels never enter the block predictor's data
         assert store.count_distinct_configs(s, DC, "onnxruntime/t1/cpu") == 0
 
     r = _predict(client, kernel_farm, _model())

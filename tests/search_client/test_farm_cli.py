@@ -8,7 +8,6 @@ import json
 import pytest
 
 from profiler_server.predictor.fit import TrainSettings
-from profiler_server.predictor.service import service_for
 from search_client.farm_cli import main
 from testkit.live_farm import ADMIN, DEVICE_CLASS, SERIAL, LiveFarm, host_device
 from testkit.live_server import free_port
@@ -121,7 +120,7 @@ def test_tokens_list_and_revoke(farm, capsys):
 
 def test_fit_waits_for_the_new_version(farm, capsys):
     db = farm.app.state.db
-    service_for(db).settings = TrainSettings(hidden=16, max_epochs=40, patience=10)
+    farm.app.state.predictor.settings = TrainSettings(hidden=16, max_epochs=40, patience=10)
     store_measurements(db, "SM-F000/fitboard", "onnxruntime/t1/cpu", synthetic_blocks(120))
     code, out, _ = farm_cli(capsys, farm, farm.teams["vision"], "fit", "--device-class", "SM-F000/fitboard",
                             "--wait", "--timeout", "120", "--json")

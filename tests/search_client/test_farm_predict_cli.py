@@ -40,7 +40,7 @@ def live_farm(tmp_path_factory):
         dc = host_device_class()
         with ProfilerClient(farm.url, token=farm.token, timeout=120) as client:
             camp = client.create_campaign(device_class=dc, configs=_kernels(), warmup=1, runs=5, min_seconds=0)
-            client.wait_campaign(camp["id"], timeout=600, poll=0.5)
+            client.wait_campaign(camp.id, timeout=600, poll=0.5)
             client.fit_kernel_predictor(dc, "onnxruntime")
         yield farm, dc, _model(tmp / "tiny.onnx")
 

@@ -75,8 +75,8 @@ def test_predict_matches_the_local_predictor(live, tmp_path, predictor):
     with ProfilerClient(live.url, ADMIN, cache_dir=tmp_path / "c") as client:
         answer = client.predict(DEVICE, RUNTIME, BLOCKS)
     local = predictor(encode_blocks(BLOCKS))
-    assert answer["total_ms"] == pytest.approx(float(local.detach().sum()), rel=1e-4)
-    assert answer["predictor"]["version"] == 1
+    assert answer.total_ms == pytest.approx(float(local.detach().sum()), rel=1e-4)
+    assert answer.predictor.version == 1
 
 
 def test_uploaded_network_without_an_agent_times_out_with_a_hint(live, tmp_path):
@@ -84,9 +84,9 @@ def test_uploaded_network_without_an_agent_times_out_with_a_hint(live, tmp_path)
 
     with ProfilerClient(live.url, ADMIN, cache_dir=tmp_path / "c") as client:
         job = client.upload_network(export_block_onnx(BLOCKS[0]), DEVICE, "onnxruntime", "tiny conv")
-        assert client.get_job(job["job_id"])["state"] == "queued"
+        assert client.get_job(job.job_id).state == "queued"
         with pytest.raises(RemoteError, match="is an agent for"):
-            client.wait_job(job["job_id"], timeout=0.5, poll=0.1)
+            client.wait_job(job.job_id, timeout=0.5, poll=0.1)
         calls = client.calls
     assert calls >= 3
 

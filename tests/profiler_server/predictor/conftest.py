@@ -10,7 +10,6 @@ from predictor_data import ADMIN, DEVICE_CLASS, RUNTIME, store_measurements, syn
 
 from profiler_server.app import create_app
 from profiler_server.predictor.fit import TrainSettings
-from profiler_server.predictor.service import service_for
 from profiler_server.settings import Settings
 
 __all__ = ["RUNTIME"]
@@ -20,7 +19,7 @@ __all__ = ["RUNTIME"]
 def app_client(tmp_path: Path):
     settings = Settings(data_dir=tmp_path / "data", admin_token=ADMIN)
     app = create_app(settings)
-    service_for(app.state.db).settings = TrainSettings(hidden=64, max_epochs=200, patience=30)
+    app.state.predictor.settings = TrainSettings(hidden=64, max_epochs=200, patience=30)
     with TestClient(app) as client:
         yield client
 
@@ -34,7 +33,7 @@ def fitted(app_client: TestClient) -> dict:
     r = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS, "runtime": "onnxruntime"},
                         headers=headers)
     assert r.status_code == 202, r.text
-    service_for(db).wait(r.json()["id"], timeout=120)
+    app_client.app.state.predictor.wait(r.json()["id"], timeout=120)
     row = app_client.get(f"/v1/predictors/{r.json()['id']}").json()
     assert row["state"] == "ready", row
     return row

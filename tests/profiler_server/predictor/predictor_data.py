@@ -44,7 +44,7 @@ def store_measurements(
     db: Database, device_class: str, runtime: str, cfgs: list, seed: int = 0, slowdown: float = 1.0
 ) -> None:
     rng = random.Random(seed)
-    with db.session() as s:
+    with db.transaction() as s:
         team = Team(name=f"bench-{device_class}-{runtime}-{seed}")
         s.add(team)
         s.flush()

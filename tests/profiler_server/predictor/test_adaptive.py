@@ -29,7 +29,7 @@ def test_adaptive_campaign_samples_where_the_predictor_misses(app_client, fitted
     r = app_client.post("/v1/campaigns", json=body, headers=AUTH)
     assert r.status_code == 201, r.text
     assert r.json()["sampling"] == "adaptive" and r.json()["n"] == 5
-    with db.session() as s:
+    with db.transaction() as s:
         picked = [ConvConfig(**c) for c in s.get(Campaign, r.json()["id"]).settings["configs"]]
     assert not {c.key() for c in picked} & {c.key() for c in missed}  # new configs only
     # a uniform draw from this space lands there (32x32 and cin >= 40) with p ~ 0.23 per config

@@ -42,7 +42,7 @@ def test_upgrade_stamps_old_blocks_and_keeps_them_out_of_training(tmp_path):
 
     upgrade_database(db.engine)
 
-    with db.sessions() as s:
+    with db.sessionmaker() as s:
         configs, _ = store.training_rows(s, DEVICE_CLASS, RUNTIME)
         assert len(configs) == len(cfgs) - old_lir and {c["kind"] for c in configs} == {"conv"}
         stamped = [json.loads(c) for (c,) in s.execute(text("SELECT config FROM measurements")).all()]
@@ -52,12 +52,12 @@ def test_upgrade_stamps_old_blocks_and_keeps_them_out_of_training(tmp_path):
         assert store.latest_ready(s, DEVICE_CLASS, RUNTIME) is None  # fitted on the older blocks
     # new measurements of the current LIR are training data again
     store_measurements(db, DEVICE_CLASS, RUNTIME, [c for c in cfgs if c.kind == "lir"], seed=1)
-    with db.sessions() as s:
+    with db.sessionmaker() as s:
         configs, _ = store.training_rows(s, DEVICE_CLASS, RUNTIME)
         assert sum(c["kind"] == "lir" for c in configs) == old_lir
 
     upgrade_database_down(db)
-    with db.sessions() as s:
+    with db.sessionmaker() as s:
         assert s.execute(text("SELECT count(*) FROM predictor_versions WHERE state = 'ready'")).scalar() == 1
 
 

@@ -6,7 +6,6 @@ import torch
 from predictor_data import AUTH, DEVICE_CLASS, RUNTIME, store_measurements, synthetic_blocks
 from sqlalchemy import text
 
-from profiler_server.predictor.service import service_for
 from shared.export import export_module_onnx
 
 
@@ -41,7 +40,7 @@ def test_fit_after_a_network_measurement_succeeds(app_client):
     job_id = _measure_network(app_client)
     r = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS}, headers=AUTH)
     assert r.status_code == 202, r.text
-    service_for(db).wait(r.json()["id"], timeout=120)
+    app_client.app.state.predictor.wait(r.json()["id"], timeout=120)
     row = app_client.get(f"/v1/predictors/{r.json()['id']}").json()
     assert row["state"] == "ready", row["error"]
     with db.engine.connect() as conn:  # stored as SQL NULL, not as the JSON text 'null'

@@ -16,7 +16,7 @@ from profiler_server.settings import Settings
 def _state(settings: Settings, predictor_id: int) -> str:
     db = Database(settings.database_url)
     try:
-        with db.session() as s:
+        with db.transaction() as s:
             return s.get(PredictorVersion, predictor_id).state
     finally:
         db.dispose()

@@ -6,7 +6,6 @@ import pytest
 import torch
 from predictor_data import AUTH, DEVICE_CLASS, P10_SHARE, RUNTIME, store_measurements, synthetic_blocks
 
-from profiler_server.predictor.service import service_for
 from shared.encoding import encode_blocks
 from shared.predictor import load_predictor
 
@@ -78,7 +77,7 @@ def test_new_version_is_served_and_old_one_can_be_pinned(app_client, fitted):
     before = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}).json()
     store_measurements(db, DEVICE_CLASS, RUNTIME, synthetic_blocks(40, seed=9), seed=9)
     r = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS, "runtime": RUNTIME}, headers=AUTH)
-    service_for(db).wait(r.json()["id"], timeout=120)
+    app_client.app.state.predictor.wait(r.json()["id"], timeout=120)
     latest = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}).json()
     assert latest["predictor"]["version"] == 2
     pinned = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE],
@@ -100,11 +99,11 @@ def test_fit_needs_a_token_and_enough_measurements(app_client):
 def test_campaign_completion_hook_fits_when_there_is_enough_data(app_client):
     from profiler_server.predictor.hooks import on_campaign_complete
 
-    assert on_campaign_complete(1, DEVICE_CLASS, "onnxruntime") is None  # nothing measured yet
+    assert on_campaign_complete(app_client.app.state.predictor, 1, DEVICE_CLASS, "onnxruntime") is None  # nothing measured yet
     db = app_client.app.state.db
     store_measurements(db, DEVICE_CLASS, RUNTIME, synthetic_blocks(60))
-    predictor_id = on_campaign_complete(1, DEVICE_CLASS, "onnxruntime")
-    service_for(db).wait(predictor_id, timeout=120)
+    predictor_id = on_campaign_complete(app_client.app.state.predictor, 1, DEVICE_CLASS, "onnxruntime")
+    app_client.app.state.predictor.wait(predictor_id, timeout=120)
     row = app_client.get(f"/v1/predictors/{predictor_id}").json()
     assert row["state"] == "ready" and row["runtime"] == RUNTIME and row["n_test"] > 0
     assert set(row["feature_ranges"]) == {"conv", "lir"}
@@ -119,11 +118,10 @@ def test_huge_blocks_and_ids_get_answers_not_errors(app_client, fitted):
 
 def test_fit_learns_p10_by_default_and_the_median_when_asked(app_client, fitted):
     assert fitted["metrics"]["statistic"] == "p10_ms"
-    db = app_client.app.state.db
     r = app_client.post("/v1/predictors", json={"device_class": DEVICE_CLASS, "runtime": RUNTIME,
                                                "statistic": "median_ms"}, headers=AUTH)
     assert r.status_code == 202, r.text
-    service_for(db).wait(r.json()["id"], timeout=120)
+    app_client.app.state.predictor.wait(r.json()["id"], timeout=120)
     assert app_client.get(f"/v1/predictors/{r.json()['id']}").json()["metrics"]["statistic"] == "median_ms"
     body = {"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}
     p10 = app_client.post("/v1/predict", json={**body, "predictor_version": 1}).json()["total_ms"]
@@ -142,7 +140,7 @@ def test_an_mhsa_with_more_tokens_than_trained_is_extrapolated_though_each_field
     store_measurements(app_client.app.state.db, "host/mhsa-cpu", RUNTIME, trained)
     r = app_client.post("/v1/predictors", json={"device_class": "host/mhsa-cpu", "runtime": RUNTIME}, headers=AUTH)
     assert r.status_code == 202, r.text
-    service_for(app_client.app.state.db).wait(r.json()["id"], timeout=120)
+    app_client.app.state.predictor.wait(r.json()["id"], timeout=120)
     blocks = [{**MHSA, "h": 32, "w": 32, "patch": 2}, {**MHSA, "h": 32, "w": 32, "patch": 1}]  # 256, 1,024 tokens
     answer = app_client.post("/v1/predict", json={"device_class": "host/mhsa-cpu", "blocks": blocks}).json()
     assert answer["extrapolated"] == [False, True]

@@ -9,6 +9,7 @@ from search_client.pipeline.measuring import summarize_jobs
 from search_client.pipeline.search import predicted_aim
 from search_client.search.derive import derive
 from search_client.search.latency import predicted_ms
+from shared.api import MeasurementSummary
 from tests.search_client.pipeline.tiny import LATENCY_SIZE, TINY_SUPERNET
 
 
@@ -30,7 +31,7 @@ def test_next_aim_ignores_a_bracket_that_noise_put_out_of_order():
 
 
 def test_jobs_are_summarized_by_the_statistic_with_the_median_beside_it():
-    jobs = [{"p10_ms": 10.6, "median_ms": 11.3}, {"p10_ms": 10.9, "median_ms": 15.1}, {"p10_ms": 10.7, "median_ms": 11.0}]
+    jobs = [MeasurementSummary(p10_ms=p10, median_ms=median) for p10, median in ((10.6, 11.3), (10.9, 15.1), (10.7, 11.0))]
     s = summarize_jobs(jobs, "p10_ms")
     assert s["ms"] == pytest.approx(10.7) and s["median_ms"] == pytest.approx(11.3)
     assert s["repeats_ms"] == [10.6, 10.9, 10.7] and s["repeat_spread"] == pytest.approx(0.3 / 10.7)
