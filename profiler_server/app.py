@@ -24,7 +24,6 @@ from profiler_server.errors import ServerError
 from profiler_server.limits import BodyLimitMiddleware, SingleQueryValueMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
 from profiler_server.openapi import add_self_parsed_schemas
-from profiler_server.predictor import routes as predictor_routes
 from profiler_server.predictor.hooks import on_campaign_complete
 from profiler_server.predictor.service import PredictorService
 from profiler_server.routes import (
@@ -35,6 +34,7 @@ from profiler_server.routes import (
     jobs,
     measurements,
     predict_onnx,
+    predictors,
     status,
     teams,
 )
@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.completion = CampaignCompletion(functools.partial(on_campaign_complete, app.state.predictor))
     # Routers are matched in the order they are included, each route against the path in turn (a
     # third of a small request's CPU when /v1/predict came last): the hot paths come first.
-    app.include_router(predictor_routes.router)
+    app.include_router(predictors.router)
     for module in (jobs, health, teams, agents, campaigns, measurements, artifacts, status, predict_onnx):
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -1,4 +1,4 @@
-"""FastAPI dependencies, declared once. Routers (including ``profiler_server.predictor``) use:
+"""FastAPI dependencies, declared once. Routers (``profiler_server.routes``) use:
 
 - ``SessionDep``: a SQLAlchemy ``Session`` for this request. Nothing is committed for you: call
   ``session.commit()`` after a write. On SQLite every transaction is ``BEGIN IMMEDIATE`` (see
