@@ -89,12 +89,15 @@ def authenticate(session: Session, token: str | None, cache: TTLCache | None = N
         return Principal(row.id, row.role, row.team_id, row.name)
 
     principal = cache.get_or_load(digest, load) if cache is not None else load()
-    state = session.execute(_token_state(), {"b_id": principal.token_id}).first()
+    # Core statements on the session's connection: the ORM's execute path cost more than the
+    # lookup itself, twice per lease + report round trip.
+    conn = session.connection()
+    state = conn.execute(_token_state(), {"b_id": principal.token_id}).first()
     if state is None or state.revoked:
         raise AuthError(401, "unknown or revoked token")
     now = utcnow()
     if state.last_used_at is None or now - state.last_used_at.replace(tzinfo=UTC) > _TOUCH_EVERY:
-        session.execute(update(Token).where(Token.id == principal.token_id).values(last_used_at=now))
+        conn.execute(update(Token.__table__).where(Token.__table__.c.id == principal.token_id).values(last_used_at=now))
         session.commit()
     return principal
 
