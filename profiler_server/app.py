@@ -20,6 +20,7 @@ from profiler_server.dashboard import routes as dashboard
 from profiler_server.db import Database, upgrade_database
 from profiler_server.db.engine import set_current_database
 from profiler_server.errors import ServerError
+from profiler_server.group_commit import GroupCommit
 from profiler_server.limits import BodyLimitMiddleware, SingleQueryValueMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
 from profiler_server.openapi import add_self_parsed_schemas
@@ -76,6 +77,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        app.state.group_commit.close()
         app.state.exporter.shutdown()
         if app.state.predictor is not None:
             app.state.predictor.shutdown()
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(db)
     app.state.token_cache = TTLCache(ttl_s=300)  # hash -> role and team (fixed); revocation is read per request
     app.state.device_cache = TTLCache(ttl_s=5)
+    app.state.group_commit = GroupCommit(db)  # lease and result transactions (routes/jobs.py)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, _overflow_error)
