@@ -138,9 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     predictor = _predictor_router()
     app.state.predictor = None
     if predictor is not None:
+        from profiler_server.predictor.routes import add_fast_predict_route
         from profiler_server.predictor.service import service_for
 
         app.include_router(predictor)
+        add_fast_predict_route(app)
         app.state.predictor = service_for(db)
     for module in (jobs, health, teams, agents, campaigns, measurements, artifacts, status, predict_onnx):
         app.include_router(module.router)

@@ -41,6 +41,7 @@ LATEST_TTL_S = 5.0  # how long "the latest version is N" is trusted before askin
 MAX_MS = 1e12
 RANGE_SLACK = 1e-4  # features are log2(1 + x) floats; equal values must not count as outside
 MEMO_BLOCKS = 200_000  # per loaded version: distinct block configs whose answer is remembered
+MEMO_ANSWERS = 20_000  # per loaded version: small request bodies (at most 2 KB each) and their answers
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Loaded:
     # config -> (ms, outside). A version never changes, and a search asks for the same blocks again
     # and again, so each distinct config goes through the network once (dict ops are GIL-atomic).
     memo: dict[AnyBlock, tuple[float, bool]] = field(default_factory=dict, repr=False)
+    # small request body -> its JSON answer from this version (see predictor/routes.py)
+    answers: dict[bytes, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_row(cls, row: PredictorVersion) -> Loaded:
@@ -77,6 +80,11 @@ class Loaded:
         checked = range_features(x)
         outside = ((checked < self.lo[kind]) | (checked > self.hi[kind])).any(1)
         return ms.double().tolist(), outside.tolist()
+
+    def remember_answer(self, body: bytes, answer: str) -> None:
+        if len(self.answers) >= MEMO_ANSWERS:
+            self.answers.clear()
+        self.answers[body] = answer
 
     def predict_blocks(self, blocks: Sequence[AnyBlock]) -> tuple[list[float], list[bool]]:
         """Per-block ms and extrapolation flags; configs not seen before are computed in one batch."""
