@@ -204,12 +204,25 @@ def synthetic_agent(port: int, index: int, stop: threading.Event, counter: list[
         counter[index] += 1
 
 
+def wait_first_jobs(conn: http.client.HTTPConnection, campaign_id: int, headers: dict) -> None:
+    """Until the export has queued jobs (its start-up alone took over 4 s on a loaded machine, and
+    a phase measured before it would have no agents leasing)."""
+    for _ in range(600):  # up to 120 s
+        _, data = request(conn, "GET", f"/v1/campaigns/{campaign_id}", headers=headers)
+        if json.loads(data).get("jobs", 0) > 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"campaign {campaign_id} queued no job in 120 s")
+
+
 def during_campaign(port: int, bodies: list[bytes], clients: int, seconds: float, agents: int) -> dict:
     """The single-block loop while a campaign exports and ``agents`` agents lease and report its jobs."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     campaign = {"device_class": DEVICE_CLASS, "runtime": RUNTIME, "n": 400, "sampling": "uniform", "seed": 5,
                 "min_seconds": 0, "runs": 1, "warmup": 0, "wait_s": 0}  # fmt: skip
-    created = post(conn, "/v1/campaigns", json.dumps(campaign).encode(), {"Authorization": f"Bearer {ADMIN}"})
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    created = post(conn, "/v1/campaigns", json.dumps(campaign).encode(), admin)
+    wait_first_jobs(conn, created["id"], admin)
     stop_event, counter = threading.Event(), [0] * agents
     threads = [threading.Thread(target=synthetic_agent, args=(port, i, stop_event, counter)) for i in range(agents)]
     for t in threads:
@@ -221,7 +234,7 @@ def during_campaign(port: int, bodies: list[bytes], clients: int, seconds: float
         stop_event.set()
         for t in threads:
             t.join()
-    _, data = request(conn, "GET", f"/v1/campaigns/{created['id']}", headers={"Authorization": f"Bearer {ADMIN}"})
+    _, data = request(conn, "GET", f"/v1/campaigns/{created['id']}", headers=admin)
     view = json.loads(data)
     return {**rate, "agents": agents, "round_trips": sum(counter), "campaign_state": view.get("state"),
             "campaign": {k: v for k, v in view.items() if isinstance(v, (int, float, str))}}  # fmt: skip
