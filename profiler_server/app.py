@@ -21,6 +21,7 @@ from profiler_server.dashboard import routes as dashboard
 from profiler_server.db import Database, upgrade_database
 from profiler_server.devices import reaper_loop
 from profiler_server.errors import ServerError
+from profiler_server.group_commit import GroupCommit
 from profiler_server.limits import BodyLimitMiddleware, SingleQueryValueMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
 from profiler_server.openapi import add_self_parsed_schemas
@@ -68,6 +69,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        app.state.group_commit.close()
         app.state.exporter.shutdown()
         app.state.predictor.shutdown()
         app.state.db.dispose()
@@ -129,9 +131,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # a completed campaign refits its (device class, runtime): the exporter, the lease and result
     # routes and the reaper all tell the predictor through this one object
     app.state.completion = CampaignCompletion(functools.partial(on_campaign_complete, app.state.predictor))
+    # lease and result transactions (routes/jobs.py), several per commit
+    app.state.group_commit = GroupCommit(db, after_commit=app.state.completion.fire_pending)
     # Routers are matched in the order they are included, each route against the path in turn (a
     # third of a small request's CPU when /v1/predict came last): the hot paths come first.
     app.include_router(predictors.router)
+    predictors.add_fast_predict_route(app)
     for module in (jobs, health, teams, agents, campaigns, measurements, artifacts, status, predict_onnx):
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -71,13 +71,16 @@ def _token_state() -> Executable:
     return select(t.c.revoked, t.c.last_used_at).where(t.c.id == bindparam("b_id"))
 
 
-def authenticate(session: Session, token: str | None, cache: TTLCache | None = None) -> Principal:
+def authenticate(
+    session: Session, token: str | None, cache: TTLCache | None = None, commit_touch: bool = True
+) -> Principal:
     """The principal of a bearer token.
 
     ``cache`` keeps what never changes (hash -> id, role, team); whether the token is revoked is
     read from the database on every call (a primary-key lookup), so a revocation made by any server
     process takes effect on the next request everywhere. ``last_used_at`` is written at most once a
-    minute; that write is committed at once, before the caller does anything with the session."""
+    minute; that write is committed at once, before the caller does anything with the session,
+    unless ``commit_touch`` is False (work inside a savepoint: it commits with the caller's work)."""
     if not token:
         raise AuthError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
     digest = hash_token(token)
@@ -89,13 +92,17 @@ def authenticate(session: Session, token: str | None, cache: TTLCache | None = N
         return Principal(row.id, row.role, row.team_id, row.name)
 
     principal = cache.get_or_load(digest, load) if cache is not None else load()
-    state = session.execute(_token_state(), {"b_id": principal.token_id}).first()
+    # Core statements on the session's connection: the ORM's execute path cost more than the
+    # lookup itself, twice per lease + report round trip.
+    conn = session.connection()
+    state = conn.execute(_token_state(), {"b_id": principal.token_id}).first()
     if state is None or state.revoked:
         raise AuthError(401, "unknown or revoked token")
     now = utcnow()
     if state.last_used_at is None or now - state.last_used_at.replace(tzinfo=UTC) > _TOUCH_EVERY:
-        session.execute(update(Token).where(Token.id == principal.token_id).values(last_used_at=now))
-        session.commit()
+        conn.execute(update(Token.__table__).where(Token.__table__.c.id == principal.token_id).values(last_used_at=now))
+        if commit_touch:
+            session.commit()
     return principal
 
 

@@ -321,7 +321,8 @@ def record_result(session: Session, job_id: int, body: JobResult) -> tuple[int, 
     """Store the measurement of a held job; returns its id and the campaigns this result completed.
 
     Core statements rather than ORM objects: this runs once per measured block."""
-    job = session.execute(_held_job_with_config(), {"b_job": job_id}).first()
+    conn = session.connection()
+    job = conn.execute(_held_job_with_config(), {"b_job": job_id}).first()
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     _check_lease(job_id, job, body.lease_id, body.serial)
@@ -335,7 +336,6 @@ def record_result(session: Session, job_id: int, body: JobResult) -> tuple[int, 
         unstable=stats.unstable, created_at=utcnow(),
     )  # fmt: skip
     insert_stmt, done_stmt = _result_statements()
-    conn = session.connection()
     try:
         measurement_id = conn.execute(insert_stmt, values).scalar_one()
     except IntegrityError as exc:  # a second result for the same job: the unique job_id says no
@@ -387,25 +387,37 @@ def campaign_live_jobs(session: Session, campaign: Campaign) -> int:
     )
 
 
+def _waiting_on_job() -> Any:
+    """Where clause: running campaigns that a finished job may have been the last of."""
+    waiting = select(CampaignItem.campaign_id).where(CampaignItem.artifact_sha256 == bindparam("b_sha"))
+    return and_(
+        Campaign.state == "running",
+        or_(
+            Campaign.id == bindparam("b_campaign"),
+            and_(
+                Campaign.id.in_(waiting),
+                Campaign.device_class == bindparam("b_class"),
+                Campaign.runtime == bindparam("b_runtime"),
+            ),
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _any_campaign_waiting_on() -> Executable:
+    """Core, unlocked: is any campaign waiting on the job at all? Most results (and every result
+    outside a campaign) end here, without the ORM load below (prebuilt: hot path)."""
+    return select(Campaign.__table__.c.id).where(_waiting_on_job()).limit(1)
+
+
 @functools.lru_cache(maxsize=1)
 def _campaigns_waiting_on() -> Executable:
-    """Running campaigns that a finished job may have been the last of (prebuilt: hot path)."""
-    waiting = select(CampaignItem.campaign_id).where(CampaignItem.artifact_sha256 == bindparam("b_sha"))
+    """The campaigns of ``_waiting_on_job`` as locked ORM rows (prebuilt: hot path)."""
     # FOR UPDATE (in id order: no deadlocks) serializes the "was that the last live job?" count
     # per campaign on PostgreSQL, where two results may otherwise each still see the other's job.
     return (
         select(Campaign)
-        .where(
-            Campaign.state == "running",
-            or_(
-                Campaign.id == bindparam("b_campaign"),
-                and_(
-                    Campaign.id.in_(waiting),
-                    Campaign.device_class == bindparam("b_class"),
-                    Campaign.runtime == bindparam("b_runtime"),
-                ),
-            ),
-        )
+        .where(_waiting_on_job())
         .order_by(Campaign.id)
         .with_for_update()
         .execution_options(populate_existing=True)
@@ -419,6 +431,8 @@ def _complete_campaigns(session: Session, job: Any) -> list[Campaign]:
     session.flush()
     params = {"b_sha": job.artifact_sha256, "b_campaign": job.campaign_id, "b_class": job.device_class,
               "b_runtime": job.runtime}  # fmt: skip
+    if session.connection().execute(_any_campaign_waiting_on(), params).first() is None:
+        return []
     completed = []
     for campaign in session.scalars(_campaigns_waiting_on(), params):
         if campaign_live_jobs(session, campaign) == 0:

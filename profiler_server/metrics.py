@@ -58,7 +58,9 @@ class Metrics:
 
 
 class LatencyMiddleware:
-    """Pure ASGI middleware (BaseHTTPMiddleware would cost ~30 % of lease throughput)."""
+    """Pure ASGI middleware (BaseHTTPMiddleware would cost ~30 % of lease throughput). Every answer
+    also carries ``Server-Timing: app;dur=<ms>``, the time from the request reaching the app to its
+    answer starting, so a client can tell server time from network and queueing time."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
@@ -74,6 +76,8 @@ class LatencyMiddleware:
         async def send_status(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                timing = f"app;dur={(time.perf_counter() - start) * 1e3:.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", ()), (b"server-timing", timing)]}
             await send(message)
 
         try:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.orm import Session
 
 from profiler_server import devices, jobs, listings
 from profiler_server.auth import authenticate, require_role
@@ -33,36 +34,32 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Path(ge=1, le=2**62)
 
 
-# The two hottest endpoints are async with one worker-thread hop for the whole transaction:
-# sync dependencies would each cost a hop of their own (about half the time of a lease).
+# The two hottest endpoints are async and hand their whole transaction to the app's group commit
+# (one thread; the leases and results that arrive together share one commit, each in its own
+# savepoint): sync dependencies would each cost a worker-thread hop of their own.
 @router.post("/lease", response_model=LeaseResponse, responses=AUTH | BODY | error_responses(404, 409))
 async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> LeaseResponse:
-    return await run_in_threadpool(_lease, request.app, creds, body)
+    return await request.app.state.group_commit.run(partial(_lease, request.app, _token(creds), body))
 
 
-def _lease(app: FastAPI, creds: HTTPAuthorizationCredentials | None, body: LeaseRequest) -> LeaseResponse:
-    with app.state.db.sessionmaker() as session:
-        principal = require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
-        cache = app.state.device_cache
-        device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
-        view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s, body.agent_id)
-        session.commit()
-        app.state.completion.fire_pending(session)  # leasing requeues expired jobs, which may fail a campaign's last
+def _lease(app: FastAPI, token: str | None, body: LeaseRequest, session: Session) -> LeaseResponse:
+    principal = require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
+    cache = app.state.device_cache
+    device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
+    # leasing requeues expired jobs, which may complete a campaign: the group commit fires its hooks
+    view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s, body.agent_id)
     return LeaseResponse(job=view)
 
 
 @router.post("/{job_id}/result", response_model=ResultRecorded, responses=AUTH | BODY | error_responses(404, 409))
 async def result(body: JobResult, request: Request, creds: Credentials, job_id: int = JobId) -> ResultRecorded:
-    return await run_in_threadpool(_result, request.app, creds, job_id, body)
+    return await request.app.state.group_commit.run(partial(_result, request.app, _token(creds), job_id, body))
 
 
-def _result(app: FastAPI, creds: HTTPAuthorizationCredentials | None, job_id: int, body: JobResult) -> ResultRecorded:
-    with app.state.db.sessionmaker() as session:
-        require_role(authenticate(session, _token(creds), app.state.token_cache), "agent")
-        measurement_id, _ = jobs.record_result(session, job_id, body)
-        session.commit()
-        app.state.completion.fire_pending(session)
-        return ResultRecorded(measurement_id=measurement_id)
+def _result(app: FastAPI, token: str | None, job_id: int, body: JobResult, session: Session) -> ResultRecorded:
+    require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
+    measurement_id, _ = jobs.record_result(session, job_id, body)
+    return ResultRecorded(measurement_id=measurement_id)
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:

@@ -26,3 +26,9 @@ def test_metrics_count_jobs_queue_devices_and_latency(farm: Farm):
     assert 'rtseg_queue_depth{device_class="host/test-cpu"} 2.0' in text
     assert "rtseg_devices_online 2.0" in text
     assert 'rtseg_request_seconds_count{method="POST",route="/v1/jobs/lease",status="200"} 1.0' in text
+
+
+def test_every_answer_tells_its_server_time(client):
+    for r in (client.get("/livez"), client.get("/v1/no-such-route"), client.post("/v1/predict", content=b"{")):
+        name, _, duration = r.headers["server-timing"].partition(";dur=")
+        assert name == "app" and 0 <= float(duration) < 60_000, r.headers["server-timing"]

@@ -144,3 +144,26 @@ def test_an_mhsa_with_more_tokens_than_trained_is_extrapolated_though_each_field
     blocks = [{**MHSA, "h": 32, "w": 32, "patch": 2}, {**MHSA, "h": 32, "w": 32, "patch": 1}]  # 256, 1,024 tokens
     answer = app_client.post("/v1/predict", json={"device_class": "host/mhsa-cpu", "blocks": blocks}).json()
     assert answer["extrapolated"] == [False, True]
+
+
+def test_a_repeated_small_body_is_answered_as_if_parsed_and_predicted_afresh(app_client, fitted):
+    """Small bodies are parsed once and their answers remembered per version: the answer must equal
+    the one for the same block inside a large body (which takes the full path every time)."""
+    body = {"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}
+    first, again = (app_client.post("/v1/predict", json=body).json() for _ in range(2))
+    filler = [{**IN_RANGE, "cout": 8 + i} for i in range(40)]  # > 2 KB of JSON
+    large = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [*filler, IN_RANGE]}).json()
+    assert first == again
+    assert first["block_ms"] == [large["block_ms"][-1]] and first["extrapolated"] == [large["extrapolated"][-1]]
+    bad = {"device_class": DEVICE_CLASS, "blocks": [{**IN_RANGE, "kernel": 4}]}
+    assert [app_client.post("/v1/predict", json=bad).status_code for _ in range(2)] == [422, 422]  # never cached
+
+
+def test_the_fast_predict_route_keeps_the_documented_contract(app_client, fitted):
+    """POST /v1/predict bypasses FastAPI's route machinery; its errors and its OpenAPI entry do not change."""
+    wrong_method = app_client.get("/v1/predict")
+    assert wrong_method.status_code == 405 and wrong_method.json() == {"detail": "Method Not Allowed"}
+    not_json = app_client.post("/v1/predict", content=b"{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 422 and not_json.json()["detail"][0]["loc"][0] == "body"
+    operation = app_client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
+    assert {"200", "404", "422"} <= set(operation["responses"])
