@@ -60,12 +60,15 @@ class AgentConfig:
 
 
 def lease_options(lease: JobLease, max_seconds: float) -> MeasureOptions:
-    """MeasureOptions for a leased job; a runtime that does not match the artifact is unsupported."""
+    """MeasureOptions for a leased job; a runtime that does not match the artifact is unsupported.
+    A one-kernel model is measured as the kernel costs inside a whole model: without the layout
+    conversions its isolation adds (host onnxruntime; other runners add none)."""
     if RUNTIME_OF_FORMAT[lease.format] != lease.settings.runtime:
         raise UnsupportedModel(f"job {lease.job_id}: a .{lease.format} artifact cannot run on {lease.settings.runtime}")
     return MeasureOptions(threads=lease.settings.threads, delegate=lease.settings.delegate, warmup=lease.warmup,
                           runs=lease.runs, min_seconds=lease.min_seconds,
-                          max_seconds=max(max_seconds, lease.min_seconds * 2))
+                          max_seconds=max(max_seconds, lease.min_seconds * 2),
+                          exclude_layout_reorders=lease.kind == "kernel")
 
 
 class JobCounter:

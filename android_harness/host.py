@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
+import os
 import logging
 import platform
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +24,7 @@ import numpy as np
 from android_harness.errors import BenchmarkFailed, MeasurementAborted, UnsupportedModel
 from android_harness.runner import MeasureOptions, model_format
 from android_harness.stats import measure_until_stable, summarize_samples
-from shared.schemas import DeviceInfo, MeasurementStats
+from shared.schemas import REORDERS_EXCLUDED_FLAG, DeviceInfo, MeasurementStats
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,53 @@ def _onnx_session(path: Path, threads: int) -> tuple[Callable[[], object], str]:
     return functools.partial(sess.run, None, feeds), f"onnxruntime {ort.__version__}"
 
 
+REORDER_OPS = ("ReorderInput", "ReorderOutput")  # onnxruntime's NCHWc layout conversions
+PROFILED_RUNS = 20
+REORDER_FLOOR = 0.05  # a sample keeps at least this share of itself (noise can over-subtract)
+
+
+def layout_reorder_ms(profile: list[dict]) -> float:
+    """Per run, the time (ms) an onnxruntime profile spent in NCHWc layout conversions: the median
+    over runs of their summed node times. 0 when the model is nothing but conversions (then they
+    are the kernel) or has none."""
+    per_run: list[float] = []
+    ops = set()
+    for event in profile:
+        if event.get("cat") == "Session" and event.get("name") == "model_run":
+            per_run.append(0.0)
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        op = event.get("args", {}).get("op_name", "")
+        ops.add(op)
+        if op in REORDER_OPS and per_run:
+            per_run[-1] += event["dur"] / 1000
+    if not per_run or not ops - set(REORDER_OPS):
+        return 0.0
+    return float(np.median(per_run))
+
+
+def profile_layout_reorders(path: Path, threads: int, runs: int = PROFILED_RUNS) -> float:
+    """Time per run (ms) a model spends in layout conversions, from ``runs`` profiled runs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
+        opts.profile_file_prefix = os.path.join(tmp, "profile")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {i.name: _random_input(i.shape, _ORT_DTYPES.get(i.type, np.float32), rng) for i in sess.get_inputs()}
+        for _ in range(runs + 1):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    runs_seen = [i for i, e in enumerate(events) if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    return layout_reorder_ms(events[runs_seen[1]:] if len(runs_seen) > 1 else events)  # first run: warm-up
+
+
 def litert_available() -> bool:
     try:
         import ai_edge_litert.interpreter  # noqa: F401
@@ -195,6 +245,10 @@ class HostRunner:
         fmt = model_format(model_path)
         run, tool = (_onnx_session if fmt == "onnx" else _tflite_session)(model_path, options.threads)
         name, _, version = tool.partition(" ")
+        reorder_ms, extra_flags = 0.0, []
+        if options.exclude_layout_reorders and fmt == "onnx":
+            reorder_ms = profile_layout_reorders(model_path, options.threads)
+            extra_flags = [f"{REORDERS_EXCLUDED_FLAG}{reorder_ms:.5f}"]
 
         def once() -> MeasurementStats:
             temp_before = host_temperature_c()
@@ -204,8 +258,10 @@ class HostRunner:
                 raise
             except Exception as exc:  # the runtime's own error types: keep the message
                 raise BenchmarkFailed(f"{name} failed while running {model_path.name}: {exc}", str(exc)) from exc
+            if reorder_ms > 0:  # what the kernel costs inside a whole model, where no conversion surrounds it
+                samples = [max(s - reorder_ms, s * REORDER_FLOOR) for s in samples]
             return summarize_samples(samples, warmup=options.warmup, tool=name, tool_version=version,
-                                     flags=options.flags() + [f"clock={sample_clock(options)[0]}"],
+                                     flags=options.flags() + [f"clock={sample_clock(options)[0]}"] + extra_flags,
                                      temp_before_c=temp_before,
                                      temp_after_c=host_temperature_c())
 

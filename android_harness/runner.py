@@ -27,6 +27,9 @@ class MeasureOptions:
     max_spread: float = DEFAULT_MAX_SPREAD
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     clock: str = "wall"  # host only: "wall" or "thread-cpu" (the measuring thread's CPU time)
+    # host onnxruntime only: leave out the NCHWc layout conversions onnxruntime adds around a model
+    # that holds one kernel (a whole model keeps its tensors in that layout between kernels)
+    exclude_layout_reorders: bool = False
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.runs < 1 or self.warmup < 0 or self.min_seconds < 0:

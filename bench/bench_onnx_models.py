@@ -41,6 +41,7 @@ from profiler_server.predictor.kernel_predictor import calibrate, fit_kernel_pre
 from shared.export import export_block_onnx, export_module_onnx  # noqa: E402
 from shared.kernel_space import sample_kernels  # noqa: E402
 from shared.kernels import decompose, export_kernel_onnx  # noqa: E402
+from shared.schemas import REORDERS_EXCLUDED_FLAG  # noqa: E402
 from shared.space import default_space, sample_stratified  # noqa: E402
 
 NN_METER = {"device": "Pixel 4 CPU (TFLite)", "within_10": 0.990, "source": "nn-Meter (MobiSys 2021), as published"}
@@ -57,7 +58,8 @@ def _measure(runner: HostRunner, data: bytes, options: MeasureOptions, folder: P
     path = folder / "model.onnx"
     path.write_bytes(data)
     stats = runner.measure(path, options)
-    return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms}
+    return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms,
+            "reorders_excluded": any(f.startswith(REORDERS_EXCLUDED_FLAG) for f in stats.flags)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,19 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     runner = HostRunner()
-    kernel_opts = MeasureOptions(threads=1, warmup=3, runs=args.kernel_runs, min_seconds=0.02, clock=args.clock)
+    # as an agent measures a leased kernel: without the layout conversions its isolation adds
+    kernel_opts = MeasureOptions(threads=1, warmup=3, runs=args.kernel_runs, min_seconds=0.02, clock=args.clock,
+                                 exclude_layout_reorders=True)
     model_opts = MeasureOptions(threads=1, warmup=3, runs=args.model_runs, min_seconds=0.2, clock=args.clock)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         folder = Path(tmp)
         kernels = sample_kernels(args.kernels, args.seed, reorders=True)
-        latencies = []
+        latencies, excluded = [], []
         for i, cfg in enumerate(kernels):
-            latencies.append(_measure(runner, export_kernel_onnx(cfg), kernel_opts, folder)["p10_ms"])
+            measured = _measure(runner, export_kernel_onnx(cfg), kernel_opts, folder)
+            latencies.append(measured["p10_ms"])
+            excluded.append(measured["reorders_excluded"])
             if (i + 1) % 100 == 0:
                 print(f"  {i + 1}/{len(kernels)} kernels measured ({time.monotonic() - t0:.0f} s)", flush=True)
         campaign_s = time.monotonic() - t0
-        predictor = fit_kernel_predictor(kernels, latencies, level="all", seed=args.seed)
+        predictor = fit_kernel_predictor(kernels, latencies, level="all", seed=args.seed, reorders_excluded=excluded)
         m = predictor.metrics
         print(f"kernel campaign: {len(kernels)} kernels measured in {campaign_s:.0f} s; held-out kernel MAPE "
               f"{m.get('mape', float('nan')):.1f} %, within ±10 % {100 * m.get('within_10', float('nan')):.0f} %; "

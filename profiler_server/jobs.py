@@ -143,7 +143,8 @@ def _lease_statement(skip_locked: bool = False) -> Executable:
             leased_by_agent=bindparam("b_agent"),
             attempts=t.c.attempts + 1,
         )
-        .returning(t.c.id, t.c.team_id, t.c.artifact_sha256, t.c.settings, t.c.lease_id, t.c.lease_expires_at)
+        .returning(t.c.id, t.c.team_id, t.c.artifact_sha256, t.c.kind, t.c.settings, t.c.lease_id,
+                   t.c.lease_expires_at)
     )
 
 
@@ -191,6 +192,7 @@ def lease_view(job: Any) -> JobLease:
         lease_id=job.lease_id,
         lease_expires_at=job.lease_expires_at,
         artifact_sha256=job.artifact_sha256,
+        kind=job.kind,
         artifact_url=f"/v1/artifacts/{job.artifact_sha256}",
         format=artifact_format,
         settings=settings.runtime,

@@ -124,6 +124,11 @@ class DeviceInfo(_Request):
         description="runtimes the agent can measure on this device; empty: not declared (an older agent)")
 
 
+# A measurement flag: the host runner left onnxruntime's NCHWc layout conversions out of a one-kernel
+# model's samples (followed by the ms per run it took off).
+REORDERS_EXCLUDED_FLAG = "layout_reorders_excluded_ms="
+
+
 class MeasurementStats(_Request):
     """What one measurement of one model on one device produced (every per-run sample kept)."""
 
@@ -177,6 +182,7 @@ class JobLease(_Model):
     lease_id: str
     lease_expires_at: datetime
     artifact_sha256: str = SHA256
+    kind: str = Field("", max_length=32, description="what the artifact is: a block kind, 'kernel' or 'network'")
     artifact_url: str
     format: Literal["onnx", "tflite"]
     settings: RuntimeSettings

@@ -3,9 +3,12 @@
 Training data are the measurements of kernel campaigns (``Measurement.kind == "kernel"``): each
 one-kernel model's latency. A one-kernel model also pays one inference call's overhead and, on an
 x86 host, the NCHWc layout conversions onnxruntime puts around it; a whole model pays the overhead
-once and only the conversions its own graph needs. So the label of a kernel is its measurement
-less the ``overhead`` kernel's and less the predicted ``reorder`` kernels of its own model (they
-are fitted first, from their own one-kernel models).
+once and only the conversions its own graph needs (they are ``reorder`` kernels of its
+decomposition). Agents measure a leased kernel without those conversions: the host runner profiles
+the model and takes their time off every sample (flag ``layout_reorders_excluded_ms``). So the label
+of a kernel is its measurement less the ``overhead`` kernel's; for a measurement made without that
+exclusion (older agents), also less the predicted ``reorder`` kernels of its own model (they are
+fitted first, from their own one-kernel models).
 
 Per kernel kind the model is a non-negative linear fit of latency in compute, memory traffic and a
 constant (weighted for relative error; it extrapolates sanely), times a random-forest correction
@@ -39,6 +42,7 @@ from profiler_server.predictor import accuracy as M
 from profiler_server.predictor import store
 from shared.api import runtime_key
 from shared.export import sha256_bytes
+from shared.schemas import REORDERS_EXCLUDED_FLAG
 from shared.kernels import (
     Decomposition,
     KernelConfig,
@@ -170,12 +174,12 @@ def _companions(cfg: KernelConfig, level: str) -> tuple[KernelConfig, ...]:
     return tuple(k.config for i, k in enumerate(kernels) if i != main)
 
 
-def _labels(data: dict[str, tuple[KernelConfig, float]], overhead: float, reorder: KernelPredictor | None,
+def _labels(data: dict[str, tuple[KernelConfig, float, bool]], overhead: float, reorder: KernelPredictor | None,
             level: str) -> dict[str, float]:
     out = {}
-    for key, (cfg, ms) in data.items():
+    for key, (cfg, ms, reorders_excluded) in data.items():
         extra = 0.0
-        companions = _companions(cfg, level)
+        companions = () if reorders_excluded else _companions(cfg, level)
         if companions and reorder is not None:
             pred, _ = reorder.predict_configs(list(companions))
             extra = sum(p for p in pred if p is not None)
@@ -205,25 +209,30 @@ def _judge(cfgs: list[KernelConfig], y: np.ndarray, keys: list[str], seed: int) 
 
 
 def fit_kernel_predictor(configs: Sequence[KernelConfig | dict], latencies_ms: Sequence[float],
-                         level: str, seed: int = 0) -> KernelPredictor:
-    """Fit every kernel kind that has measurements. Raises ValueError when there are too few."""
-    grouped: dict[str, tuple[KernelConfig, float]] = {}
-    for raw, ms in zip(configs, latencies_ms, strict=True):
+                         level: str, seed: int = 0, reorders_excluded: Sequence[bool] | None = None
+                         ) -> KernelPredictor:
+    """Fit every kernel kind that has measurements. ``reorders_excluded`` says, per measurement,
+    whether its layout conversions were already left out (default: none). Raises ValueError when
+    there are too few."""
+    excluded = list(reorders_excluded) if reorders_excluded is not None else [False] * len(configs)
+    grouped: dict[str, tuple[KernelConfig, float, bool]] = {}
+    for raw, ms, ex in zip(configs, latencies_ms, excluded, strict=True):
         cfg = raw if isinstance(raw, KernelConfig) else KernelConfig.model_validate(raw)
         key = cfg.key()
         if key not in grouped or ms < grouped[key][1]:  # least disturbed session (as the block fit)
-            grouped[key] = (cfg, float(ms))
+            grouped[key] = (cfg, float(ms), bool(ex))
     if len(grouped) < MIN_KERNELS:
         raise ValueError(f"{len(grouped)} distinct measured kernels; need at least {MIN_KERNELS}")
-    overheads = [ms for cfg, ms in grouped.values() if cfg.op == "overhead"]
+    overheads = [ms for cfg, ms, _ in grouped.values() if cfg.op == "overhead"]
     overhead = float(min(overheads)) if overheads else 0.0
-    by_kind: dict[str, dict[str, tuple[KernelConfig, float]]] = defaultdict(dict)
-    for key, (cfg, ms) in grouped.items():
-        if cfg.op != "overhead":
-            by_kind[cfg.op][key] = (cfg, ms)
+    by_kind: dict[str, dict[str, tuple[KernelConfig, float, bool]]] = defaultdict(dict)
+    for key, row in grouped.items():
+        if row[0].op != "overhead":
+            by_kind[row[0].op][key] = row
     kinds: dict[str, KindModel] = {}
     metrics: dict = {"level": level, "overhead_ms": overhead, "kinds": {}, "peers": {},
-                     "n_kernels": len(grouped), "overhead_measured": bool(overheads)}
+                     "n_kernels": len(grouped), "overhead_measured": bool(overheads),
+                     "reorders_excluded": sum(row[2] for row in grouped.values())}
     reorder: KernelPredictor | None = None
     order = sorted(by_kind, key=lambda k: (k != "reorder", k))  # conversions first: the others subtract them
     for kind in order:
@@ -283,14 +292,16 @@ def calibrate(predictor: KernelPredictor, models: Sequence[bytes], measured_ms: 
 # --- storage and serving ------------------------------------------------------------------------
 
 def training_rows(session: Session, device_class: str, runtime: str, statistic: str = "p10_ms"
-                  ) -> tuple[list[dict], list[float]]:
+                  ) -> tuple[list[dict], list[float], list[bool]]:
+    """Kernel configs, their latency and whether each was measured without its layout conversions."""
     rows = session.execute(
-        select(Measurement.config, getattr(Measurement, statistic))
+        select(Measurement.config, getattr(Measurement, statistic), Measurement.flags)
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
         .where(Measurement.kind == "kernel", Measurement.config.is_not(None), Measurement.unstable.is_(False))
         .order_by(Measurement.id)
     ).all()
-    return [r[0] for r in rows], [float(r[1]) for r in rows]
+    excluded = [any(str(f).startswith(REORDERS_EXCLUDED_FLAG) for f in (r[2] or ())) for r in rows]
+    return [r[0] for r in rows], [float(r[1]) for r in rows], excluded
 
 
 _cache: dict[int, KernelPredictor] = {}
@@ -327,11 +338,12 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
     calibrated on the measured blocks of the same pair when ``artifacts_root`` holds them."""
     key = runtime_key(runtime)  # BadRuntime: answered 400
     with db.transaction() as session:
-        configs, latencies = training_rows(session, device_class, key, statistic)
+        configs, latencies, excluded = training_rows(session, device_class, key, statistic)
     if len({str(c) for c in configs}) < MIN_KERNELS:
         raise Conflict(f"{len(configs)} kernel measurements on {device_class!r} with {key!r}; "
                        f"{kernel_campaign_hint(device_class, key)}")
-    predictor = fit_kernel_predictor(configs, latencies, decomposition_level(device_class))
+    predictor = fit_kernel_predictor(configs, latencies, decomposition_level(device_class),
+                                     reorders_excluded=excluded)
     predictor.metrics["statistic"] = statistic
     if artifacts_root is not None:
         calibrate(predictor, *_calibration_models(db, artifacts_root, device_class, key, statistic))

@@ -242,3 +242,21 @@ def test_client_gives_up_after_the_outage_limit_and_on_stop():
     with pytest.raises(ServerUnavailable, match="stopping"):
         client.lease("a", "s")
     assert time.monotonic() - started < 3
+
+
+def test_a_leased_kernel_is_measured_without_its_layout_conversions() -> None:
+    """Only one-kernel models leave out the conversions their isolation adds; blocks and whole
+    networks are measured as they run."""
+    from datetime import UTC, datetime
+
+    from android_harness.agent import lease_options
+    from shared.schemas import JobLease, RuntimeSettings
+
+    def lease(kind: str) -> JobLease:
+        return JobLease(job_id=1, lease_id="l", lease_expires_at=datetime.now(UTC), artifact_sha256="a" * 64,
+                        kind=kind, artifact_url="/v1/artifacts/x", format="onnx",
+                        settings=RuntimeSettings(runtime="onnxruntime"))
+
+    assert lease_options(lease("kernel"), 60).exclude_layout_reorders
+    assert not lease_options(lease("network"), 60).exclude_layout_reorders
+    assert not lease_options(lease("conv"), 60).exclude_layout_reorders

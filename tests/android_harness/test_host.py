@@ -72,3 +72,43 @@ def test_unsupported_inputs_are_typed_errors(tmp_path):
         HostRunner().measure(tmp_path / "m.pb", OPTIONS)
     with pytest.raises(UnsupportedModel, match="cpu delegate"):
         HostRunner().measure(bad, MeasureOptions(delegate="gpu"))
+
+
+def _kernel_file(tmp_path, cfg) -> object:
+    from shared.kernels import export_kernel_onnx
+
+    path = tmp_path / f"{cfg.op}.onnx"
+    path.write_bytes(export_kernel_onnx(cfg))
+    return path
+
+
+def test_layout_conversions_around_a_lone_conv_are_profiled_and_left_out(tmp_path):
+    """A one-conv model on an x86 host runs NCHWc conversions a whole model does not pay around
+    each conv: measured with ``exclude_layout_reorders`` their profiled time comes off each sample
+    and the flag says how much."""
+    from android_harness.host import profile_layout_reorders
+    from shared.kernels import KernelConfig
+
+    conv = _kernel_file(tmp_path, KernelConfig(op="conv", fn="Relu", dims=(32, 64, 56, 56, 3, 1, 1, 0)))
+    reorders = profile_layout_reorders(conv, threads=1)
+    if reorders == 0:
+        pytest.skip("this CPU's onnxruntime adds no NCHWc conversions (no AVX2): nothing to leave out")
+    options = MeasureOptions(warmup=2, runs=20, min_seconds=0.0)
+    plain = HostRunner().measure(conv, options)
+    lean = HostRunner().measure(conv, MeasureOptions(warmup=2, runs=20, min_seconds=0.0, exclude_layout_reorders=True))
+    flag = next(f for f in lean.flags if f.startswith("layout_reorders_excluded_ms="))
+    assert float(flag.split("=")[1]) > 0
+    assert not any(f.startswith("layout_reorders") for f in plain.flags)
+    assert lean.p10_ms < plain.p10_ms  # the same conv without the conversions its isolation adds
+
+
+def test_a_model_that_is_only_a_conversion_keeps_its_time(tmp_path):
+    """A reorder kernel's own conversions are the kernel: nothing is left out (the flag says 0)."""
+    from android_harness.host import profile_layout_reorders
+    from shared.kernels import KernelConfig
+
+    reorder = _kernel_file(tmp_path, KernelConfig(op="reorder", fn="ReorderInput", dims=(64, 56 * 56, 8)))
+    assert profile_layout_reorders(reorder, threads=1) == 0.0
+    stats = HostRunner().measure(reorder, MeasureOptions(warmup=2, runs=10, min_seconds=0.0,
+                                                         exclude_layout_reorders=True))
+    assert "layout_reorders_excluded_ms=0.00000" in stats.flags
