@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import glob
 import json
-import os
 import logging
+import os
 import platform
 import re
 import tempfile

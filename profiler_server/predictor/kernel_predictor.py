@@ -42,7 +42,6 @@ from profiler_server.predictor import accuracy as M
 from profiler_server.predictor import store
 from shared.api import runtime_key
 from shared.export import sha256_bytes
-from shared.schemas import REORDERS_EXCLUDED_FLAG
 from shared.kernels import (
     Decomposition,
     KernelConfig,
@@ -51,6 +50,7 @@ from shared.kernels import (
     kernel_graph,
     linear_terms,
 )
+from shared.schemas import REORDERS_EXCLUDED_FLAG
 
 log = logging.getLogger(__name__)
 PREFIX = "kernels:"
