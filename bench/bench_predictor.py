@@ -480,7 +480,12 @@ def main(argv: list[str] | None = None) -> int:
            "between_sessions": noise, "db": str(RUN_DIR / "profiler.db")}
     Path("runs/bench").mkdir(parents=True, exist_ok=True)
     Path("runs/bench/predictor.json").write_text(json.dumps(out, indent=1))
-    return 0
+    m = pred["metrics"]
+    met = m["mape"] <= out["targets"]["mape_max"] and m["within_10"] >= out["targets"]["within_10_min"]
+    print(f"target MAPE <= {out['targets']['mape_max']:g} % and >= {100 * out['targets']['within_10_min']:.0f} % "
+          f"within +-10 %: {'MET' if met else 'NOT MET'} (MAPE {m['mape']:.2f} %, "
+          f"{100 * m['within_10']:.1f} % within +-10 %, {m['n_train']} training configs)")
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
