@@ -106,7 +106,9 @@ def _random_input(shape: list, dtype: type, rng: np.random.Generator) -> np.ndar
     return np.zeros(dims, dtype=dtype)
 
 
-def _onnx_session(path: Path, threads: int) -> tuple[Callable[[], object], str]:
+def _ort_session(path: Path, threads: int, profile_prefix: str | None = None):  # noqa: ANN202 - ort types
+    """An onnxruntime session of ``path`` (1 inter-op thread, sequential) and random feeds for it;
+    ``profile_prefix`` turns onnxruntime's per-node profiling on."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -114,12 +116,22 @@ def _onnx_session(path: Path, threads: int) -> tuple[Callable[[], object], str]:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own non-exported exception types
         raise UnsupportedModel(f"onnxruntime cannot load {path.name}: {exc}", str(exc)) from exc
     rng = np.random.default_rng(0)
     feeds = {i.name: _random_input(i.shape, _ORT_DTYPES.get(i.type, np.float32), rng) for i in sess.get_inputs()}
+    return sess, feeds
+
+
+def _onnx_session(path: Path, threads: int) -> tuple[Callable[[], object], str]:
+    import onnxruntime as ort
+
+    sess, feeds = _ort_session(path, threads)
     return functools.partial(sess.run, None, feeds), f"onnxruntime {ort.__version__}"
 
 
@@ -128,46 +140,31 @@ PROFILED_RUNS = 20
 REORDER_FLOOR = 0.05  # a sample keeps at least this share of itself (noise can over-subtract)
 
 
-def layout_reorder_ms(profile: list[dict]) -> float:
+def layout_reorder_ms(profile: list[dict], skip_runs: int = 1) -> float:
     """Per run, the time (ms) an onnxruntime profile spent in NCHWc layout conversions: the median
-    over runs of their summed node times. 0 when the model is nothing but conversions (then they
-    are the kernel) or has none."""
-    per_run: list[float] = []
-    ops = set()
-    for event in profile:
-        if event.get("cat") == "Session" and event.get("name") == "model_run":
-            per_run.append(0.0)
-        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
-            continue
-        op = event.get("args", {}).get("op_name", "")
-        ops.add(op)
-        if op in REORDER_OPS and per_run:
-            per_run[-1] += event["dur"] / 1000
-    if not per_run or not ops - set(REORDER_OPS):
+    over runs (after the first ``skip_runs``, warm-ups) of the conversion nodes that started inside
+    each run's window. 0 when the model is nothing but conversions (then they are the kernel) or
+    has none."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in profile
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
+    nodes = [(e["ts"], e["dur"], e.get("args", {}).get("op_name", "")) for e in profile
+             if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    if not runs or not {op for _, _, op in nodes} - set(REORDER_OPS):
         return 0.0
+    per_run = [sum(dur for ts, dur, op in nodes if op in REORDER_OPS and start <= ts <= end) / 1000
+               for start, end in runs]
     return float(np.median(per_run))
 
 
 def profile_layout_reorders(path: Path, threads: int, runs: int = PROFILED_RUNS) -> float:
-    """Time per run (ms) a model spends in layout conversions, from ``runs`` profiled runs."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    opts.enable_profiling = True
+    """Time per run (ms) a model spends in layout conversions, from ``runs`` profiled runs after
+    one warm-up."""
     with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
-        opts.profile_file_prefix = os.path.join(tmp, "profile")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(0)
-        feeds = {i.name: _random_input(i.shape, _ORT_DTYPES.get(i.type, np.float32), rng) for i in sess.get_inputs()}
+        sess, feeds = _ort_session(path, threads, profile_prefix=os.path.join(tmp, "profile"))
         for _ in range(runs + 1):
             sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())
-    runs_seen = [i for i, e in enumerate(events) if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    return layout_reorder_ms(events[runs_seen[1]:] if len(runs_seen) > 1 else events)  # first run: warm-up
+    return layout_reorder_ms(events, skip_runs=1)
 
 
 def litert_available() -> bool:
