@@ -104,7 +104,7 @@ def authenticate(
     principal = cache.get_or_load(digest, load) if cache is not None else load()
     # Prepared statements on the session's connection: SQLAlchemy's execute path cost more than
     # the lookup itself, twice per lease + report round trip.
-    conn = session.connection()
+    conn = prepared.connection(session)
     state = prepared.first(conn, _token_state(), {"b_id": principal.token_id})
     if state is None or state.revoked:
         raise AuthError(401, "unknown or revoked token")

@@ -172,7 +172,7 @@ def lease_job(
     commit instead (so a busy queue never answers "nothing queued" by mistake).
     """
     now = utcnow()
-    conn = session.connection()
+    conn = prepared.connection(session)
     skip_locked = conn.dialect.name == "postgresql"
     # prepared.first: the hot path's statements skip SQLAlchemy's execute path on SQLite
     if prepared.first(conn, _ANY_EXPIRED, {"now": now}) is not None:
@@ -334,7 +334,7 @@ def record_result(session: Session, job_id: int, body: JobResult) -> tuple[int, 
     """Store the measurement of a held job; returns its id and the campaigns this result completed.
 
     Core statements rather than ORM objects: this runs once per measured block."""
-    conn = session.connection()
+    conn = prepared.connection(session)
     job = prepared.first(conn, _held_job_with_config(), {"b_job": job_id})
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
@@ -444,7 +444,7 @@ def _complete_campaigns(session: Session, job: Any) -> list[Campaign]:
     session.flush()
     params = {"b_sha": job.artifact_sha256, "b_campaign": job.campaign_id, "b_class": job.device_class,
               "b_runtime": job.runtime}  # fmt: skip
-    if prepared.first(session.connection(), _any_campaign_waiting_on(), params) is None:
+    if prepared.first(prepared.connection(session), _any_campaign_waiting_on(), params) is None:
         return []
     completed = []
     for campaign in session.scalars(_campaigns_waiting_on(), params):

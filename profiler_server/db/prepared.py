@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Executable
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 
 _Processor = Callable[[Any], Any] | None
 
@@ -60,6 +61,17 @@ class SqlitePrepared:
             return row
         values = [v if p is None or v is None else p(v) for p, v in zip(self.columns, row, strict=True)]
         return self.row_type(*values)
+
+
+HELD_CONNECTION = "prepared.held_connection"  # session.info key: the connection of its transaction
+
+
+def connection(session: Session) -> Connection:
+    """The connection of the session's transaction. A session that holds one transaction for many
+    pieces of work (the group commit) names it in ``session.info[HELD_CONNECTION]``: asking the
+    session each time cost about 90 µs, five times per lease + report round trip."""
+    held = session.info.get(HELD_CONNECTION)
+    return held if held is not None else session.connection()
 
 
 _compiled: dict[tuple[int, str], tuple[Executable, SqlitePrepared]] = {}
