@@ -89,9 +89,13 @@ def _pick_queued(device_class: str | BindParameter, skip_locked: bool = False) -
     docstring). Every step is an index lookup on ``ix_jobs_queue``; ids grow with age.
     ``skip_locked`` (PostgreSQL): the oldest such job that no concurrent lease has locked."""
     j_top, j_team, j_pick = aliased(Job), aliased(Job), aliased(Job)
+    # ORDER BY ... LIMIT 1 rather than max(): SQLite seeks the index's last entry for that, where
+    # max() under an equality prefix read every queued job of the class (150 us at 6,000 queued)
     top = (
-        select(func.max(j_top.priority))
+        select(j_top.priority)
         .where(j_top.state == "queued", j_top.device_class == device_class)
+        .order_by(j_top.priority.desc())
+        .limit(1)
         .correlate(None)
         .scalar_subquery()
     )
@@ -441,7 +445,8 @@ def _complete_campaigns(session: Session, job: Any) -> list[Campaign]:
     """Mark done every running campaign that this finished job was the last live job of."""
     if job.state in LIVE:
         return []
-    session.flush()
+    if session.new or session.dirty or session.deleted:  # a clean session's flush still cost ~30 us
+        session.flush()
     params = {"b_sha": job.artifact_sha256, "b_campaign": job.campaign_id, "b_class": job.device_class,
               "b_runtime": job.runtime}  # fmt: skip
     if prepared.first(prepared.connection(session), _any_campaign_waiting_on(), params) is None:

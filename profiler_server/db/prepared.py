@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Executable
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
+
+from profiler_server.db.models import UTCDateTime
 
 _Processor = Callable[[Any], Any] | None
 
@@ -35,19 +39,19 @@ class SqlitePrepared:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.defaults = dict(compiled.params)
-        processors: dict[str, _Processor] = {}
-        for bind, name in compiled.bind_names.items():
-            processors[name] = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        self.order = [(name, processors.get(name)) for name in compiled.positiontup or ()]
+        processors = {name: _bind_processor(bind.type, dialect) for bind, name in compiled.bind_names.items()}
+        self.order = [
+            (name, processors.get(name), self.defaults[name]) for name in compiled.positiontup or ()
+        ]
         columns = list(getattr(statement, "exported_columns", ()))
-        self.columns = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        self.columns = [_result_processor(c.type, dialect) for c in columns]
         self.row_type = namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
 
     def parameters(self, params: Mapping[str, Any]) -> tuple:
         values = []
-        for name, process in self.order:
-            value = params[name] if name in params else self.defaults[name]
-            values.append(process(value) if process is not None and value is not None else value)
+        for name, process, default in self.order:
+            value = params.get(name, default)
+            values.append(value if process is None or value is None else process(value))
         return tuple(values)
 
     def first(self, raw: Any, params: Mapping[str, Any]) -> Any:
@@ -61,6 +65,31 @@ class SqlitePrepared:
             return row
         values = [v if p is None or v is None else p(v) for p, v in zip(self.columns, row, strict=True)]
         return self.row_type(*values)
+
+
+def _utc_text(value: datetime) -> str:
+    """What SQLAlchemy stores for a :class:`UTCDateTime` on SQLite (naive UTC, microseconds)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")  # fmt: skip
+
+
+def _utc_datetime(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _bind_processor(type_: TypeEngine, dialect: Dialect) -> _Processor:
+    # UTC datetimes are in every hot statement: a direct format costs a fifth of SQLAlchemy's chain
+    if isinstance(type_, UTCDateTime):
+        return _utc_text
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _result_processor(type_: TypeEngine, dialect: Dialect) -> _Processor:
+    if isinstance(type_, UTCDateTime):
+        return _utc_datetime
+    return type_.dialect_impl(dialect).result_processor(dialect, None)
 
 
 HELD_CONNECTION = "prepared.held_connection"  # session.info key: the connection of its transaction
