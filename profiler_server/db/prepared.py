@@ -121,4 +121,7 @@ def first(conn: Connection, statement: Executable, params: Mapping[str, Any]) ->
 
 def execute(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> None:
     """Run a statement without rows (UPDATE, INSERT) the same way as :func:`first`."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(statement, dict(params))
+        return
     first(conn, statement, params)
