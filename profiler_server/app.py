@@ -131,10 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # a completed campaign refits its (device class, runtime): the exporter, the lease and result
     # routes and the reaper all tell the predictor through this one object
     app.state.completion = CampaignCompletion(functools.partial(on_campaign_complete, app.state.predictor))
-    # lease and result transactions (routes/jobs.py), several per commit; on a SQLite file on the
-    # event loop through a connection that never waits for the write lock
-    inline_db = Database(db.url, busy_wait_s=0) if db.is_sqlite_file else None
-    app.state.group_commit = GroupCommit(db, after_commit=app.state.completion.fire_pending, inline_db=inline_db)
+    # lease and result transactions (routes/jobs.py), several per commit
+    app.state.group_commit = GroupCommit(db, after_commit=app.state.completion.fire_pending)
     # Routers are matched in the order they are included, each route against the path in turn (a
     # third of a small request's CPU when /v1/predict came last): the hot paths come first.
     app.include_router(predictors.router)

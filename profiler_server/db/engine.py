@@ -20,26 +20,21 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 
-def _sqlite_pragmas(busy_wait_s: float) -> Any:
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={int(busy_wait_s * 1000)}")
-        cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    return on_connect
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
 
 
 def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, busy_wait_s: float = 30.0) -> Engine:
-    """An engine for any SQLAlchemy URL; creates the parent folder of a SQLite file. On SQLite a
-    transaction waits up to ``busy_wait_s`` for another connection's write lock (0: fails at once
-    with "database is locked")."""
+def make_engine(url: str) -> Engine:
+    """An engine for any SQLAlchemy URL; creates the parent folder of a SQLite file."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
@@ -49,12 +44,12 @@ def make_engine(url: str, busy_wait_s: float = 30.0) -> Engine:
     # wake immediately, where SQLite's busy handler would poll with sleeps of up to 100 ms.
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": busy_wait_s},
+        connect_args={"check_same_thread": False, "timeout": 30},
         pool_size=1,
         max_overflow=0,
         pool_timeout=120,
     )
-    event.listen(engine, "connect", _sqlite_pragmas(busy_wait_s))
+    event.listen(engine, "connect", _sqlite_pragmas)
 
     # Let SQLAlchemy, not pysqlite, emit BEGIN (pysqlite's implicit BEGIN is deferred).
     @event.listens_for(engine, "connect")
@@ -74,9 +69,9 @@ class Database:
       ``session.commit()`` after a write (requests, reads, several transactions in a row).
     """
 
-    def __init__(self, url: str, busy_wait_s: float = 30.0) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url, busy_wait_s)
+        self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -84,12 +79,6 @@ class Database:
         """A session whose transaction commits on success and rolls back on error."""
         with self.sessionmaker() as session, session.begin():
             yield session
-
-    @property
-    def is_sqlite_file(self) -> bool:
-        """SQLite on a file, which a second connection of this process can open (not :memory:)."""
-        parsed = make_url(self.url)
-        return parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -96,33 +96,3 @@ def test_close_finishes_queued_work_and_later_work_is_refused(db: Database) -> N
     assert team_names(db) == {f"q{i}" for i in range(5)}
     with pytest.raises(RuntimeError, match="stopped"):
         asyncio.run(committer.run(add_team("late")))
-
-
-def test_inline_groups_run_on_the_loop_and_a_held_write_lock_sends_them_to_the_thread(db: Database) -> None:
-    """On a SQLite file the group runs on the event loop through a connection that never waits; when
-    another connection holds the write lock, the same work is done by the thread once it is free."""
-    committer = GroupCommit(db, inline_db=Database(db.url, busy_wait_s=0))
-    other = Database(db.url)  # another connection of this process, like an export's
-    blocker = other.engine.raw_connection()
-
-    async def scenario() -> tuple[list, list, int]:
-        together = await asyncio.gather(*(committer.run(add_team(f"in{i}")) for i in range(4)))
-        inline_then = committer.inline_groups
-        blocker.execute("BEGIN IMMEDIATE")
-        blocker.execute("INSERT INTO teams (name, created_at) VALUES ('holder', '2026-11-30 07:00:00.000000')")
-        waiting = [asyncio.ensure_future(committer.run(add_team(f"busy{i}"))) for i in range(3)]
-        await asyncio.sleep(0.3)
-        assert not any(w.done() for w in waiting)  # answered only once committed
-        await asyncio.to_thread(blocker.execute, "COMMIT")
-        return together, await asyncio.gather(*waiting), inline_then
-
-    try:
-        together, busy, inline_then = asyncio.run(scenario())
-    finally:
-        blocker.close()
-        other.dispose()
-        committer.close()
-    assert len(set(together)) == 4 and len(set(busy)) == 3
-    assert inline_then == 1  # the four submitted in one turn of the loop shared one inline transaction
-    assert committer.groups - committer.inline_groups >= 1  # the busy ones went through the thread
-    assert team_names(db) == {f"in{i}" for i in range(4)} | {f"busy{i}" for i in range(3)} | {"holder"}
