@@ -27,10 +27,14 @@ def db(tmp_path: Path):
 
 
 MEAS = Measurement.__table__
-INSERT = insert(MEAS).values({c.key: bindparam(c.key, type_=c.type) for c in MEAS.c if c.key != "id"}).returning(
-    MEAS.c.id, MEAS.c.created_at, MEAS.c.samples
+INSERT = (
+    insert(MEAS)
+    .values({c.key: bindparam(c.key, type_=c.type) for c in MEAS.c if c.key != "id"})
+    .returning(MEAS.c.id, MEAS.c.created_at, MEAS.c.samples)
 )
-STORED = text("SELECT created_at, samples, flags, config IS NULL, unstable FROM measurements WHERE job_id = :j")
+STORED = text(
+    "SELECT created_at, samples, flags, config IS NULL, unstable FROM measurements WHERE job_id = :j"
+)
 
 
 def measurement(job_id: int, when: datetime) -> dict:
