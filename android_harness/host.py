@@ -24,7 +24,7 @@ import numpy as np
 from android_harness.errors import BenchmarkFailed, MeasurementAborted, UnsupportedModel
 from android_harness.runner import MeasureOptions, model_format
 from android_harness.stats import measure_until_stable, summarize_samples
-from shared.schemas import REORDERS_EXCLUDED_FLAG, DeviceInfo, MeasurementStats
+from shared.schemas import KERNEL_HELPER_PREFIX, REORDERS_EXCLUDED_FLAG, DeviceInfo, MeasurementStats
 
 log = logging.getLogger(__name__)
 
@@ -136,35 +136,31 @@ def _onnx_session(path: Path, threads: int) -> tuple[Callable[[], object], str]:
 
 
 REORDER_OPS = ("ReorderInput", "ReorderOutput")  # onnxruntime's NCHWc layout conversions
-PROFILED_RUNS = 20
+PROFILED_MAX_SAMPLES = 5_000  # a profiled measurement keeps its profile file small
 REORDER_FLOOR = 0.05  # a sample keeps at least this share of itself (noise can over-subtract)
 
 
-def layout_reorder_ms(profile: list[dict], skip_runs: int = 1) -> float:
-    """Per run, the time (ms) an onnxruntime profile spent in NCHWc layout conversions: the median
-    over runs (after the first ``skip_runs``, warm-ups) of the conversion nodes that started inside
-    each run's window. 0 when the model is nothing but conversions (then they are the kernel) or
-    has none."""
+def _is_helper(node: str, op: str) -> bool:
+    return op in REORDER_OPS or node.startswith(KERNEL_HELPER_PREFIX)
+
+
+def helper_free_samples(profile: list[dict], skip_runs: int = 0) -> tuple[list[float], float]:
+    """From an onnxruntime profile: per run (after the first ``skip_runs``, warm-ups), the run's time
+    (its ``model_run`` event, ms) less the layout conversions and ``aux_`` helper nodes that started
+    inside that run's window, and the median time per run taken off. Subtracting run by run keeps a
+    slow run's helpers paired with that run. A model that is nothing but helpers (a reorder kernel)
+    keeps its whole time: the helpers are the kernel."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in profile
                   if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
-    nodes = [(e["ts"], e["dur"], e.get("args", {}).get("op_name", "")) for e in profile
-             if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    if not runs or not {op for _, _, op in nodes} - set(REORDER_OPS):
-        return 0.0
-    per_run = [sum(dur for ts, dur, op in nodes if op in REORDER_OPS and start <= ts <= end) / 1000
-               for start, end in runs]
-    return float(np.median(per_run))
-
-
-def profile_layout_reorders(path: Path, threads: int, runs: int = PROFILED_RUNS) -> float:
-    """Time per run (ms) a model spends in layout conversions, from ``runs`` profiled runs after
-    one warm-up."""
-    with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
-        sess, feeds = _ort_session(path, threads, profile_prefix=os.path.join(tmp, "profile"))
-        for _ in range(runs + 1):
-            sess.run(None, feeds)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    return layout_reorder_ms(events, skip_runs=1)
+    nodes = [(e["ts"], e["dur"], _is_helper(e.get("name", "").removesuffix("_kernel_time"),
+                                            e.get("args", {}).get("op_name", "")))
+             for e in profile if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    whole = [(end - start) / 1000 for start, end in runs]
+    if not any(not helper for _, _, helper in nodes):
+        return whole, 0.0
+    taken = [sum(dur for ts, dur, helper in nodes if helper and start <= ts <= end) / 1000 for start, end in runs]
+    samples = [max(w - t, w * REORDER_FLOOR) for w, t in zip(whole, taken, strict=True)]
+    return samples, float(np.median(taken)) if taken else 0.0
 
 
 def litert_available() -> bool:
@@ -201,7 +197,8 @@ def sample_clock(options: MeasureOptions) -> tuple[str, Callable[[], int]]:
     return options.clock, (time.thread_time_ns if options.clock == "thread-cpu" else time.perf_counter_ns)
 
 
-def time_runs(run: Callable[[], object], options: MeasureOptions, abort: threading.Event | None = None) -> list[float]:
+def time_runs(run: Callable[[], object], options: MeasureOptions, abort: threading.Event | None = None,
+              max_samples: int = MAX_SAMPLES) -> list[float]:
     """Warm up, then time runs (ms) until ``runs`` and ``min_seconds`` (wall) are both reached."""
     abort = abort or threading.Event()
     for _ in range(options.warmup):
@@ -209,7 +206,7 @@ def time_runs(run: Callable[[], object], options: MeasureOptions, abort: threadi
     samples: list[float] = []
     _, now_ns = sample_clock(options)
     start = time.perf_counter()
-    while len(samples) < MAX_SAMPLES:
+    while len(samples) < max_samples:
         t0 = now_ns()
         run()
         samples.append((now_ns() - t0) / 1e6)
@@ -240,26 +237,45 @@ class HostRunner:
         if options.delegate != "cpu":
             raise UnsupportedModel(f"the host runs only the cpu delegate, not {options.delegate!r}")
         fmt = model_format(model_path)
+        if options.exclude_layout_reorders and fmt == "onnx":
+            return measure_until_stable(lambda: self._measure_without_helpers(model_path, options),
+                                        options.max_spread, options.max_attempts)
         run, tool = (_onnx_session if fmt == "onnx" else _tflite_session)(model_path, options.threads)
         name, _, version = tool.partition(" ")
-        reorder_ms, extra_flags = 0.0, []
-        if options.exclude_layout_reorders and fmt == "onnx":
-            reorder_ms = profile_layout_reorders(model_path, options.threads)
-            extra_flags = [f"{REORDERS_EXCLUDED_FLAG}{reorder_ms:.5f}"]
 
         def once() -> MeasurementStats:
             temp_before = host_temperature_c()
-            try:
-                samples = time_runs(run, options, self.abort)
-            except MeasurementAborted:
-                raise
-            except Exception as exc:  # the runtime's own error types: keep the message
-                raise BenchmarkFailed(f"{name} failed while running {model_path.name}: {exc}", str(exc)) from exc
-            if reorder_ms > 0:  # what the kernel costs inside a whole model, where no conversion surrounds it
-                samples = [max(s - reorder_ms, s * REORDER_FLOOR) for s in samples]
+            samples = self._timed(run, options, name, model_path)
             return summarize_samples(samples, warmup=options.warmup, tool=name, tool_version=version,
-                                     flags=options.flags() + [f"clock={sample_clock(options)[0]}"] + extra_flags,
-                                     temp_before_c=temp_before,
-                                     temp_after_c=host_temperature_c())
+                                     flags=options.flags() + [f"clock={sample_clock(options)[0]}"],
+                                     temp_before_c=temp_before, temp_after_c=host_temperature_c())
 
         return measure_until_stable(once, options.max_spread, options.max_attempts)
+
+    def _timed(self, run: Callable[[], object], options: MeasureOptions, name: str, model_path: Path,
+               max_samples: int = MAX_SAMPLES) -> list[float]:
+        try:
+            return time_runs(run, options, self.abort, max_samples)
+        except MeasurementAborted:
+            raise
+        except Exception as exc:  # the runtime's own error types: keep the message
+            raise BenchmarkFailed(f"{name} failed while running {model_path.name}: {exc}", str(exc)) from exc
+
+    def _measure_without_helpers(self, model_path: Path, options: MeasureOptions) -> MeasurementStats:
+        """A one-kernel model as the kernel runs inside a whole model: every run profiled by
+        onnxruntime, each sample the run's time less its layout conversions and ``aux_`` helper
+        nodes (``helper_free_samples``). The clock is onnxruntime's own (flag ``clock=ort-profile``)."""
+        import onnxruntime as ort
+
+        temp_before = host_temperature_c()
+        with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
+            sess, feeds = _ort_session(model_path, options.threads, profile_prefix=os.path.join(tmp, "profile"))
+            self._timed(functools.partial(sess.run, None, feeds), options, "onnxruntime", model_path,
+                        PROFILED_MAX_SAMPLES)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        samples, taken_ms = helper_free_samples(events, skip_runs=options.warmup)
+        if not samples:
+            raise BenchmarkFailed(f"onnxruntime's profile of {model_path.name} holds no runs")
+        return summarize_samples(samples, warmup=options.warmup, tool="onnxruntime", tool_version=ort.__version__,
+                                 flags=options.flags() + ["clock=ort-profile", f"{REORDERS_EXCLUDED_FLAG}{taken_ms:.5f}"],
+                                 temp_before_c=temp_before, temp_after_c=host_temperature_c())

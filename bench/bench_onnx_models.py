@@ -8,11 +8,13 @@ models involved), the host agent's runner (``android_harness.host.HostRunner``: 
 that ``POST /v1/predict/onnx`` runs. Kernels and models are measured with the same runner and
 the same statistic. The network-level calibration uses the project's own blocks (its search
 space, sampled), measured the same way, as the server uses the blocks a farm has measured.
-Kernels are measured as an agent measures a leased kernel: without the NCHWc layout conversions
-onnxruntime adds around a lone kernel on x86 (the host runner profiles them and takes them off),
-since a whole model keeps its tensors in that layout between kernels. ``--clock wall`` (the
-default) reads wall time; ``--clock thread-cpu`` reads the measuring thread's CPU time, which this
-VM accounts coarsely for short kernels (it tripled the kernels' held-out error here).
+Kernels are measured as an agent measures a leased kernel: every run profiled by onnxruntime, each
+sample the run's time less the NCHWc layout conversions onnxruntime adds around a lone kernel on
+x86 and the ``aux_`` helper nodes that put a kernel in a whole model's layout (a whole model keeps
+its tensors in that layout between kernels). ``--clock`` sets how whole models are timed: ``wall``
+(the default, what latency means on a quiet machine) or ``thread-cpu`` (the measuring thread's CPU
+time: onnxruntime runs a 1-thread model on that thread, so on a quiet machine the two agree, and on
+a busy one the CPU time leaves out the stretches the scheduler gave the core to someone else).
 
 Reported per model and overall: share within ±10 % and ±5 %, MAPE, beside nn-Meter's published
 figure (99.0 % within ±10 % on a Pixel 4 CPU over its own dataset; quoted, not re-measured here).
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     runner = HostRunner()
     # as an agent measures a leased kernel: without the layout conversions its isolation adds
-    kernel_opts = MeasureOptions(threads=1, warmup=3, runs=args.kernel_runs, min_seconds=0.02, clock=args.clock,
+    kernel_opts = MeasureOptions(threads=1, warmup=3, runs=args.kernel_runs, min_seconds=0.02,
                                  exclude_layout_reorders=True)
     model_opts = MeasureOptions(threads=1, warmup=3, runs=args.model_runs, min_seconds=0.2, clock=args.clock)
     t0 = time.monotonic()

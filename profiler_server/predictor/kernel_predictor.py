@@ -5,7 +5,9 @@ one-kernel model's latency. A one-kernel model also pays one inference call's ov
 x86 host, the NCHWc layout conversions onnxruntime puts around it; a whole model pays the overhead
 once and only the conversions its own graph needs (they are ``reorder`` kernels of its
 decomposition). Agents measure a leased kernel without those conversions: the host runner profiles
-the model and takes their time off every sample (flag ``layout_reorders_excluded_ms``). So the label
+every run and takes off that run's conversions and the ``aux_`` helper nodes a one-kernel model
+carries to put its kernel in a whole model's layout, e.g. the 1x1 depthwise conv ahead of an NCHWc
+Upsample (flag ``layout_reorders_excluded_ms``). So the label
 of a kernel is its measurement less the ``overhead`` kernel's; for a measurement made without that
 exclusion (older agents), also less the predicted ``reorder`` kernels of its own model (they are
 fitted first, from their own one-kernel models).

@@ -18,6 +18,7 @@ from shared.kernels import (
     parse_campaign_configs,
     parse_input_shape,
 )
+from shared.schemas import KERNEL_HELPER_PREFIX
 
 
 def _w(name: str, *shape: int) -> onnx.TensorProto:
@@ -106,6 +107,19 @@ def test_every_sampled_one_kernel_model_decomposes_into_its_kernel() -> None:
         if cfg.op == "overhead":
             continue
         assert [k.config for k in decompose(kernel_graph(cfg)).kernels] == [cfg], cfg.label
+
+
+def test_sampled_kernels_keep_their_config_under_the_nchwc_pass() -> None:
+    """On an x86 host (onnxruntime's NCHWc pass) a one-kernel model holds its kernel plus layout
+    conversions and ``aux_`` helpers; the kernel itself decomposes back into its config, e.g. the
+    NCHWc Upsample a whole model runs after a conv (``nchwc-linear``), not the plain Resize."""
+    configs = [c for c in sample_kernels(300, seed=7, reorders=True) if c.op == "resize"]
+    assert {"nchwc-linear", "nchwc-nearest", "linear"} <= {c.fn for c in configs}
+    for cfg in configs:
+        kernels = decompose(kernel_graph(cfg), level="all").kernels
+        own = [k.config for k in kernels
+               if k.config.op != "reorder" and not any(n.startswith(KERNEL_HELPER_PREFIX) for n in k.nodes)]
+        assert own == [cfg], cfg.label
 
 
 def test_kernel_configs_validate_and_travel_with_block_configs() -> None:
