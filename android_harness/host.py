@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,15 @@ import numpy as np
 from android_harness.errors import BenchmarkFailed, MeasurementAborted, UnsupportedModel
 from android_harness.runner import MeasureOptions, model_format
 from android_harness.stats import measure_until_stable, summarize_samples
-from shared.schemas import KERNEL_HELPER_PREFIX, REORDERS_EXCLUDED_FLAG, DeviceInfo, MeasurementStats
+from shared.schemas import (
+    KERNEL_HELPER_PREFIX,
+    NODE_CLOCK,
+    REORDERS_EXCLUDED_FLAG,
+    RUN_GAP_FLAG,
+    RUN_NODES_FLAG,
+    DeviceInfo,
+    MeasurementStats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,30 +146,45 @@ def _onnx_session(path: Path, threads: int) -> tuple[Callable[[], object], str]:
 
 REORDER_OPS = ("ReorderInput", "ReorderOutput")  # onnxruntime's NCHWc layout conversions
 PROFILED_MAX_SAMPLES = 5_000  # a profiled measurement keeps its profile file small
-REORDER_FLOOR = 0.05  # a sample keeps at least this share of itself (noise can over-subtract)
 
 
 def _is_helper(node: str, op: str) -> bool:
     return op in REORDER_OPS or node.startswith(KERNEL_HELPER_PREFIX)
 
 
-def helper_free_samples(profile: list[dict], skip_runs: int = 0) -> tuple[list[float], float]:
-    """From an onnxruntime profile: per run (after the first ``skip_runs``, warm-ups), the run's time
-    (its ``model_run`` event, ms) less the layout conversions and ``aux_`` helper nodes that started
-    inside that run's window, and the median time per run taken off. Subtracting run by run keeps a
-    slow run's helpers paired with that run. A model that is nothing but helpers (a reorder kernel)
-    keeps its whole time: the helpers are the kernel."""
+@dataclass(frozen=True)
+class KernelProfile:
+    """What onnxruntime's profile says of a one-kernel model, per run after the warm-ups."""
+
+    samples_ms: list[float]  # the kernel's own node time, each run
+    helpers_ms: float  # median time per run of the layout conversions and aux_ helpers left out
+    gap_ms: float  # median per run of the run's time outside every node (call + per-node dispatch)
+    nodes: int  # nodes a run executes (the kernel, its conversions and helpers)
+
+
+def kernel_profile(profile: list[dict], skip_runs: int = 0) -> KernelProfile:
+    """From an onnxruntime profile: per run (after the first ``skip_runs``), the time of the nodes
+    that are the kernel, i.e. every node but the NCHWc layout conversions and ``aux_`` helpers that
+    started inside that run's window (a model of nothing but conversions is a reorder kernel: its
+    conversions are the kernel); also what the run spent outside any node, which a predictor adds
+    back per node of a whole model (a lone kernel's share of it differs from a whole model's)."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in profile
                   if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
     nodes = [(e["ts"], e["dur"], _is_helper(e.get("name", "").removesuffix("_kernel_time"),
                                             e.get("args", {}).get("op_name", "")))
              for e in profile if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    whole = [(end - start) / 1000 for start, end in runs]
-    if not any(not helper for _, _, helper in nodes):
-        return whole, 0.0
-    taken = [sum(dur for ts, dur, helper in nodes if helper and start <= ts <= end) / 1000 for start, end in runs]
-    samples = [max(w - t, w * REORDER_FLOOR) for w, t in zip(whole, taken, strict=True)]
-    return samples, float(np.median(taken)) if taken else 0.0
+    only_helpers = not any(not helper for _, _, helper in nodes)
+    samples, helpers, gaps, counts = [], [], [], []
+    for start, end in runs:
+        inside = [(dur, helper) for ts, dur, helper in nodes if start <= ts <= end]
+        kernel = sum(dur for dur, helper in inside if only_helpers or not helper)
+        samples.append(kernel / 1000)
+        helpers.append(0.0 if only_helpers else sum(dur for dur, helper in inside if helper) / 1000)
+        gaps.append(max(end - start - sum(dur for dur, _ in inside), 0) / 1000)
+        counts.append(len(inside))
+    if not runs:
+        return KernelProfile([], 0.0, 0.0, 0)
+    return KernelProfile(samples, float(np.median(helpers)), float(np.median(gaps)), int(np.median(counts)))
 
 
 def litert_available() -> bool:
@@ -263,8 +287,9 @@ class HostRunner:
 
     def _measure_without_helpers(self, model_path: Path, options: MeasureOptions) -> MeasurementStats:
         """A one-kernel model as the kernel runs inside a whole model: every run profiled by
-        onnxruntime, each sample the run's time less its layout conversions and ``aux_`` helper
-        nodes (``helper_free_samples``). The clock is onnxruntime's own (flag ``clock=ort-profile``)."""
+        onnxruntime, each sample the kernel's own node time without the layout conversions and
+        ``aux_`` helpers around it (``kernel_profile``; flag ``clock=ort-node``). Flags also carry
+        what was left out and the run's time outside any node with its node count."""
         import onnxruntime as ort
 
         temp_before = host_temperature_c()
@@ -273,9 +298,11 @@ class HostRunner:
             self._timed(functools.partial(sess.run, None, feeds), options, "onnxruntime", model_path,
                         PROFILED_MAX_SAMPLES)
             events = json.loads(Path(sess.end_profiling()).read_text())
-        samples, taken_ms = helper_free_samples(events, skip_runs=options.warmup)
-        if not samples:
+        prof = kernel_profile(events, skip_runs=options.warmup)
+        if not prof.samples_ms:
             raise BenchmarkFailed(f"onnxruntime's profile of {model_path.name} holds no runs")
-        return summarize_samples(samples, warmup=options.warmup, tool="onnxruntime", tool_version=ort.__version__,
-                                 flags=options.flags() + ["clock=ort-profile", f"{REORDERS_EXCLUDED_FLAG}{taken_ms:.5f}"],
+        flags = [f"clock={NODE_CLOCK}", f"{REORDERS_EXCLUDED_FLAG}{prof.helpers_ms:.5f}",
+                 f"{RUN_GAP_FLAG}{prof.gap_ms:.5f}", f"{RUN_NODES_FLAG}{prof.nodes}"]
+        return summarize_samples(prof.samples_ms, warmup=options.warmup, tool="onnxruntime", tool_version=ort.__version__,
+                                 flags=options.flags() + flags,
                                  temp_before_c=temp_before, temp_after_c=host_temperature_c())

@@ -40,7 +40,7 @@ from heldout_models import MODELS, build  # noqa: E402
 
 from android_harness.host import HostRunner  # noqa: E402
 from android_harness.runner import MeasureOptions  # noqa: E402
-from profiler_server.predictor.kernel_predictor import calibrate, fit_kernel_predictor  # noqa: E402
+from profiler_server.predictor.kernel_predictor import calibrate, fit_kernel_predictor, run_gap  # noqa: E402
 from shared.export import export_block_onnx, export_module_onnx  # noqa: E402
 from shared.kernel_space import sample_kernels  # noqa: E402
 from shared.kernels import decompose, export_kernel_onnx  # noqa: E402
@@ -62,7 +62,8 @@ def _measure(runner: HostRunner, data: bytes, options: MeasureOptions, folder: P
     path.write_bytes(data)
     stats = runner.measure(path, options)
     return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms,
-            "reorders_excluded": any(f.startswith(REORDERS_EXCLUDED_FLAG) for f in stats.flags)}
+            "reorders_excluded": any(f.startswith(REORDERS_EXCLUDED_FLAG) for f in stats.flags),
+            "run_gap": run_gap(stats.flags)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,19 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         folder = Path(tmp)
         kernels = sample_kernels(args.kernels, args.seed, reorders=True)
-        latencies, excluded = [], []
+        latencies, excluded, gaps = [], [], []
         for i, cfg in enumerate(kernels):
             measured = _measure(runner, export_kernel_onnx(cfg), kernel_opts, folder)
             latencies.append(measured["p10_ms"])
             excluded.append(measured["reorders_excluded"])
+            gaps.append(measured["run_gap"])
             if (i + 1) % 100 == 0:
                 print(f"  {i + 1}/{len(kernels)} kernels measured ({time.monotonic() - t0:.0f} s)", flush=True)
         campaign_s = time.monotonic() - t0
-        predictor = fit_kernel_predictor(kernels, latencies, level="all", seed=args.seed, reorders_excluded=excluded)
+        predictor = fit_kernel_predictor(kernels, latencies, level="all", seed=args.seed, reorders_excluded=excluded,
+                                         run_gaps=gaps)
         m = predictor.metrics
         print(f"kernel campaign: {len(kernels)} kernels measured in {campaign_s:.0f} s; held-out kernel MAPE "
               f"{m.get('mape', float('nan')):.1f} %, within ±10 % {100 * m.get('within_10', float('nan')):.0f} %; "
-              f"call overhead {1000 * predictor.overhead_ms:.0f} µs", flush=True)
+              f"call overhead {1000 * predictor.overhead_ms:.0f} µs, {1000 * predictor.dispatch_ms:.1f} µs per node",
+              flush=True)
         blocks = sample_stratified(default_space(inputs=((128, 256), (256, 512))), args.blocks, args.seed) \
             if args.blocks else []
         block_bytes = [export_block_onnx(b) for b in blocks]

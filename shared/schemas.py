@@ -131,6 +131,11 @@ REORDERS_EXCLUDED_FLAG = "layout_reorders_excluded_ms="
 # (e.g. a 1x1 depthwise conv ahead of an NCHWc Upsample) with this prefix; runners that profile leave
 # their time out, as they do the layout conversions.
 KERNEL_HELPER_PREFIX = "aux_"
+# Measurement flags of a one-kernel model profiled by its runtime: its samples are the kernel's own
+# node time (``clock=ort-node``); the run's median time outside any node and how many nodes it ran.
+NODE_CLOCK = "ort-node"
+RUN_GAP_FLAG = "run_gap_ms="
+RUN_NODES_FLAG = "run_nodes="
 
 
 class MeasurementStats(_Request):

@@ -14,9 +14,9 @@ from android_harness.host import (
     HostRunner,
     _ort_session,
     cpu_model_name,
-    helper_free_samples,
     host_device_class,
     host_device_info,
+    kernel_profile,
     litert_available,
     slugify_cpu,
 )
@@ -95,8 +95,7 @@ def _has_nchwc_pass(path) -> bool:
     sess, feeds = _ort_session(path, 1, profile_prefix=str(path.parent / "probe"))
     for _ in range(3):
         sess.run(None, feeds)
-    _, taken = helper_free_samples(json.loads(Path(sess.end_profiling()).read_text()), skip_runs=1)
-    return taken > 0
+    return kernel_profile(json.loads(Path(sess.end_profiling()).read_text()), skip_runs=1).helpers_ms > 0
 
 
 def test_layout_conversions_around_a_lone_conv_are_profiled_and_left_out(tmp_path):
@@ -112,7 +111,7 @@ def test_layout_conversions_around_a_lone_conv_are_profiled_and_left_out(tmp_pat
     plain = HostRunner().measure(conv, options)
     lean = HostRunner().measure(conv, MeasureOptions(warmup=2, runs=20, min_seconds=0.0, exclude_layout_reorders=True))
     assert _excluded_ms(lean) > 0
-    assert "clock=ort-profile" in lean.flags and lean.runs == 20
+    assert "clock=ort-node" in lean.flags and lean.runs == 20
     assert not any(f.startswith("layout_reorders") for f in plain.flags)
     assert lean.p10_ms < plain.p10_ms  # the same conv without the conversions its isolation adds
 
@@ -133,9 +132,10 @@ def test_an_nchwc_upsample_is_measured_without_its_helper_conv(tmp_path):
     assert lean.p10_ms < plain.p10_ms - 0.5 * _excluded_ms(lean)
 
 
-def test_helper_time_is_taken_off_run_by_run():
-    """Each run loses the helpers that started inside its own window (a slow run's conversions stay
-    paired with that run); a model of nothing but conversions keeps its time."""
+def test_a_kernel_sample_is_its_own_node_time_run_by_run():
+    """Each run's sample is the time of the nodes that are the kernel (conversions and ``aux_``
+    helpers that started inside its window left out); the run's time outside any node and its node
+    count come along; a model of nothing but conversions is a reorder kernel and keeps them."""
     def run(ts, dur):
         return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
 
@@ -146,10 +146,13 @@ def test_helper_time_is_taken_off_run_by_run():
                run(200, 300), node(201, 150, "ReorderInput", "ReorderInput"), node(360, 60, "aux_x_nchwc", "Conv"),
                node(430, 60, "out_nchwc", "Upsample"),
                run(600, 100), node(601, 20, "ReorderInput", "ReorderInput"), node(630, 60, "out_nchwc", "Conv")]
-    samples, taken = helper_free_samples(profile, skip_runs=1)
-    assert samples == pytest.approx([0.3 - 0.21, 0.1 - 0.02]) and taken == pytest.approx(0.115)
-    only = [run(0, 100), node(1, 80, "ReorderInput", "ReorderInput")]
-    assert helper_free_samples(only) == ([0.1], 0.0)
+    prof = kernel_profile(profile, skip_runs=1)
+    assert prof.samples_ms == pytest.approx([0.06, 0.06])
+    assert prof.helpers_ms == pytest.approx(0.115)  # median of 0.21 and 0.02
+    assert prof.gap_ms == pytest.approx(0.025)  # median of 0.03 (3 nodes) and 0.02 (2 nodes)
+    assert prof.nodes in (2, 3)
+    only = kernel_profile([run(0, 100), node(1, 80, "ReorderInput", "ReorderInput")])
+    assert (only.samples_ms, only.helpers_ms, only.nodes) == ([0.08], 0.0, 1)
 
 
 def test_a_model_that_is_only_a_conversion_keeps_its_time(tmp_path):
