@@ -151,6 +151,11 @@ def test_a_kernel_sample_is_its_own_node_time_run_by_run():
     assert prof.helpers_ms == pytest.approx(0.115)  # median of 0.21 and 0.02
     assert prof.gap_ms == pytest.approx(0.025)  # median of 0.03 (3 nodes) and 0.02 (2 nodes)
     assert prof.nodes in (2, 3)
+    # descheduled 0.055 ms of a 0.3 ms run: taken off; 0.01 ms: clock granularity, kept
+    away = kernel_profile(profile, skip_runs=1, descheduled_ms=[0.055, 0.01])
+    assert away.samples_ms == pytest.approx([0.005, 0.06])
+    away = kernel_profile(profile, skip_runs=1, descheduled_ms=[0.5, 0.0])
+    assert away.samples_ms == pytest.approx([0.06 * 0.05, 0.06])  # never below 5 % of the node time
     only = kernel_profile([run(0, 100), node(1, 80, "ReorderInput", "ReorderInput")])
     assert (only.samples_ms, only.helpers_ms, only.nodes) == ([0.08], 0.0, 1)
 
