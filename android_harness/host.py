@@ -165,35 +165,41 @@ class KernelProfile:
 DESCHEDULED_MIN_MS = 0.05  # wall minus thread CPU time below this is clock granularity, not a preemption
 
 
-def kernel_profile(profile: list[dict], skip_runs: int = 0, descheduled_ms: list[float] | None = None) -> KernelProfile:
+def kernel_profile(profile: list[dict], skip_runs: int = 0,
+                   run_clock: list[tuple[float, float]] | None = None) -> KernelProfile:
     """From an onnxruntime profile: per run (after the first ``skip_runs``), the time of the nodes
     that are the kernel, i.e. every node but the NCHWc layout conversions and ``aux_`` helpers that
     started inside that run's window (a model of nothing but conversions is a reorder kernel: its
     conversions are the kernel); also what the run spent outside any node, which a predictor adds
     back per node of a whole model (a lone kernel's share of it differs from a whole model's).
 
-    ``descheduled_ms`` (per run, wall less the measuring thread's CPU time) takes off the time the
-    scheduler gave the core to another process during a run, when it is more than clock granularity
-    and 5 % of the run: on a busy shared host a 6 ms conv was otherwise 10-20 ms in every run."""
+    ``run_clock`` (per run after the warm-ups: wall and the measuring thread's CPU time around the
+    call, ms) mends the runs the scheduler gave the core away in (wall less CPU above clock
+    granularity and 5 % of the run; on a busy shared host a 6.5 ms conv was 10-20 ms wall in every
+    run): such a run's kernel is its CPU time less the undisturbed (p10) time outside the runtime,
+    in helpers and outside nodes, never more than its node time. Subtracting the time away from the
+    node instead went wrong whenever it fell outside the kernel, and p10 picked those runs."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in profile
                   if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
     nodes = [(e["ts"], e["dur"], _is_helper(e.get("name", "").removesuffix("_kernel_time"),
                                             e.get("args", {}).get("op_name", "")))
              for e in profile if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    if not runs:
+        return KernelProfile([], 0.0, 0.0, 0)
     only_helpers = not any(not helper for _, _, helper in nodes)
     samples, helpers, gaps, counts = [], [], [], []
-    for i, (start, end) in enumerate(runs):
+    for start, end in runs:
         inside = [(dur, helper) for ts, dur, helper in nodes if start <= ts <= end]
-        kernel = sum(dur for dur, helper in inside if only_helpers or not helper) / 1000
-        away = descheduled_ms[i] if descheduled_ms is not None and i < len(descheduled_ms) else 0.0
-        if away > max(DESCHEDULED_MIN_MS, 0.05 * (end - start) / 1000):
-            kernel = max(kernel - away, 0.05 * kernel)
-        samples.append(kernel)
+        samples.append(sum(dur for dur, helper in inside if only_helpers or not helper) / 1000)
         helpers.append(0.0 if only_helpers else sum(dur for dur, helper in inside if helper) / 1000)
         gaps.append(max(end - start - sum(dur for dur, _ in inside), 0) / 1000)
         counts.append(len(inside))
-    if not runs:
-        return KernelProfile([], 0.0, 0.0, 0)
+    if run_clock is not None and len(run_clock) == len(runs):
+        outside = [wall - (end - start) / 1000 for (wall, _), (start, end) in zip(run_clock, runs, strict=True)]
+        undisturbed = float(np.percentile(outside, 10) + np.percentile(helpers, 10) + np.percentile(gaps, 10))
+        for i, (wall, cpu) in enumerate(run_clock):
+            if wall - cpu > max(DESCHEDULED_MIN_MS, 0.05 * wall):
+                samples[i] = min(samples[i], max(cpu - undisturbed, 0.05 * samples[i]))
     return KernelProfile(samples, float(np.median(helpers)), float(np.median(gaps)), int(np.median(counts)))
 
 
@@ -304,19 +310,20 @@ class HostRunner:
         import onnxruntime as ort
 
         temp_before = host_temperature_c()
-        away: list[float] = []  # per run: wall less this thread's CPU time (1 thread runs on the caller's)
+        clock: list[tuple[float, float]] = []  # per run: wall and this thread's CPU time (ms)
         with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
             sess, feeds = _ort_session(model_path, options.threads, profile_prefix=os.path.join(tmp, "profile"))
 
             def run() -> None:
                 t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
                 sess.run(None, feeds)
-                away.append(max((time.perf_counter_ns() - t0) - (time.thread_time_ns() - c0), 0) / 1e6)
+                clock.append(((time.perf_counter_ns() - t0) / 1e6, (time.thread_time_ns() - c0) / 1e6))
 
             self._timed(run, options, "onnxruntime", model_path, PROFILED_MAX_SAMPLES)
             events = json.loads(Path(sess.end_profiling()).read_text())
+        # with one intra-op thread onnxruntime computes on the calling thread, so its CPU time is the run's
         prof = kernel_profile(events, skip_runs=options.warmup,
-                              descheduled_ms=away[options.warmup:] if options.threads == 1 else None)
+                              run_clock=clock[options.warmup:] if options.threads == 1 else None)
         if not prof.samples_ms:
             raise BenchmarkFailed(f"onnxruntime's profile of {model_path.name} holds no runs")
         flags = [f"clock={NODE_CLOCK}", f"{REORDERS_EXCLUDED_FLAG}{prof.helpers_ms:.5f}",

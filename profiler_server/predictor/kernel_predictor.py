@@ -4,13 +4,16 @@ Training data are the measurements of kernel campaigns (``Measurement.kind == "k
 one-kernel model's latency. A one-kernel model also pays one inference call's overhead and, on an
 x86 host, the NCHWc layout conversions onnxruntime puts around it; a whole model pays the overhead
 once and only the conversions its own graph needs (they are ``reorder`` kernels of its
-decomposition). Agents measure a leased kernel without those conversions: the host runner profiles
-every run and takes off that run's conversions and the ``aux_`` helper nodes a one-kernel model
-carries to put its kernel in a whole model's layout, e.g. the 1x1 depthwise conv ahead of an NCHWc
-Upsample (flag ``layout_reorders_excluded_ms``). So the label
-of a kernel is its measurement less the ``overhead`` kernel's; for a measurement made without that
-exclusion (older agents), also less the predicted ``reorder`` kernels of its own model (they are
-fitted first, from their own one-kernel models).
+decomposition). Agents that profile (the host runner) measure a leased kernel as it runs inside a
+whole model: each sample is the kernel's own node time in onnxruntime's profile, without that run's
+conversions and the ``aux_`` helper nodes a one-kernel model carries to put its kernel in a whole
+model's layout (e.g. the 1x1 depthwise conv ahead of an NCHWc Upsample), flags ``clock=ort-node``,
+``layout_reorders_excluded_ms``, and the run's time outside any node with its node count
+(``run_gap_ms``, ``run_nodes``). Such a label is the kernel alone; the call and a per-node dispatch
+cost are fitted from the run gaps and added once per model and per node of it. Labels of older
+agents (wall clock) are the measurement less the ``overhead`` kernel's, and, when measured with
+the conversions, less the predicted ``reorder`` kernels of its own model (fitted first, from
+their own one-kernel models); once node-time labels exist only those are used.
 
 Per kernel kind the model is a non-negative linear fit of latency in compute, memory traffic and a
 constant (weighted for relative error; it extrapolates sanely), times a random-forest correction
