@@ -19,7 +19,7 @@ a busy one the CPU time leaves out the stretches the scheduler gave the core to 
 Reported per model and overall: share within ±10 % and ±5 %, MAPE, beside nn-Meter's published
 figure (99.0 % within ±10 % on a Pixel 4 CPU over its own dataset; quoted, not re-measured here).
 
-    python bench/bench_onnx_models.py [--kernels 1600] [--clock wall|thread-cpu]
+    python bench/bench_onnx_models.py [--kernels 1600] [--clock wall|thread-cpu] [--remeasure]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from shared.space import default_space, sample_stratified  # noqa: E402
 
 NN_METER = {"device": "Pixel 4 CPU (TFLite)", "within_10": 0.990, "source": "nn-Meter (MobiSys 2021), as published"}
 TARGET = 0.90
+KERNELS_FILE = Path("runs/bench-onnx/kernels.jsonl")
 
 
 def _figures(pred: list[float], meas: list[float]) -> dict:
@@ -57,13 +58,24 @@ def _figures(pred: list[float], meas: list[float]) -> dict:
             "mape": float(np.mean(np.abs(err)) * 100), "n": len(err)}
 
 
-def _measure(runner: HostRunner, data: bytes, options: MeasureOptions, folder: Path) -> dict:
+def _write(folder: Path, data: bytes) -> Path:
     path = folder / "model.onnx"
     path.write_bytes(data)
-    stats = runner.measure(path, options)
-    return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms,
-            "reorders_excluded": any(f.startswith(REORDERS_EXCLUDED_FLAG) for f in stats.flags),
-            "run_gap": run_gap(stats.flags)}
+    return path
+
+
+def _measure(runner: HostRunner, data: bytes, options: MeasureOptions, folder: Path) -> dict:
+    stats = runner.measure(_write(folder, data), options)
+    return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms}
+
+
+def _load_kernels(path: Path) -> dict[str, dict]:
+    """Kernel measurements of an earlier run (resumable; ``--remeasure`` starts afresh), measured
+    with the runner of the same flags: rows of an older runner (no node-time clock) are dropped."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["key"]: r for r in rows if run_gap(r["flags"]) is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--out", type=Path, default=Path("runs/bench/onnx_models.json"))
+    ap.add_argument("--remeasure", action="store_true",
+                    help=f"measure every kernel again (default: reuse {KERNELS_FILE}, resumable)")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    KERNELS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if args.remeasure:
+        KERNELS_FILE.unlink(missing_ok=True)
     torch.set_num_threads(1)
     runner = HostRunner()
     # as an agent measures a leased kernel: without the layout conversions its isolation adds
@@ -90,14 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         folder = Path(tmp)
         kernels = sample_kernels(args.kernels, args.seed, reorders=True)
-        latencies, excluded, gaps = [], [], []
-        for i, cfg in enumerate(kernels):
-            measured = _measure(runner, export_kernel_onnx(cfg), kernel_opts, folder)
-            latencies.append(measured["p10_ms"])
-            excluded.append(measured["reorders_excluded"])
-            gaps.append(measured["run_gap"])
-            if (i + 1) % 100 == 0:
-                print(f"  {i + 1}/{len(kernels)} kernels measured ({time.monotonic() - t0:.0f} s)", flush=True)
+        measured = {} if args.remeasure else _load_kernels(KERNELS_FILE)
+        with KERNELS_FILE.open("a") as log:
+            for i, cfg in enumerate(kernels):
+                if cfg.key() not in measured:
+                    stats = runner.measure(_write(folder, export_kernel_onnx(cfg)), kernel_opts)
+                    measured[cfg.key()] = {"p10_ms": stats.p10_ms, "flags": stats.flags}
+                    log.write(json.dumps({"key": cfg.key(), **measured[cfg.key()]}) + "\n")
+                    log.flush()
+                if (i + 1) % 100 == 0:
+                    print(f"  {i + 1}/{len(kernels)} kernels measured ({time.monotonic() - t0:.0f} s)", flush=True)
+        rows = [measured[cfg.key()] for cfg in kernels]
+        latencies = [r["p10_ms"] for r in rows]
+        excluded = [any(f.startswith(REORDERS_EXCLUDED_FLAG) for f in r["flags"]) for r in rows]
+        gaps = [run_gap(r["flags"]) for r in rows]
         campaign_s = time.monotonic() - t0
         predictor = fit_kernel_predictor(kernels, latencies, level="all", seed=args.seed, reorders_excluded=excluded,
                                          run_gaps=gaps)

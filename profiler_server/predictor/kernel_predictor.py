@@ -51,6 +51,7 @@ from shared.kernels import (
     Decomposition,
     KernelConfig,
     decompose,
+    kernel_costs,
     kernel_features,
     kernel_graph,
     linear_terms,
@@ -89,7 +90,7 @@ class KindModel:
 
     def predict(self, cfgs: Sequence[KernelConfig]) -> tuple[np.ndarray, np.ndarray]:
         lin = np.array([linear_terms(c) for c in cfgs]) @ self.coef
-        feats = np.array([kernel_features(c) for c in cfgs])
+        feats = np.array([kernel_features(c) for c in cfgs])[:, :len(self.lo)]  # older versions: fewer features
         if self.forest is not None:
             lin = lin * np.exp(self.forest.predict(feats))
         outside = ((feats[:, :4] < self.lo[:4] - 1e-6) | (feats[:, :4] > self.hi[:4] + 1e-6)).any(1)
@@ -237,17 +238,20 @@ def run_gap(flags: Sequence[str] | None) -> RunGap | None:
         return None
 
 
-def fit_dispatch(gaps: Sequence[RunGap]) -> tuple[float, float]:
-    """(per call, per node) ms of a run outside its nodes: a least-absolute-deviation line through
-    the gaps over node counts (robust to the runs a busy host stretched); per node 0 without spread
-    in node counts."""
+def fit_dispatch(gaps: Sequence[RunGap], out_elements: Sequence[float]) -> tuple[float, float]:
+    """(per call, per node) ms of a run outside its nodes, from one-kernel models: a
+    least-absolute-deviation fit (robust to the runs a busy host stretched) of the gap over the node
+    count and the size of the model's output. The output term is what a lone kernel pays and a
+    whole model's inner kernels do not: its output is a graph output, allocated fresh every run
+    (page faults for a large one), where a whole model's intermediate tensors come from the arena
+    it reuses. Per node 0 without spread in node counts."""
     n = np.array([g.nodes for g in gaps], dtype=np.float64)
     y = np.array([g.gap_ms for g in gaps], dtype=np.float64)
     if len(set(n.tolist())) < 2:
         return float(np.median(y)), 0.0
-    coef = np.array([float(np.median(y)), 0.0])
-    design = np.stack([np.ones_like(n), n], 1)
-    for _ in range(30):  # iteratively reweighted least squares for the L1 line
+    design = np.stack([np.ones_like(n), n, np.asarray(out_elements, dtype=np.float64) / 1e6], 1)
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    for _ in range(30):  # iteratively reweighted least squares for the L1 fit
         w = 1 / np.maximum(np.abs(y - design @ coef), 1e-6)
         coef = np.linalg.lstsq(design * w[:, None] ** 0.5, y * w ** 0.5, rcond=None)[0]
     return max(float(coef[0]), 0.0), max(float(coef[1]), 0.0)
@@ -266,10 +270,13 @@ def fit_kernel_predictor(configs: Sequence[KernelConfig | dict], latencies_ms: S
     gaps = list(run_gaps) if run_gaps is not None else [None] * len(configs)
     node_times = any(g is not None for g in gaps)
     grouped: dict[str, tuple[KernelConfig, float, bool]] = {}
+    measured_gaps: list[tuple[RunGap, float]] = []  # with the one-kernel model's output elements
     for raw, ms, ex, gap in zip(configs, latencies_ms, excluded, gaps, strict=True):
         if node_times and gap is None:
             continue
         cfg = raw if isinstance(raw, KernelConfig) else KernelConfig.model_validate(raw)
+        if gap is not None:
+            measured_gaps.append((gap, kernel_costs(cfg)[2]))
         key = cfg.key()
         if key not in grouped or ms < grouped[key][1]:  # least disturbed session (as the block fit)
             grouped[key] = (cfg, float(ms), bool(ex))
@@ -277,7 +284,7 @@ def fit_kernel_predictor(configs: Sequence[KernelConfig | dict], latencies_ms: S
         raise ValueError(f"{len(grouped)} distinct measured kernels; need at least {MIN_KERNELS}")
     dispatch = 0.0
     if node_times:
-        overhead, dispatch = fit_dispatch([g for g in gaps if g is not None])
+        overhead, dispatch = fit_dispatch([g for g, _ in measured_gaps], [e for _, e in measured_gaps])
     else:
         overheads = [ms for cfg, ms, _ in grouped.values() if cfg.op == "overhead"]
         overhead = float(min(overheads)) if overheads else 0.0

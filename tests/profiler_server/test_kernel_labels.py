@@ -38,12 +38,13 @@ def test_node_time_labels_predict_a_model_with_its_call_and_per_node_costs() -> 
     """Node-time rows (a profiling runner's) are the kernel alone: no overhead comes off them, wall
     rows of older agents are left out, and a whole model adds the call and a per-node cost fitted
     from the runs' time outside any node (here 30 µs per call and 4 µs per node, with a few runs a
-    busy host stretched)."""
+    busy host stretched), apart from what a lone kernel's fresh output costs."""
     kernels = sample_kernels(160, seed=3, reorders=True)
     latencies = [formula_ms(k) for k in kernels]
     rng = np.random.default_rng(0)
-    gaps = [RunGap(0.030 + 0.004 * n + (0.2 if rng.random() < 0.1 else 0.0), n)
-            for n in rng.integers(1, 5, len(kernels))]
+    # a lone kernel's output is allocated fresh each run: 0.05 ms per million output elements here
+    gaps = [RunGap(0.030 + 0.004 * n + 0.05 * kernel_costs(k)[2] / 1e6 + (0.2 if rng.random() < 0.1 else 0.0), n)
+            for k, n in zip(kernels, rng.integers(1, 5, len(kernels)), strict=True)]
     wall_rows = [KernelConfig(op="softmax", fn="Softmax", dims=(8, 8 + i)) for i in range(30)]
     predictor = fit_kernel_predictor([*kernels, *wall_rows], latencies + [50.0] * 30, level="all",
                                      run_gaps=[*gaps, *[None] * 30])
