@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 
 from farm_helpers import Farm, bearer, small_configs, stats
+from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 FAST_NAMES = ("lease", "result")
 
 
 def fast_routes(app) -> list:
-    return [r for r in app.router.routes if type(r) is Route and r.name in FAST_NAMES]
+    plain = [r for r in app.router.routes if isinstance(r, Route) and not isinstance(r, APIRoute)]
+    return [r for r in plain if r.name in FAST_NAMES]
 
 
 def answer(farm: Farm, method_path: str, body: bytes | None, headers: dict) -> tuple[int, object, str | None]:
