@@ -146,6 +146,7 @@ def _onnx_session(path: Path, threads: int) -> tuple[Callable[[], object], str]:
 
 REORDER_OPS = ("ReorderInput", "ReorderOutput")  # onnxruntime's NCHWc layout conversions
 PROFILED_MAX_SAMPLES = 5_000  # a profiled measurement keeps its profile file small
+PLAIN_RUNS = 20  # unprofiled calls of a one-kernel model that time its call and dispatch
 
 
 def _is_helper(node: str, op: str) -> bool:
@@ -158,7 +159,6 @@ class KernelProfile:
 
     samples_ms: list[float]  # the kernel's own node time, each run
     helpers_ms: float  # median time per run of the layout conversions and aux_ helpers left out
-    gap_ms: float  # median per run of the run's time outside every node (call + per-node dispatch)
     nodes: int  # nodes a run executes (the kernel, its conversions and helpers)
 
 
@@ -170,8 +170,7 @@ def kernel_profile(profile: list[dict], skip_runs: int = 0,
     """From an onnxruntime profile: per run (after the first ``skip_runs``), the time of the nodes
     that are the kernel, i.e. every node but the NCHWc layout conversions and ``aux_`` helpers that
     started inside that run's window (a model of nothing but conversions is a reorder kernel: its
-    conversions are the kernel); also what the run spent outside any node, which a predictor adds
-    back per node of a whole model (a lone kernel's share of it differs from a whole model's).
+    conversions are the kernel), with the helpers' time and the run's node count.
 
     ``run_clock`` (per run after the warm-ups: wall and the measuring thread's CPU time around the
     call, ms) mends the runs the scheduler gave the core away in (wall less CPU above clock
@@ -185,9 +184,9 @@ def kernel_profile(profile: list[dict], skip_runs: int = 0,
                                             e.get("args", {}).get("op_name", "")))
              for e in profile if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     if not runs:
-        return KernelProfile([], 0.0, 0.0, 0)
+        return KernelProfile([], 0.0, 0)
     only_helpers = not any(not helper for _, _, helper in nodes)
-    samples, helpers, gaps, counts = [], [], [], []
+    samples, helpers, gaps, counts = [], [], [], []  # gaps: outside any node (only to mend runs)
     for start, end in runs:
         inside = [(dur, helper) for ts, dur, helper in nodes if start <= ts <= end]
         samples.append(sum(dur for dur, helper in inside if only_helpers or not helper) / 1000)
@@ -200,7 +199,7 @@ def kernel_profile(profile: list[dict], skip_runs: int = 0,
         for i, (wall, cpu) in enumerate(run_clock):
             if wall - cpu > max(DESCHEDULED_MIN_MS, 0.05 * wall):
                 samples[i] = min(samples[i], max(cpu - undisturbed, 0.05 * samples[i]))
-    return KernelProfile(samples, float(np.median(helpers)), float(np.median(gaps)), int(np.median(counts)))
+    return KernelProfile(samples, float(np.median(helpers)), int(np.median(counts)))
 
 
 def litert_available() -> bool:
@@ -301,12 +300,27 @@ class HostRunner:
         except Exception as exc:  # the runtime's own error types: keep the message
             raise BenchmarkFailed(f"{name} failed while running {model_path.name}: {exc}", str(exc)) from exc
 
+    def _plain_run_ms(self, model_path: Path, options: MeasureOptions) -> float:
+        """p10 of a call of the model without the profiler: thread CPU time with one thread (immune
+        to the scheduler), wall time otherwise."""
+        sess, feeds = _ort_session(model_path, options.threads)
+        now = time.thread_time_ns if options.threads == 1 else time.perf_counter_ns
+        for _ in range(options.warmup):
+            sess.run(None, feeds)
+        samples = []
+        for _ in range(PLAIN_RUNS):
+            t0 = now()
+            sess.run(None, feeds)
+            samples.append((now() - t0) / 1e6)
+        return float(np.percentile(samples, 10))
+
     def _measure_without_helpers(self, model_path: Path, options: MeasureOptions) -> MeasurementStats:
         """A one-kernel model as the kernel runs inside a whole model: every run profiled by
         onnxruntime, each sample the kernel's own node time without the layout conversions and
         ``aux_`` helpers around it and, with one thread, without the time the thread was
         descheduled (``kernel_profile``; flag ``clock=ort-node``). Flags also carry what was left
-        out and the run's time outside any node with its node count."""
+        out and, from a few runs without the profiler (it costs about 10 µs a node, more than a
+        node's dispatch), the call's time outside any node with the run's node count."""
         import onnxruntime as ort
 
         temp_before = host_temperature_c()
@@ -326,8 +340,10 @@ class HostRunner:
                               run_clock=clock[options.warmup:] if options.threads == 1 else None)
         if not prof.samples_ms:
             raise BenchmarkFailed(f"onnxruntime's profile of {model_path.name} holds no runs")
+        kernel_ms = float(np.percentile(prof.samples_ms, 10))
+        gap_ms = max(self._plain_run_ms(model_path, options) - kernel_ms - prof.helpers_ms, 0.0)
         flags = [f"clock={NODE_CLOCK}", f"{REORDERS_EXCLUDED_FLAG}{prof.helpers_ms:.5f}",
-                 f"{RUN_GAP_FLAG}{prof.gap_ms:.5f}", f"{RUN_NODES_FLAG}{prof.nodes}"]
+                 f"{RUN_GAP_FLAG}{gap_ms:.5f}", f"{RUN_NODES_FLAG}{prof.nodes}"]
         return summarize_samples(prof.samples_ms, warmup=options.warmup, tool="onnxruntime", tool_version=ort.__version__,
                                  flags=options.flags() + flags,
                                  temp_before_c=temp_before, temp_after_c=host_temperature_c())

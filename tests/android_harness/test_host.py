@@ -134,8 +134,8 @@ def test_an_nchwc_upsample_is_measured_without_its_helper_conv(tmp_path):
 
 def test_a_kernel_sample_is_its_own_node_time_run_by_run():
     """Each run's sample is the time of the nodes that are the kernel (conversions and ``aux_``
-    helpers that started inside its window left out); the run's time outside any node and its node
-    count come along; a model of nothing but conversions is a reorder kernel and keeps them."""
+    helpers that started inside its window left out); a model of nothing but conversions is a
+    reorder kernel and keeps them."""
     def run(ts, dur):
         return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
 
@@ -149,7 +149,6 @@ def test_a_kernel_sample_is_its_own_node_time_run_by_run():
     prof = kernel_profile(profile, skip_runs=1)
     assert prof.samples_ms == pytest.approx([0.06, 0.06])
     assert prof.helpers_ms == pytest.approx(0.115)  # median of 0.21 and 0.02
-    assert prof.gap_ms == pytest.approx(0.025)  # median of 0.03 (3 nodes) and 0.02 (2 nodes)
     assert prof.nodes in (2, 3)
     # the second run lost 0.5 ms to another process inside its conv (wall 0.65 ms, CPU 0.15): its
     # kernel is its CPU time less the undisturbed time outside the runtime (0.02), in its conversion
