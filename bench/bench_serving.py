@@ -10,8 +10,10 @@ the ceiling of the bare stack, measured in the same run with the same client loo
 4. **During a campaign**: the single-block loop again while the server exports a campaign and
    synthetic agents lease and report its jobs as fast as the server answers; p99 against idle.
 
-The predictor served is a freshly initialized one written straight into a new SQLite database (its
-weights do not change the cost of a prediction), so the bench needs nothing from other runs.
+The predictor served is a freshly initialized one of the size the server fits
+(``TrainSettings``: hidden width, depth, cost-affine part), written straight into a new SQLite
+database (its weights do not change the cost of a prediction, its size does), so the bench needs
+nothing from other runs.
 Prints the figures and writes ``runs/bench/serving.json``; the last line says whether every target
 was met, and the exit code is 1 when one was not.
 Targets: ratio >= 0.8, batch <= 30 ms (warm median of server time), campaign p99 <= 2x idle p99.
@@ -38,7 +40,7 @@ from bench_predictor import sample_configs  # noqa: E402
 
 from profiler_server.db import Database, PredictorVersion, upgrade_database  # noqa: E402
 from profiler_server.predictor.encode import encode_many  # noqa: E402
-from profiler_server.predictor.fit import feature_ranges  # noqa: E402
+from profiler_server.predictor.fit import TrainSettings, feature_ranges  # noqa: E402
 from search_client.pipeline.localfarm import free_port  # noqa: E402
 from shared.export import sha256_bytes  # noqa: E402
 from shared.predictor import LatencyMLP, dump_predictor  # noqa: E402
@@ -66,7 +68,8 @@ def seed_predictor(url: str) -> None:
     upgrade_database(db.engine)
     torch.manual_seed(0)
     configs = sample_configs(400, 3)
-    model = LatencyMLP().eval()
+    recipe = TrainSettings()
+    model = LatencyMLP(hidden=recipe.hidden, n_layers=recipe.n_layers, cost_affine=recipe.cost_affine).eval()
     ranges = feature_ranges(configs, encode_many(configs))
     blob = dump_predictor(model, {"device_class": DEVICE_CLASS, "runtime": RUNTIME, "version": 1})
     with db.transaction() as s:
@@ -228,7 +231,9 @@ def during_campaign(port: int, bodies: list[bytes], clients: int, seconds: float
         stop_event.set()
         for t in threads:
             t.join()
-    _, data = request(conn, "GET", f"/v1/campaigns/{created['id']}", headers=admin)
+    # a new connection: the phase outlasts uvicorn's keep-alive, which closed the first one
+    _, data = request(http.client.HTTPConnection("127.0.0.1", port, timeout=60), "GET",
+                      f"/v1/campaigns/{created['id']}", headers=admin)  # fmt: skip
     view = json.loads(data)
     return {**rate, "agents": agents, "round_trips": sum(counter), "campaign_state": view.get("state"),
             "campaign": {k: v for k, v in view.items() if isinstance(v, (int, float, str))}}  # fmt: skip

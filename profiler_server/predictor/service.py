@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,7 +22,8 @@ from sqlalchemy.orm import Session
 from profiler_server.db import Database, PredictorVersion
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import store
-from profiler_server.predictor.encode import encode_many
+from profiler_server.predictor.columnar import ColumnarRequest, KindColumns
+from profiler_server.predictor.encode import encode_columns, encode_many
 from profiler_server.predictor.fit import (
     FitStopped,
     NotEnoughData,
@@ -56,8 +58,11 @@ class Loaded:
     # config -> (ms, outside). A version never changes, and a search asks for the same blocks again
     # and again, so each distinct config goes through the network once (dict ops are GIL-atomic).
     memo: dict[tuple, tuple[float, bool]] = field(default_factory=dict, repr=False)
-    # small request body -> its JSON answer from this version (see predictor/routes.py)
+    # small request body -> its JSON answer from this version (see routes/predictors.py)
     answers: dict[bytes, str] = field(default_factory=dict, repr=False)
+    # kind -> its field values (a KindColumns row) -> (ms, outside): the memo of columnar requests
+    column_memo: dict[str, dict[tuple, tuple[float, bool]]] = field(default_factory=dict, repr=False)
+    column_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_row(cls, row: PredictorVersion) -> Loaded:
@@ -101,6 +106,37 @@ class Loaded:
             known = [hit if hit is not None else fresh[k] for k, hit in zip(keys, known, strict=True)]
         return [k[0] for k in known], [k[1] for k in known]
 
+    def predict_columns(self, groups: Sequence[KindColumns], n_blocks: int) -> tuple[list[float], list[bool]]:
+        """Per-block ms and extrapolation flags of a columnar request, in request order; the
+        configs not seen before, of every kind, go through the network in one batch."""
+        keys = [list(map(tuple, g.values.tolist())) for g in groups]
+        ms, outside = np.empty(n_blocks), np.empty(n_blocks, dtype=bool)
+        with self.column_lock:  # one batch at a time: none clears the memo while another reads it
+            if sum(map(len, self.column_memo.values())) + n_blocks > MEMO_BLOCKS:
+                self.column_memo.clear()
+            missing = [self._unknown(g.kind, k) for g, k in zip(groups, keys, strict=True)]
+            if any(missing):
+                self._compute(groups, missing)
+            for g, k in zip(groups, keys, strict=True):
+                known = list(map(self.column_memo[g.kind].__getitem__, k))
+                table = np.array(known, dtype=np.float64).reshape(len(k), 2)  # (n, [ms, outside])
+                ms[g.index], outside[g.index] = table[:, 0], table[:, 1] > 0.5
+        return ms.tolist(), outside.tolist()
+
+    def _unknown(self, kind: str, keys: list[tuple]) -> list[tuple]:
+        memo = self.column_memo.setdefault(kind, {})
+        return list(dict.fromkeys(k for k in keys if k not in memo))
+
+    def _compute(self, groups: Sequence[KindColumns], missing: list[list[tuple]]) -> None:
+        """Predict the ``missing`` rows of each group in one forward pass and remember them."""
+        features = [encode_columns(g.kind, g.names, np.array(rows, dtype=np.int64).reshape(len(rows), -1))
+                    for g, rows in zip(groups, missing, strict=True) if rows]  # fmt: skip
+        ms, outside = self.predict(torch.from_numpy(np.concatenate(features)))
+        start = 0
+        for g, rows in zip(groups, missing, strict=True):
+            end = start + len(rows)
+            self.column_memo[g.kind].update(zip(rows, zip(ms[start:end], outside[start:end], strict=True), strict=True))
+            start = end
 
 def memo_key(block: AnyBlock) -> tuple:
     """A block's field values in declaration order (its ``kind`` among them): equal exactly when
@@ -278,6 +314,14 @@ class PredictorService:
                 self._by_id.clear()
             self._by_id[predictor_id] = loaded
         return loaded
+
+    def predict_columns(self, request: ColumnarRequest) -> PredictResponse:
+        """The answer to a body validated as columns (a large batch, see ``predictor/columnar.py``)."""
+        envelope = request.envelope
+        loaded = self.resolve(envelope.device_class, envelope.runtime, envelope.predictor_version)
+        block_ms, outside = loaded.predict_columns(request.groups, request.n_blocks)
+        return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
+                               block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
 
     def predict(self, request: PredictRequest, loaded: Loaded | None = None) -> PredictResponse:
         loaded = loaded or self.resolve(request.device_class, request.runtime, request.predictor_version)
