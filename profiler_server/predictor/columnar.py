@@ -10,9 +10,9 @@ The pydantic models stay the reference: the structs are generated from their fie
 enums and defaults read from ``model_fields``), the fields around ``blocks`` are validated by a
 ``PredictRequest`` subclass, and :func:`parse_columns` only ever *accepts*: anything it cannot
 vouch for (a lax value pydantic would coerce, such as ``3.0`` or ``true``; an error of any kind;
-a kind whose validators are not mirrored here) returns ``None``, and the caller validates the
-body with ``PredictRequest``, which gives the answer or the exact 422. A test checks that every
-body accepted here is accepted by pydantic with the same values.
+a kind whose validators are not mirrored here) returns ``None`` or raises ``NotValidAsSent``, and
+the caller validates the body with ``PredictRequest``, which gives the answer or the exact 422. A
+test checks that every body accepted here is accepted by pydantic with the same values.
 """
 
 from __future__ import annotations
@@ -63,13 +63,26 @@ class KindColumns:
 
 
 @dataclass(frozen=True)
+class DecodedRequest:
+    """A predict body decoded as sent: its fields other than ``blocks`` (a ``PredictRequest``
+    with an empty block list) and its blocks as typed, hashable structs whose fields are checked
+    (bounds, enums, unknown fields, the tag) but not yet the validators that span fields."""
+
+    envelope: BaseModel
+    blocks: list
+
+
+@dataclass(frozen=True)
 class ColumnarRequest:
-    """A validated predict body: its fields other than ``blocks`` (a ``PredictRequest`` with an
-    empty block list) and its blocks as columns, one group per kind."""
+    """A validated predict body: its envelope and its blocks as columns, one group per kind."""
 
     envelope: BaseModel
     n_blocks: int
     groups: tuple[KindColumns, ...]
+
+
+class NotValidAsSent(ValueError):
+    """Blocks that only the pydantic models can judge (invalid, or valid after a lax coercion)."""
 
 
 def _validators(cls: type[BaseModel]) -> frozenset[str]:
@@ -102,9 +115,10 @@ def _struct_field(cls: type[BaseModel], name: str, info: FieldInfo) -> tuple:
 def _block_struct(kind: str) -> type[msgspec.Struct]:
     cls = CONFIG_CLASSES[kind]
     fields = [_struct_field(cls, n, f) for n, f in cls.model_fields.items() if n != "kind"]
-    # gc=False: instances hold only ints, so the garbage collector need not track 10,000 of them
+    # gc=False: instances hold only ints, so the garbage collector need not track 10,000 of them;
+    # frozen: hashable and compared field by field in C, so a predictor remembers answers by them
     return msgspec.defstruct(f"{cls.__name__}Columns", fields, kw_only=True, tag_field="kind", tag=kind,
-                             forbid_unknown_fields=True, gc=False)  # fmt: skip
+                             forbid_unknown_fields=True, gc=False, frozen=True)  # fmt: skip
 
 
 FAST_KINDS = tuple(k for k in KINDS if _validators(CONFIG_CLASSES[k]) == MIRRORED_VALIDATORS.get(k))
@@ -179,9 +193,9 @@ def _group(blocks: list) -> list[KindColumns]:
     return groups
 
 
-def parse_columns(raw: bytes) -> ColumnarRequest | None:
-    """The body as columns when every part of it is valid as sent, else ``None`` (validate it with
-    ``PredictRequest`` then: it gives the answer or the 422)."""
+def decode_body(raw: bytes) -> DecodedRequest | None:
+    """The body decoded into structs, or ``None`` when some part of it is not valid as sent
+    (validate it with ``PredictRequest`` then: it gives the answer or the 422)."""
     try:
         body = _DECODER.decode(raw)
     except msgspec.MsgspecError:
@@ -189,11 +203,27 @@ def parse_columns(raw: bytes) -> ColumnarRequest | None:
     if not _MIN_BLOCKS <= len(body.blocks) <= _MAX_BLOCKS:
         return None
     envelope = _envelope(body)
-    if envelope is None:
-        return None
-    groups = _group(body.blocks)
+    return None if envelope is None else DecodedRequest(envelope, body.blocks)
+
+
+def block_columns(blocks: list) -> list[KindColumns]:
+    """Decoded blocks as columns with the models' validators applied; ``NotValidAsSent`` when one
+    of them fails (a cross-field rule such as MHSA's divisibility)."""
+    groups = _group(blocks)
     for columns in groups:
         _complete(columns.kind, columns)
         if not _valid(columns.kind, columns):
-            return None
-    return ColumnarRequest(envelope=envelope, n_blocks=len(body.blocks), groups=tuple(groups))
+            raise NotValidAsSent(f"a {columns.kind} block breaks one of its model's validators")
+    return groups
+
+
+def parse_columns(raw: bytes) -> ColumnarRequest | None:
+    """The body as columns when every part of it is valid as sent, else ``None``."""
+    decoded = decode_body(raw)
+    if decoded is None:
+        return None
+    try:
+        groups = block_columns(decoded.blocks)
+    except NotValidAsSent:
+        return None
+    return ColumnarRequest(envelope=decoded.envelope, n_blocks=len(decoded.blocks), groups=tuple(groups))

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from profiler_server.db import Database, PredictorVersion
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import store
-from profiler_server.predictor.columnar import ColumnarRequest, KindColumns
+from profiler_server.predictor.columnar import DecodedRequest, block_columns
 from profiler_server.predictor.encode import encode_columns, encode_many
 from profiler_server.predictor.fit import (
     FitStopped,
@@ -60,9 +61,12 @@ class Loaded:
     memo: dict[tuple, tuple[float, bool]] = field(default_factory=dict, repr=False)
     # small request body -> its JSON answer from this version (see routes/predictors.py)
     answers: dict[bytes, str] = field(default_factory=dict, repr=False)
-    # kind -> its field values (a KindColumns row) -> (ms, outside): the memo of columnar requests
-    column_memo: dict[str, dict[tuple, tuple[float, bool]]] = field(default_factory=dict, repr=False)
-    column_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # the memo of decoded large requests: a block struct (columnar.py) -> its row in ``known_ms``
+    # and ``known_outside``; a struct seen before was validated then, so a hit needs no checks
+    known_rows: dict[Any, int] = field(default_factory=dict, repr=False)
+    known_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    known_outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    known_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_row(cls, row: PredictorVersion) -> Loaded:
@@ -106,37 +110,38 @@ class Loaded:
             known = [hit if hit is not None else fresh[k] for k, hit in zip(keys, known, strict=True)]
         return [k[0] for k in known], [k[1] for k in known]
 
-    def predict_columns(self, groups: Sequence[KindColumns], n_blocks: int) -> tuple[list[float], list[bool]]:
-        """Per-block ms and extrapolation flags of a columnar request, in request order; the
-        configs not seen before, of every kind, go through the network in one batch."""
-        keys = [list(map(tuple, g.values.tolist())) for g in groups]
-        ms, outside = np.empty(n_blocks), np.empty(n_blocks, dtype=bool)
-        with self.column_lock:  # one batch at a time: none clears the memo while another reads it
-            if sum(map(len, self.column_memo.values())) + n_blocks > MEMO_BLOCKS:
-                self.column_memo.clear()
-            missing = [self._unknown(g.kind, k) for g, k in zip(groups, keys, strict=True)]
-            if any(missing):
-                self._compute(groups, missing)
-            for g, k in zip(groups, keys, strict=True):
-                known = list(map(self.column_memo[g.kind].__getitem__, k))
-                table = np.array(known, dtype=np.float64).reshape(len(k), 2)  # (n, [ms, outside])
-                ms[g.index], outside[g.index] = table[:, 0], table[:, 1] > 0.5
-        return ms.tolist(), outside.tolist()
+    def predict_decoded(self, blocks: list) -> tuple[list[float], list[bool]]:
+        """Per-block ms and extrapolation flags of decoded blocks (``columnar.decode_body``); the
+        ones not seen before are validated as columns and go through the network in one batch.
+        Raises ``NotValidAsSent`` when one of those fails its model's validators."""
+        with self.known_lock:  # one batch at a time: none clears the memo while another reads it
+            if len(self.known_rows) + len(blocks) > MEMO_BLOCKS:
+                self.known_rows.clear()
+            rows = list(map(self.known_rows.get, blocks))
+            if None in rows:
+                self._remember(list(dict.fromkeys(b for b, r in zip(blocks, rows, strict=True) if r is None)))
+                rows = list(map(self.known_rows.__getitem__, blocks))
+            at = np.fromiter(rows, dtype=np.int64, count=len(rows))
+            return self.known_ms[at].tolist(), self.known_outside[at].tolist()
 
-    def _unknown(self, kind: str, keys: list[tuple]) -> list[tuple]:
-        memo = self.column_memo.setdefault(kind, {})
-        return list(dict.fromkeys(k for k in keys if k not in memo))
+    def _remember(self, fresh: list) -> None:
+        """Predict blocks never seen (validated as columns, one forward pass) and remember them."""
+        groups = block_columns(fresh)
+        x = np.zeros((len(fresh), N_FEATURES), dtype=np.float32)
+        for g in groups:
+            x[g.index] = encode_columns(g.kind, g.names, g.values)
+        ms, outside = self.predict(torch.from_numpy(x))
+        start = len(self.known_rows)
+        self._make_room(start + len(fresh))
+        self.known_ms[start : start + len(fresh)] = ms
+        self.known_outside[start : start + len(fresh)] = outside
+        self.known_rows.update(zip(fresh, range(start, start + len(fresh)), strict=True))
 
-    def _compute(self, groups: Sequence[KindColumns], missing: list[list[tuple]]) -> None:
-        """Predict the ``missing`` rows of each group in one forward pass and remember them."""
-        features = [encode_columns(g.kind, g.names, np.array(rows, dtype=np.int64).reshape(len(rows), -1))
-                    for g, rows in zip(groups, missing, strict=True) if rows]  # fmt: skip
-        ms, outside = self.predict(torch.from_numpy(np.concatenate(features)))
-        start = 0
-        for g, rows in zip(groups, missing, strict=True):
-            end = start + len(rows)
-            self.column_memo[g.kind].update(zip(rows, zip(ms[start:end], outside[start:end], strict=True), strict=True))
-            start = end
+    def _make_room(self, rows: int) -> None:
+        if rows > len(self.known_ms):  # doubling, so that a version asked little holds little
+            size = min(MEMO_BLOCKS, max(rows, 2 * len(self.known_ms)))
+            self.known_ms = np.concatenate([self.known_ms, np.zeros(size - len(self.known_ms))])
+            self.known_outside = np.concatenate([self.known_outside, np.zeros(size - len(self.known_outside), bool)])
 
 def memo_key(block: AnyBlock) -> tuple:
     """A block's field values in declaration order (its ``kind`` among them): equal exactly when
@@ -315,11 +320,11 @@ class PredictorService:
             self._by_id[predictor_id] = loaded
         return loaded
 
-    def predict_columns(self, request: ColumnarRequest) -> PredictResponse:
-        """The answer to a body validated as columns (a large batch, see ``predictor/columnar.py``)."""
+    def predict_decoded(self, request: DecodedRequest) -> PredictResponse:
+        """The answer to a body decoded as sent (a large batch, see ``predictor/columnar.py``)."""
         envelope = request.envelope
         loaded = self.resolve(envelope.device_class, envelope.runtime, envelope.predictor_version)
-        block_ms, outside = loaded.predict_columns(request.groups, request.n_blocks)
+        block_ms, outside = loaded.predict_decoded(request.blocks)
         return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
                                block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
 

@@ -17,7 +17,7 @@ from profiler_server.deps import PredictorDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import NotFound, TooManyRequests
 from profiler_server.openapi import AUTH, BODY, INVALID, MISSING, error_responses, json_body
 from profiler_server.predictor import store
-from profiler_server.predictor.columnar import parse_columns
+from profiler_server.predictor.columnar import NotValidAsSent, decode_body
 from profiler_server.predictor.service import Loaded, PredictorService
 from shared.api import (
     FitRequest,
@@ -101,12 +101,14 @@ def _answer_small(svc: PredictorService, loaded: Loaded, raw: bytes, body: Predi
 
 
 def _answer_large(svc: PredictorService, raw: bytes) -> str:
-    """A large batch: its blocks validated as columns when they are all valid as sent (the
-    pydantic models validate it otherwise, which gives the exact 422)."""
-    columns = parse_columns(raw)
-    if columns is None:
-        return svc.predict(_parse(PredictRequest, raw)).model_dump_json()
-    return svc.predict_columns(columns).model_dump_json()
+    """A large batch: decoded as sent and its new blocks validated as columns when it is all
+    valid as sent; otherwise (or to order a 404 after a 422, as the models do) ``PredictRequest``
+    validates it, which gives the exact 422."""
+    decoded = decode_body(raw)
+    if decoded is not None:
+        with contextlib.suppress(NotValidAsSent, NotFound):
+            return svc.predict_decoded(decoded).model_dump_json()
+    return svc.predict(_parse(PredictRequest, raw)).model_dump_json()
 
 
 def add_fast_predict_route(app: FastAPI) -> None:

@@ -205,9 +205,24 @@ def test_a_large_batch_is_answered_as_its_blocks_one_by_one(app_client, fitted):
     assert large["block_ms"] == pytest.approx([s["block_ms"][0] for s in singles], rel=1e-5)
     assert large["extrapolated"] == [s["extrapolated"][0] for s in singles]
     assert large["total_ms"] == pytest.approx(sum(large["block_ms"]), rel=1e-12)
-    bad = {**blocks[7], "h": 4.5}
-    big_error = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [*blocks, bad]})
-    small_error = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [bad]})
-    assert big_error.status_code == small_error.status_code == 422
-    assert [e["msg"] for e in big_error.json()["detail"]] == [e["msg"] for e in small_error.json()["detail"]]
-    assert big_error.json()["detail"][0]["loc"][:3] == ["body", "blocks", len(blocks)]
+    again = app_client.post("/v1/predict", content=raw, headers={"Content-Type": "application/json"}).json()
+    assert again == large  # answered from the remembered blocks
+
+
+@pytest.mark.parametrize("bad", [
+    {"kind": "conv", "cin": 3, "cout": 16, "h": 4.5, "w": 8},  # refused while decoding
+    {"kind": "mhsa", "cin": 30, "heads": 4, "patch": 2, "cmid": 64, "h": 16, "w": 16},  # by a validator
+])  # fmt: skip
+def test_a_large_batch_with_a_bad_block_gets_the_models_422_before_any_404(app_client, fitted, bad):
+    from predictor_data import DEVICE_CLASS
+
+    blocks = [c.model_dump() for c in every_kind(60, seed=9)]
+    for device_class in (DEVICE_CLASS, "host/none-such"):
+        app_client.post("/v1/predict", json={"device_class": device_class, "blocks": blocks})  # remembered
+        big = app_client.post("/v1/predict", json={"device_class": device_class, "blocks": [*blocks, bad]})
+        small = app_client.post("/v1/predict", json={"device_class": device_class, "blocks": [bad]})
+        assert big.status_code == small.status_code == 422
+        assert [e["msg"] for e in big.json()["detail"]] == [e["msg"] for e in small.json()["detail"]]
+        assert big.json()["detail"][0]["loc"][:3] == ["body", "blocks", len(blocks)]
+    unknown = app_client.post("/v1/predict", json={"device_class": "host/none-such", "blocks": blocks})
+    assert unknown.status_code == 404 and DEVICE_CLASS in unknown.json()["detail"]
