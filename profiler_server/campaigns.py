@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import torch.onnx  # noqa: F401  (imported with the server, not by the first export: see Exporter)
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -142,7 +143,9 @@ def create_campaign(
 
 
 class Exporter:
-    """Runs campaign exports in worker threads (never on the event loop)."""
+    """Runs campaign exports in worker threads (never on the event loop). The ONNX exporter is
+    imported with this module: imported by the first export instead (about 0.5 s holding the GIL
+    on a loaded machine), it stalled every request answered meanwhile."""
 
     def __init__(self, db: Database, artifacts_root: Path, completion: CampaignCompletion, workers: int = 1) -> None:
         self.db = db
