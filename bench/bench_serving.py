@@ -101,7 +101,33 @@ def start_server(data: Path, port: int) -> subprocess.Popen:
            str(data), "--port", str(port), "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(cmd, env={**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN})
     wait_ready(proc, port, "/readyz")
+    wait_children_idle(proc.pid)
     return proc
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the direct children of ``pid`` (Linux /proc)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
+def wait_children_idle(pid: int, timeout_s: float = 90.0) -> None:
+    """Until the server's child processes (its export worker, importing torch at a lower priority
+    after start-up) stop using CPU, so that the phases measure the server, not its start-up."""
+    deadline, before = time.monotonic() + timeout_s, children_cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = children_cpu_s(pid)
+        if now - before < 0.05:
+            return
+        before = now
 
 
 def start_bare(port: int) -> subprocess.Popen:
