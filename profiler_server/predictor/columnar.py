@@ -8,11 +8,16 @@ models' own validators (computed defaults, divisibility) are applied to whole co
 
 The pydantic models stay the reference: the structs are generated from their fields (bounds,
 enums and defaults read from ``model_fields``), the fields around ``blocks`` are validated by a
-``PredictRequest`` subclass, and :func:`parse_columns` only ever *accepts*: anything it cannot
-vouch for (a lax value pydantic would coerce, such as ``3.0`` or ``true``; an error of any kind;
-a kind whose validators are not mirrored here) returns ``None`` or raises ``NotValidAsSent``, and
-the caller validates the body with ``PredictRequest``, which gives the answer or the exact 422. A
-test checks that every body accepted here is accepted by pydantic with the same values.
+``PredictRequest`` subclass, and this path only ever *accepts*: anything it cannot vouch for (a
+lax value pydantic would coerce, such as ``3.0`` or ``true``; an error of any kind; a kind whose
+validators are not mirrored here) makes :func:`decode_body` return ``None`` or
+:func:`block_columns` raise ``NotValidAsSent``, and the caller validates the body with
+``PredictRequest``, which gives the answer or the exact 422. A test checks, through
+:func:`parse_columns` (both steps), that every body accepted here is accepted by pydantic with
+the same values.
+
+A predictor version remembers answers by the decoded structs (``service.Loaded.predict_decoded``):
+a block seen before was validated then, so only new blocks are grouped into columns.
 """
 
 from __future__ import annotations
@@ -57,9 +62,6 @@ class KindColumns:
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, self.names.index(name)]
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {name: self.values[:, j] for j, name in enumerate(self.names)}
 
 
 @dataclass(frozen=True)
