@@ -5,13 +5,17 @@ the ceiling of the bare stack, measured in the same run with the same client loo
    same POST bodies; requests/s and p99 with ``--clients`` keep-alive clients.
 2. **Idle server**: single-block ``/v1/predict`` with the same loop, cycling through 400 configs
    predicted once before (as a search asks for its blocks again and again); the ratio to the ceiling.
+   Both run side by side and are measured in alternating slices (``--rounds``, ``2 * --seconds`` in
+   all each), so that the machine's drifting load weighs on both alike.
 3. **10,000-block batch**: server time of one request (its ``Server-Timing`` header) and end-to-end
    time (cold: never seen; warm: the same batch again, its blocks remembered but its body parsed).
 4. **During a campaign**: the single-block loop again while the server exports a campaign and
    synthetic agents lease and report its jobs as fast as the server answers; p99 against idle.
 
-The predictor served is a freshly initialized one written straight into a new SQLite database (its
-weights do not change the cost of a prediction), so the bench needs nothing from other runs.
+The predictor served is a freshly initialized one of the size the server fits
+(``TrainSettings``: hidden width, depth, cost-affine part), written straight into a new SQLite
+database (its weights do not change the cost of a prediction, its size does), so the bench needs
+nothing from other runs.
 Prints the figures and writes ``runs/bench/serving.json``; the last line says whether every target
 was met, and the exit code is 1 when one was not.
 Targets: ratio >= 0.8, batch <= 30 ms (warm median of server time), campaign p99 <= 2x idle p99.
@@ -38,7 +42,7 @@ from bench_predictor import sample_configs  # noqa: E402
 
 from profiler_server.db import Database, PredictorVersion, upgrade_database  # noqa: E402
 from profiler_server.predictor.encode import encode_many  # noqa: E402
-from profiler_server.predictor.fit import feature_ranges  # noqa: E402
+from profiler_server.predictor.fit import TrainSettings, feature_ranges  # noqa: E402
 from search_client.pipeline.localfarm import free_port  # noqa: E402
 from shared.export import sha256_bytes  # noqa: E402
 from shared.predictor import LatencyMLP, dump_predictor  # noqa: E402
@@ -66,7 +70,8 @@ def seed_predictor(url: str) -> None:
     upgrade_database(db.engine)
     torch.manual_seed(0)
     configs = sample_configs(400, 3)
-    model = LatencyMLP().eval()
+    recipe = TrainSettings()
+    model = LatencyMLP(hidden=recipe.hidden, n_layers=recipe.n_layers, cost_affine=recipe.cost_affine).eval()
     ranges = feature_ranges(configs, encode_many(configs))
     blob = dump_predictor(model, {"device_class": DEVICE_CLASS, "runtime": RUNTIME, "version": 1})
     with db.transaction() as s:
@@ -96,7 +101,33 @@ def start_server(data: Path, port: int) -> subprocess.Popen:
            str(data), "--port", str(port), "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(cmd, env={**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN})
     wait_ready(proc, port, "/readyz")
+    wait_children_idle(proc.pid)
     return proc
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the direct children of ``pid`` (Linux /proc)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
+def wait_children_idle(pid: int, timeout_s: float = 90.0) -> None:
+    """Until the server's child processes (its export worker, importing torch at a lower priority
+    after start-up) stop using CPU, so that the phases measure the server, not its start-up."""
+    deadline, before = time.monotonic() + timeout_s, children_cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = children_cpu_s(pid)
+        if now - before < 0.05:
+            return
+        before = now
 
 
 def start_bare(port: int) -> subprocess.Popen:
@@ -128,9 +159,9 @@ def post(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict
     return json.loads(data)
 
 
-def single_block_rate(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
-    """Requests/s and latency of one-block predictions from ``clients`` keep-alive connections."""
-    counts = [0] * clients
+def request_loop(port: int, bodies: list[bytes], clients: int, seconds: float) -> tuple[int, list[float], float]:
+    """One-block predictions from ``clients`` keep-alive connections for ``seconds``: the number
+    of answers, each one's latency (s) and the wall time."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     stop_at = time.perf_counter() + seconds
 
@@ -141,7 +172,6 @@ def single_block_rate(port: int, bodies: list[bytes], clients: int, seconds: flo
             t0 = time.perf_counter()
             post(conn, "/v1/predict", bodies[j % len(bodies)])
             latencies[i].append(time.perf_counter() - t0)
-            counts[i] += 1
             j += clients
         conn.close()
 
@@ -151,11 +181,34 @@ def single_block_rate(port: int, bodies: list[bytes], clients: int, seconds: flo
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    flat = sorted(x for lat in latencies for x in lat)
-    return {"clients": clients, "requests": sum(counts), "seconds": round(wall, 2),
-            "per_s": round(sum(counts) / wall, 1), "p50_ms": round(flat[len(flat) // 2] * 1e3, 2),
-            "p99_ms": round(flat[int(len(flat) * 0.99)] * 1e3, 2)}  # fmt: skip
+    flat = [x for lat in latencies for x in lat]
+    return len(flat), flat, time.perf_counter() - t0
+
+
+def rate_summary(clients: int, count: int, latencies: list[float], wall: float) -> dict:
+    flat = sorted(latencies)
+    return {"clients": clients, "requests": count, "seconds": round(wall, 2), "per_s": round(count / wall, 1),
+            "p50_ms": round(flat[len(flat) // 2] * 1e3, 2), "p99_ms": round(flat[int(len(flat) * 0.99)] * 1e3, 2)}  # fmt: skip
+
+
+def single_block_rate(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
+    """Requests/s and latency of one-block predictions from ``clients`` keep-alive connections."""
+    return rate_summary(clients, *request_loop(port, bodies, clients, seconds))
+
+
+def interleaved_rates(ports: dict[str, int], bodies: list[bytes], clients: int, seconds: float,
+                      rounds: int) -> dict[str, dict]:  # fmt: skip
+    """The same loop against each port in turn, ``rounds`` times, ``seconds / rounds`` a slice:
+    the machine's load drifts over seconds, and alternating short slices gives each app the same
+    share of it (one phase after the other measured the drift as often as the apps)."""
+    totals = {name: [0, [], 0.0] for name in ports}
+    for _ in range(rounds):
+        for name, port in ports.items():
+            count, latencies, wall = request_loop(port, bodies, clients, seconds / rounds)
+            totals[name][0] += count
+            totals[name][1] += latencies
+            totals[name][2] += wall
+    return {name: {**rate_summary(clients, *t), "slices": rounds} for name, t in totals.items()}
 
 
 def batch_times(port: int, body: bytes, repeats: int = 6) -> tuple[list[float], list[float]]:
@@ -228,7 +281,9 @@ def during_campaign(port: int, bodies: list[bytes], clients: int, seconds: float
         stop_event.set()
         for t in threads:
             t.join()
-    _, data = request(conn, "GET", f"/v1/campaigns/{created['id']}", headers=admin)
+    # a new connection: the phase outlasts uvicorn's keep-alive, which closed the first one
+    _, data = request(http.client.HTTPConnection("127.0.0.1", port, timeout=60), "GET",
+                      f"/v1/campaigns/{created['id']}", headers=admin)  # fmt: skip
     view = json.loads(data)
     return {**rate, "agents": agents, "round_trips": sum(counter), "campaign_state": view.get("state"),
             "campaign": {k: v for k, v in view.items() if isinstance(v, (int, float, str))}}  # fmt: skip
@@ -238,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each request-rate phase")
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=4, help="alternating slices of the bare stack and the server")
     ap.add_argument("--agents", type=int, default=2, help="synthetic agents during the campaign phase")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/serving.json"))
     args = ap.parse_args(argv)
@@ -251,21 +307,24 @@ def main(argv: list[str] | None = None) -> int:
     bare_port = free_port()
     bare = start_bare(bare_port)
     try:
-        ceiling = single_block_rate(bare_port, singles, args.clients, args.seconds)
+        with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+            data, port = Path(tmp), free_port()
+            seed_predictor(f"sqlite:///{data}/profiler.db")
+            proc = start_server(data, port)
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                post(conn, "/v1/predict", warm_batch)  # the predictor is in memory and has seen these blocks
+                rates = interleaved_rates({"bare": bare_port, "server": port}, singles, args.clients,
+                                          2 * args.seconds, args.rounds)  # fmt: skip
+                ceiling, idle = rates["bare"], rates["server"]
+                stop(bare)
+                times, server_times = batch_times(port, batch)
+                busy = during_campaign(port, singles, args.clients, args.seconds, args.agents)
+            finally:
+                stop(proc)
     finally:
-        stop(bare)
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        data, port = Path(tmp), free_port()
-        seed_predictor(f"sqlite:///{data}/profiler.db")
-        proc = start_server(data, port)
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            post(conn, "/v1/predict", warm_batch)  # the predictor is in memory and has seen these blocks
-            idle = single_block_rate(port, singles, args.clients, args.seconds)
-            times, server_times = batch_times(port, batch)
-            busy = during_campaign(port, singles, args.clients, args.seconds, args.agents)
-        finally:
-            stop(proc)
+        if bare.poll() is None:
+            stop(bare)
     ratio = idle["per_s"] / ceiling["per_s"]
     warm = statistics.median(server_times[1:])
     p99_ratio = busy["p99_ms"] / idle["p99_ms"]

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from profiler_server.db import Artifact, Database
 from profiler_server.errors import BadRequest, NotFound
+from profiler_server.export_worker import export_in_worker
 from shared.config import AnyBlock
 from shared.export import sha256_bytes
-from shared.kernels import export_config
 
 log = logging.getLogger(__name__)
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -82,7 +82,7 @@ def export_block_artifact(db: Database, root: Path, cfg: AnyBlock, fmt: str) -> 
         known = find_block_artifact(session, cfg, fmt)
     if known is not None and artifact_path(root, known.sha256).exists():
         return known
-    data = export_config(cfg, fmt)
+    data = export_in_worker(cfg, fmt)
     sha = write_file(root, data)
     row = Artifact(
         sha256=sha,

@@ -25,6 +25,7 @@ from profiler_server.artifacts import export_block_artifact
 from profiler_server.auth import Principal, admin_team
 from profiler_server.db import Artifact, Campaign, CampaignItem, Database, Job, Measurement, utcnow
 from profiler_server.errors import BadRequest, NotFound, TooManyRequests
+from profiler_server.export_worker import start_worker
 from profiler_server.predictor.adaptive import adaptive_configs
 from profiler_server.settings import Settings
 from shared.api import CampaignCreate, CampaignView, JobSettings
@@ -142,7 +143,9 @@ def create_campaign(
 
 
 class Exporter:
-    """Runs campaign exports in worker threads (never on the event loop)."""
+    """Runs campaign exports in worker threads (never on the event loop); each thread hands the
+    export itself to the export worker process (``export_worker``), started here so that its
+    imports are done before the first campaign."""
 
     def __init__(self, db: Database, artifacts_root: Path, completion: CampaignCompletion, workers: int = 1) -> None:
         self.db = db
@@ -150,6 +153,7 @@ class Exporter:
         self.completion = completion
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
         self.stop = threading.Event()
+        start_worker()
 
     def submit(self, campaign_id: int) -> Future:
         return self.pool.submit(self._run, campaign_id)

@@ -21,6 +21,10 @@ from profiler_server.settings import Settings
 from shared.version import add_version_flag
 
 log = logging.getLogger("profiler_server")
+# How long a thread holding the GIL runs before one waiting for it is let in (Python's default:
+# 5 ms). Exports and fits run in threads of the server process; with the default, the event loop
+# waited up to 5 ms for the GIL at each step of a request while an export traced a block.
+GIL_SWITCH_S = 0.001
 DRIVER_HINTS = {  # driver module -> what to install
     "psycopg": "install the 'postgres' extra: pip install 'rtseg-farm[postgres]'",
     "psycopg2": "install the 'postgres' extra (pip install 'rtseg-farm[postgres]') and use postgresql+psycopg://",
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         command = agent_command(args.port, settings.host_agent_grace_s, settings.host_agent_max_outage_s)
         agent = HostAgentSupervisor(command, token, settings.host_agent_grace_s)
     server = FarmServer(config, agent)
+    sys.setswitchinterval(GIL_SWITCH_S)
     if agent is not None:
         ready = lambda: server.started or server.should_exit  # noqa: E731
         threading.Thread(target=agent.run, args=(ready,), name="host-agent", daemon=True).start()

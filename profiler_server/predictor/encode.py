@@ -29,13 +29,18 @@ def _columns(kind: str, cfgs: list[AnyBlock]) -> dict[str, np.ndarray]:
     """``shared.costs.block_fields`` of every config, column by column (no ``model_dump``)."""
     names = [n for n in CONFIG_CLASSES[kind].model_fields if n != "kind"]
     v = {n: np.fromiter((c.__dict__[n] for c in cfgs), dtype=np.int64, count=len(cfgs)) for n in names}
+    return _with_derived(kind, v, len(cfgs))
+
+
+def _with_derived(kind: str, v: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The fields a kind derives (its cout, a fixed kernel or stride) added to its own columns."""
     if "cout" not in v:
         v["cout"] = v[_COUT_FROM[kind]]
     for name, value in _FIXED.get(kind, {}).items():
-        v[name] = np.full(len(cfgs), value, dtype=np.int64)
+        v[name] = np.full(n, value, dtype=np.int64)
     for name, value in (("kernel", 3), ("stride", 1)):
         if name not in v:
-            v[name] = np.full(len(cfgs), value, dtype=np.int64)
+            v[name] = np.full(n, value, dtype=np.int64)
     return v
 
 
@@ -43,9 +48,8 @@ def _log2p1(x: np.ndarray) -> np.ndarray:
     return np.log2((1 + x).astype(np.float64))  # add in int64 first, as the Python ints do
 
 
-def _encode_kind(kind: str, cfgs: list[AnyBlock]) -> np.ndarray:
-    v = _columns(kind, cfgs)
-    out = np.zeros((len(cfgs), N_FEATURES), dtype=np.float64)
+def _encode_values(kind: str, v: dict[str, np.ndarray], n: int) -> np.ndarray:
+    out = np.zeros((n, N_FEATURES), dtype=np.float64)
     out[:, KINDS.index(kind)] = 1.0
     for j, name in enumerate(FIELDS):
         if name in v:
@@ -55,6 +59,23 @@ def _encode_kind(kind: str, cfgs: list[AnyBlock]) -> np.ndarray:
     out[:, base + 1] = _log2p1(np.asarray(params_of(kind, v)))
     out[:, base + 2] = _log2p1(np.asarray(_activations(kind, v)))
     return out
+
+
+def _encode_kind(kind: str, cfgs: list[AnyBlock]) -> np.ndarray:
+    return _encode_values(kind, _columns(kind, cfgs), len(cfgs))
+
+
+def encode_columns(kind: str, names: Sequence[str], values: np.ndarray) -> np.ndarray:
+    """(N, N_FEATURES) float32 features of N configs of ``kind`` given as an (N, len(names)) int64
+    matrix of their fields (a config class's fields, ``kind`` left out, computed defaults filled),
+    equal to ``encode_many`` of the same configs."""
+    n = len(values)
+    if kind == "stem":  # one or two per network: the cached per-block path, as in encode_many
+        cls = CONFIG_CLASSES[kind]
+        return np.array([_one(cls(**dict(zip(names, row, strict=True)))) for row in values.tolist()],
+                        dtype=np.float32).reshape(n, N_FEATURES)  # fmt: skip
+    v = {name: values[:, j] for j, name in enumerate(names)}
+    return _encode_values(kind, _with_derived(kind, v, n), n).astype(np.float32)
 
 
 @lru_cache(maxsize=100_000)

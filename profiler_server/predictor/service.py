@@ -13,7 +13,9 @@ import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,7 +23,8 @@ from sqlalchemy.orm import Session
 from profiler_server.db import Database, PredictorVersion
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.predictor import store
-from profiler_server.predictor.encode import encode_many
+from profiler_server.predictor.columnar import DecodedRequest, block_columns
+from profiler_server.predictor.encode import encode_columns, encode_many
 from profiler_server.predictor.fit import (
     FitStopped,
     NotEnoughData,
@@ -56,8 +59,14 @@ class Loaded:
     # config -> (ms, outside). A version never changes, and a search asks for the same blocks again
     # and again, so each distinct config goes through the network once (dict ops are GIL-atomic).
     memo: dict[tuple, tuple[float, bool]] = field(default_factory=dict, repr=False)
-    # small request body -> its JSON answer from this version (see predictor/routes.py)
+    # small request body -> its JSON answer from this version (see routes/predictors.py)
     answers: dict[bytes, str] = field(default_factory=dict, repr=False)
+    # the memo of decoded large requests: a block struct (columnar.py) -> its row in ``known_ms``
+    # and ``known_outside``; a struct seen before was validated then, so a hit needs no checks
+    known_rows: dict[Any, int] = field(default_factory=dict, repr=False)
+    known_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    known_outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    known_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_row(cls, row: PredictorVersion) -> Loaded:
@@ -101,6 +110,38 @@ class Loaded:
             known = [hit if hit is not None else fresh[k] for k, hit in zip(keys, known, strict=True)]
         return [k[0] for k in known], [k[1] for k in known]
 
+    def predict_decoded(self, blocks: list) -> tuple[list[float], list[bool]]:
+        """Per-block ms and extrapolation flags of decoded blocks (``columnar.decode_body``); the
+        ones not seen before are validated as columns and go through the network in one batch.
+        Raises ``NotValidAsSent`` when one of those fails its model's validators."""
+        with self.known_lock:  # one batch at a time: none clears the memo while another reads it
+            if len(self.known_rows) + len(blocks) > MEMO_BLOCKS:
+                self.known_rows.clear()
+            rows = list(map(self.known_rows.get, blocks))
+            if None in rows:
+                self._remember(list(dict.fromkeys(b for b, r in zip(blocks, rows, strict=True) if r is None)))
+                rows = list(map(self.known_rows.__getitem__, blocks))
+            at = np.fromiter(rows, dtype=np.int64, count=len(rows))
+            return self.known_ms[at].tolist(), self.known_outside[at].tolist()
+
+    def _remember(self, fresh: list) -> None:
+        """Predict blocks never seen (validated as columns, one forward pass) and remember them."""
+        groups = block_columns(fresh)
+        x = np.zeros((len(fresh), N_FEATURES), dtype=np.float32)
+        for g in groups:
+            x[g.index] = encode_columns(g.kind, g.names, g.values)
+        ms, outside = self.predict(torch.from_numpy(x))
+        start = len(self.known_rows)
+        self._make_room(start + len(fresh))
+        self.known_ms[start : start + len(fresh)] = ms
+        self.known_outside[start : start + len(fresh)] = outside
+        self.known_rows.update(zip(fresh, range(start, start + len(fresh)), strict=True))
+
+    def _make_room(self, rows: int) -> None:
+        if rows > len(self.known_ms):  # doubling, so that a version asked little holds little
+            size = min(MEMO_BLOCKS, max(rows, 2 * len(self.known_ms)))
+            self.known_ms = np.concatenate([self.known_ms, np.zeros(size - len(self.known_ms))])
+            self.known_outside = np.concatenate([self.known_outside, np.zeros(size - len(self.known_outside), bool)])
 
 def memo_key(block: AnyBlock) -> tuple:
     """A block's field values in declaration order (its ``kind`` among them): equal exactly when
@@ -278,6 +319,14 @@ class PredictorService:
                 self._by_id.clear()
             self._by_id[predictor_id] = loaded
         return loaded
+
+    def predict_decoded(self, request: DecodedRequest) -> PredictResponse:
+        """The answer to a body decoded as sent (a large batch, see ``predictor/columnar.py``)."""
+        envelope = request.envelope
+        loaded = self.resolve(envelope.device_class, envelope.runtime, envelope.predictor_version)
+        block_ms, outside = loaded.predict_decoded(request.blocks)
+        return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
+                               block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
 
     def predict(self, request: PredictRequest, loaded: Loaded | None = None) -> PredictResponse:
         loaded = loaded or self.resolve(request.device_class, request.runtime, request.predictor_version)

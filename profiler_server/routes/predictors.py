@@ -17,7 +17,8 @@ from profiler_server.deps import PredictorDep, SessionDep, SettingsDep, TeamDep
 from profiler_server.errors import NotFound, TooManyRequests
 from profiler_server.openapi import AUTH, BODY, INVALID, MISSING, error_responses, json_body
 from profiler_server.predictor import store
-from profiler_server.predictor.service import PredictorService
+from profiler_server.predictor.columnar import NotValidAsSent, decode_body
+from profiler_server.predictor.service import Loaded, PredictorService
 from shared.api import (
     FitRequest,
     FitStarted,
@@ -31,7 +32,9 @@ from shared.api import (
 
 router = APIRouter(prefix="/v1", tags=["predictors"])
 INLINE_BLOCKS = 64  # up to this many blocks are predicted on the event loop (well under a millisecond)
-SMALL_BODY = 2048  # bytes: bodies up to this size are parsed once and their answers remembered
+# bytes: bodies up to this size are parsed once and their answers remembered; larger ones are
+# validated as columns in a worker thread
+SMALL_BODY = 2048
 PredictorId = Annotated[int, Path(ge=1, le=2**62, description="id from GET /v1/predictors")]
 
 
@@ -66,28 +69,46 @@ def _parse_small(raw: bytes) -> PredictRequest:
 )
 async def predict(request: Request) -> Response:
     """Per-block and total latency of ``blocks`` on ``device_class`` with ``runtime``."""
-    # The hottest route reads its own body: pydantic parses the raw JSON in one pass, where
-    # FastAPI's body handling (decode, content-type parsing, dependency solving) cost more than
-    # the prediction itself.
+    # The hottest route reads its own body: FastAPI's body handling (decode, content-type parsing,
+    # dependency solving) cost more than the prediction itself.
     raw = await request.body()
-    small = len(raw) <= SMALL_BODY
-    body = _parse_small(raw) if small else _parse(PredictRequest, raw)
     svc: PredictorService = request.app.state.predictor
+    if len(raw) > SMALL_BODY:  # a large batch: parsed and predicted off the event loop
+        return _json(await run_in_threadpool(_answer_large, svc, raw))
+    body = _parse_small(raw)
     loaded = None
     if body.predictor_version is None and len(body.blocks) <= INLINE_BLOCKS:
         with contextlib.suppress(ValueError):
             loaded = svc.cached(body.device_class, runtime_key(body.runtime))
-    if loaded is None:  # database lookups and big batches stay off the event loop
-        answer = await run_in_threadpool(svc.predict, body)
-        return Response(answer.model_dump_json(), media_type="application/json")
-    # small batch, predictor in memory: cheaper than a thread hop; a version's answer to the same
-    # bytes never changes, so a repeated small body is answered from that version's memory
-    text = loaded.answers.get(raw) if small else None
+    if loaded is None:  # database lookups stay off the event loop
+        return _json(await run_in_threadpool(lambda: svc.predict(body).model_dump_json()))
+    return _json(_answer_small(svc, loaded, raw, body))
+
+
+def _json(text: str | bytes) -> Response:
+    return Response(text, media_type="application/json")
+
+
+def _answer_small(svc: PredictorService, loaded: Loaded, raw: bytes, body: PredictRequest) -> str:
+    """A small batch with its predictor in memory, answered on the event loop (cheaper than a thread
+    hop). A version's answer to the same bytes never changes, so a repeated body is answered from
+    that version's memory."""
+    text = loaded.answers.get(raw)
     if text is None:
         text = svc.predict(body, loaded).model_dump_json()
-        if small:
-            loaded.remember_answer(raw, text)
-    return Response(text, media_type="application/json")
+        loaded.remember_answer(raw, text)
+    return text
+
+
+def _answer_large(svc: PredictorService, raw: bytes) -> str:
+    """A large batch: decoded as sent and its new blocks validated as columns when it is all
+    valid as sent; otherwise (or to order a 404 after a 422, as the models do) ``PredictRequest``
+    validates it, which gives the exact 422."""
+    decoded = decode_body(raw)
+    if decoded is not None:
+        with contextlib.suppress(NotValidAsSent, NotFound):
+            return svc.predict_decoded(decoded).model_dump_json()
+    return svc.predict(_parse(PredictRequest, raw)).model_dump_json()
 
 
 def add_fast_predict_route(app: FastAPI) -> None:
