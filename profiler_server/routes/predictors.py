@@ -21,6 +21,7 @@ from profiler_server.predictor.service import PredictorService
 from shared.api import (
     FitRequest,
     FitStarted,
+    NetworkCorrection,
     PredictorDetail,
     PredictorView,
     PredictRequest,
@@ -73,6 +74,8 @@ async def predict(request: Request) -> Response:
     small = len(raw) <= SMALL_BODY
     body = _parse_small(raw) if small else _parse(PredictRequest, raw)
     svc: PredictorService = request.app.state.predictor
+    if body.network:
+        return await _predict_network(svc, body)
     loaded = None
     if body.predictor_version is None and len(body.blocks) <= INLINE_BLOCKS:
         with contextlib.suppress(ValueError):
@@ -88,6 +91,12 @@ async def predict(request: Request) -> Response:
         if small:
             loaded.remember_answer(raw, text)
     return Response(text, media_type="application/json")
+
+
+async def _predict_network(svc: PredictorService, body: PredictRequest) -> Response:
+    """``"network": true``: the correction may be refitted first (database reads), so off the event loop."""
+    answer = await run_in_threadpool(svc.predict, body)
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def add_fast_predict_route(app: FastAPI) -> None:
@@ -131,6 +140,13 @@ def start_fit(
 @router.get("/predictors/{predictor_id}", response_model=PredictorDetail, responses=MISSING | INVALID)
 def get_predictor(predictor_id: PredictorId, session: SessionDep) -> PredictorDetail:
     return store.version_detail(_version_or_404(session, predictor_id))
+
+
+@router.get("/predictors/{predictor_id}/network-correction", response_model=NetworkCorrection,
+            responses=MISSING | INVALID)
+def get_network_correction(predictor_id: PredictorId, predictor: PredictorDep) -> NetworkCorrection:
+    """The version's network-level correction, refitted first when the farm measured networks since."""
+    return predictor.network_correction(predictor_id)
 
 
 @router.get(
