@@ -37,7 +37,7 @@ MODELS: dict[str, tuple[str, ...]] = {
 class NetworkCorrection(BaseModel):
     """One fitted network-level correction of a predictor version."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field("sum", description="the model that won on held-out networks; 'sum': the plain sum")
     coef: dict[str, float] = Field(default_factory=dict, description="feature -> coefficient (FEATURES)")
