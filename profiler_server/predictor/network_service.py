@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from profiler_server.predictor.service import Loaded
 
 log = logging.getLogger(__name__)
-CHECK_S = 5.0
+CHECK_S = 5.0  # default of NetworkCorrections.check_s
 BlockPredictor = Callable[[Sequence[AnyBlock]], Sequence[float]]
 
 
@@ -61,11 +61,12 @@ class NetworkCorrections:
         self._lock = threading.Lock()
         self._checked: dict[int, float] = {}  # predictor id -> when its network count was last read
         self._seen: dict[int, int] = {}  # predictor id -> networks counted at its last refit
+        self.check_s = CHECK_S  # how long a version's network count is trusted
 
     def current(self, loaded: Loaded) -> NetworkCorrection:
         """``loaded``'s correction, refitted first when networks were measured since its last fit."""
         now = time.monotonic()
-        if now - self._checked.get(loaded.id, float("-inf")) < CHECK_S:
+        if now - self._checked.get(loaded.id, float("-inf")) < self.check_s:
             return loaded.correction
         with self._lock:
             self._checked[loaded.id] = now
