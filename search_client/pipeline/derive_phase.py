@@ -14,8 +14,10 @@ learned, see ``measuring``), and while the measurement misses the target the nex
 set from every (predicted, measured) pair of the run: interpolated between the two nearest
 candidates that bracket the target, else the measured/predicted ratio of the nearest one. The run
 keeps the candidate measured nearest the target, never a later one that landed farther.
-Only the architecture matters for latency, so the untrained derived weights measure like the final
-ones; the measure phase checks that on the trained network.
+The candidates are measured with their untrained derived weights; trained weights can measure
+differently (subnormal values slow a CPU down), so the measure phase compares the trained network with
+the untrained candidate of the same architecture and reports the trained-weights ratio when they
+differ (``finish.trained_weights_check``).
 """
 
 from __future__ import annotations
