@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -24,8 +24,17 @@ from profiler_server.predictor.network_fit import fit_network_correction
 from shared.config import AnyBlock, parse_blocks
 from shared.network_correction import NetworkCorrection, aggregate_features
 
-if TYPE_CHECKING:
-    from profiler_server.predictor.service import Loaded
+
+class Loaded(Protocol):
+    """What a served predictor version (``service.Loaded``) offers its correction."""
+
+    id: int
+    correction: NetworkCorrection
+    answers: dict[bytes, str]
+
+    def predict_blocks(self, blocks: Sequence[AnyBlock]) -> tuple[list[float], list[bool]]:
+        """Per-block predicted ms and whether each lies outside the trained ranges."""
+
 
 log = logging.getLogger(__name__)
 CHECK_S = 5.0  # default of NetworkCorrections.check_s
