@@ -157,8 +157,8 @@ def report(rows: list[dict], what: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--blocks", type=int, default=200, help="configs of the demo supernet's space")
-    ap.add_argument("--derived", type=int, default=24, help="networks derived from the demo supernet")
-    ap.add_argument("--chains", type=int, default=24, help="chains of 4-12 blocks")
+    ap.add_argument("--derived", type=int, default=16, help="networks derived from the demo supernet")
+    ap.add_argument("--chains", type=int, default=16, help="chains of 4-12 blocks")
     ap.add_argument("--passes", type=int, default=2, help="measurements per network (label: the lowest p10)")
     ap.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
     ap.add_argument("--seed", type=int, default=0)
