@@ -308,6 +308,9 @@ class PredictorService:
             if row is None or row.state != "ready":
                 state = "does not exist" if row is None else f"is {row.state}"
                 raise NotFound(f"predictor {predictor_id} {state}; GET /v1/predictors lists the ready ones")
+            if row.runtime.startswith("kernels:"):
+                raise NotFound(f"predictor {predictor_id} is a kernel predictor; network-level corrections belong "
+                               "to block predictors (POST /v1/kernel-predictors has its own calibrate option)")
         return self.networks.current(self._load(predictor_id))
 
     def add_network_total(self, answer: PredictResponse, request: PredictRequest, loaded: Loaded) -> PredictResponse:

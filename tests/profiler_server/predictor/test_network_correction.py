@@ -166,3 +166,9 @@ def test_an_upload_with_a_bad_block_list_is_a_400_naming_it(live):
         r = http.post("/v1/networks", files={"file": ("n.onnx", b"x")}, headers={"Authorization": f"Bearer {team}"},
                       data={"device_class": DEVICE_CLASS, "runtime": RUNTIME, "blocks": blocks})
         assert r.status_code == 400 and message in r.json()["detail"], r.text
+
+
+def test_the_correction_of_a_missing_version_is_a_404_naming_where_to_look(live):
+    _, http = live
+    r = http.get("/v1/predictors/999/network-correction")
+    assert r.status_code == 404 and "GET /v1/predictors" in r.json()["detail"]
