@@ -42,6 +42,7 @@ class NetworkCorrection(BaseModel):
     model: str = Field("sum", description="the model that won on held-out networks; 'sum': the plain sum")
     coef: dict[str, float] = Field(default_factory=dict, description="feature -> coefficient (FEATURES)")
     n_networks: int = Field(0, description="measured networks with block lists it was chosen on")
+    n_unstable: int = Field(0, description="networks left out: every measurement of theirs was flagged unstable")
     revision: int = Field(0, description="counts refits of this predictor version's correction")
     fallback: str | None = Field(None, description="why the plain sum is served, when it is")
     heldout: dict = Field(default_factory=dict,

@@ -67,8 +67,9 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
     assert len(chosen) == 1
     assert abs(chosen[0]["measured_vs_target"]) == min(abs(c["measured_vs_target"]) for c in calibration)
     # Every network the run measured went up with its block list: the extremes, the derive candidates,
-    # the final network and the supernet train the network-level correction (too few yet: the sum).
-    assert correction.n_networks >= 4 + len(calibration) - 1
+    # the final network and the supernet train the network-level correction (too few yet: the sum;
+    # on a busy host the agent flags whole networks unstable, and they are counted apart, unused).
+    assert correction.n_networks + correction.n_unstable >= 4 + len(calibration) - 1
     assert correction.model == "sum" or correction.n_networks >= 8
     served = saved["network_correction"]
     assert served is not None and (served["model"] != "sum" or saved["predicted_ms"] == saved["block_sum_ms"])

@@ -59,16 +59,18 @@ def _leave_one_out(a: np.ndarray, measured: np.ndarray) -> np.ndarray | None:
 
 def fit_network_correction(
     features: Sequence[dict[str, float]], measured_ms: Sequence[float], revision: int = 0,
-    min_networks: int = MIN_NETWORKS,
+    min_networks: int = MIN_NETWORKS, n_unstable: int = 0,
 ) -> NetworkCorrection:
     """Choose and fit the correction on networks' ``aggregate_features`` (with ``sum_ms`` from the
-    version's own block predictions) and their measured latency."""
+    version's own block predictions) and their measured latency. ``n_unstable``: networks left out
+    because every measurement of theirs was flagged unstable (reported, not used)."""
     measured = np.asarray(measured_ms, dtype=np.float64)
     n = len(measured)
     if n < min_networks:
-        return NetworkCorrection(n_networks=n, revision=revision,
-                                 fallback=f"{n} measured networks with block lists; a correction needs at least "
-                                          f"{min_networks}: the plain sum is served")
+        left_out = f" ({n_unstable} more measured only unstably, left out)" if n_unstable else ""
+        return NetworkCorrection(n_networks=n, n_unstable=n_unstable, revision=revision,
+                                 fallback=f"{n} measured networks with block lists{left_out}; a correction needs "
+                                          f"at least {min_networks}: the plain sum is served")
     sums = _design(features, ["sum_ms"])[:, 0]
     heldout = {"sum": _figures(sums, measured)}
     for name, names in MODELS.items():
@@ -79,12 +81,12 @@ def fit_network_correction(
             heldout[name] = _figures(pred, measured)
     best = min(heldout, key=lambda k: heldout[k]["mape"])
     if best == "sum":
-        return NetworkCorrection(n_networks=n, revision=revision, heldout=heldout,
+        return NetworkCorrection(n_networks=n, n_unstable=n_unstable, revision=revision, heldout=heldout,
                                  fallback="no fitted model beat the plain sum on held-out networks")
     names = MODELS[best]
     coef = _solve(_design(features, names), measured)
     return NetworkCorrection(model=best, coef=dict(zip(names, coef.tolist(), strict=True)), n_networks=n,
-                             revision=revision, heldout=heldout)
+                             n_unstable=n_unstable, revision=revision, heldout=heldout)
 
 
 def _figures(pred: np.ndarray, measured: np.ndarray) -> dict:

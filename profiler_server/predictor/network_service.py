@@ -59,7 +59,8 @@ def fit_on_stored_networks(
     for raw in block_lists:
         blocks = parse_blocks(raw)
         features.append(aggregate_features(float(sum(predict_blocks(blocks))), blocks))
-    return fit_network_correction(features, measured, revision)
+    unstable = store.count_unstable_networks(session, device_class, runtime)
+    return fit_network_correction(features, measured, revision, n_unstable=unstable)
 
 
 class NetworkCorrections:
@@ -69,7 +70,7 @@ class NetworkCorrections:
         self.db = db
         self._lock = threading.Lock()
         self._checked: dict[int, float] = {}  # predictor id -> when its network count was last read
-        self._seen: dict[int, int] = {}  # predictor id -> networks counted at its last refit
+        self._seen: dict[int, tuple[int, int]] = {}  # predictor id -> (stable, unstable) networks at its last refit
         self.check_s = CHECK_S  # how long a version's network count is trusted
 
     def current(self, loaded: Loaded) -> NetworkCorrection:
@@ -81,8 +82,10 @@ class NetworkCorrections:
             self._checked[loaded.id] = now
             with self.db.transaction() as session:
                 row = session.get(PredictorVersion, loaded.id)
-                count = store.count_networks(session, row.device_class, row.runtime)
-                if count == self._seen.get(loaded.id, loaded.correction.n_networks):
+                count = (store.count_networks(session, row.device_class, row.runtime),
+                         store.count_unstable_networks(session, row.device_class, row.runtime))
+                known = (loaded.correction.n_networks, loaded.correction.n_unstable)
+                if count == self._seen.get(loaded.id, known):
                     return loaded.correction
                 self.refit(session, row, loaded)
                 self._seen[loaded.id] = count

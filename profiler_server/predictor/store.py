@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -61,6 +61,20 @@ def count_networks(session: Session, device_class: str, runtime: str) -> int:
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
         .where(Measurement.kind == "network", Measurement.unstable.is_(False))
     ) or 0
+
+
+def count_unstable_networks(session: Session, device_class: str, runtime: str) -> int:
+    """Networks with block lists whose every measurement was flagged unstable (left out, like
+    unstable block measurements: a whole network measured on a busy device is disturbed most)."""
+    rows = session.execute(
+        select(NetworkBlocks.artifact_sha256, func.max(Measurement.unstable.cast(Integer)))
+        .join(Measurement, Measurement.artifact_sha256 == NetworkBlocks.artifact_sha256)
+        .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
+        .where(Measurement.kind == "network")
+        .group_by(NetworkBlocks.artifact_sha256)
+        .having(func.min(Measurement.unstable.cast(Integer)) == 1)
+    ).all()
+    return len(rows)
 
 
 def count_distinct_configs(session: Session, device_class: str, runtime: str) -> int:
