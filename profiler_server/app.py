@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # third of a small request's CPU when /v1/predict came last): the hot paths come first.
     app.include_router(predictors.router)
     predictors.add_fast_predict_route(app)
+    jobs.add_fast_agent_routes(app)
     for module in (jobs, health, teams, agents, campaigns, measurements, artifacts, status, predict_onnx):
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -20,7 +20,7 @@ from sqlalchemy import Executable, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from profiler_server.cache import TTLCache
-from profiler_server.db import Team, Token, utcnow
+from profiler_server.db import Team, Token, prepared, utcnow
 from profiler_server.errors import Conflict, NotFound, ServerError
 from shared.api import TokenView
 
@@ -71,6 +71,16 @@ def _token_state() -> Executable:
     return select(t.c.revoked, t.c.last_used_at).where(t.c.id == bindparam("b_id"))
 
 
+@functools.lru_cache(maxsize=1)
+def _touch_token() -> Executable:
+    t = Token.__table__
+    return (
+        update(t)
+        .where(t.c.id == bindparam("b_id"))
+        .values(last_used_at=bindparam("b_now", type_=t.c.last_used_at.type))
+    )
+
+
 def authenticate(
     session: Session, token: str | None, cache: TTLCache | None = None, commit_touch: bool = True
 ) -> Principal:
@@ -92,15 +102,15 @@ def authenticate(
         return Principal(row.id, row.role, row.team_id, row.name)
 
     principal = cache.get_or_load(digest, load) if cache is not None else load()
-    # Core statements on the session's connection: the ORM's execute path cost more than the
-    # lookup itself, twice per lease + report round trip.
-    conn = session.connection()
-    state = conn.execute(_token_state(), {"b_id": principal.token_id}).first()
+    # Prepared statements on the session's connection: SQLAlchemy's execute path cost more than
+    # the lookup itself, twice per lease + report round trip.
+    conn = prepared.connection(session)
+    state = prepared.first(conn, _token_state(), {"b_id": principal.token_id})
     if state is None or state.revoked:
         raise AuthError(401, "unknown or revoked token")
     now = utcnow()
     if state.last_used_at is None or now - state.last_used_at.replace(tzinfo=UTC) > _TOUCH_EVERY:
-        conn.execute(update(Token.__table__).where(Token.__table__.c.id == principal.token_id).values(last_used_at=now))
+        prepared.execute(conn, _touch_token(), {"b_id": principal.token_id, "b_now": now})
         if commit_touch:
             session.commit()
     return principal

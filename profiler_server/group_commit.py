@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from profiler_server.db import Database
+from profiler_server.db import Database, prepared
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,8 +92,13 @@ class GroupCommit:
             pending.remove(failed)
         self.groups += 1
         self.items += len(group)
+        # one wake-up of each event loop per group: each call_soon_threadsafe writes to the loop's
+        # self-pipe, which cost more than a lease when done per item
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, tuple[bool, Any]]]] = {}
         for i, (_, loop, future) in enumerate(group):
-            loop.call_soon_threadsafe(_settle, future, outcomes[i])
+            by_loop.setdefault(loop, []).append((future, outcomes[i]))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     def _try_once(self, group: list[_Item], pending: list[int], outcomes: dict) -> int | None:
         """Run ``pending`` in one transaction and commit; on the first item that raises, roll
@@ -101,12 +106,14 @@ class GroupCommit:
         before it leave, which the next pass commits)."""
         try:
             with self.db.sessionmaker() as session:
+                session.info[prepared.HELD_CONNECTION] = session.connection()  # one transaction
                 results = {}
                 for i in pending:
                     try:
                         results[i] = group[i][0](session)
                     except Exception as exc:  # this item's error, answered to its caller alone
                         outcomes[i] = (False, exc)
+                        session.info.pop(prepared.HELD_CONNECTION)
                         session.rollback()
                         session.info.pop("completed_campaigns", None)  # rolled back: not completed
                         return i
@@ -121,11 +128,11 @@ class GroupCommit:
         return None
 
 
-def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:
-    if future.done():  # the caller went away (client disconnected)
-        return
-    ok, value = outcome
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future, tuple[bool, Any]]]) -> None:
+    for future, (ok, value) in settled:
+        if future.done():  # the caller went away (client disconnected)
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
