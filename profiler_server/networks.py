@@ -8,16 +8,20 @@ says that it waits and how to cancel it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from profiler_server import artifacts, jobs, tenancy
 from profiler_server.auth import Principal, admin_team
 from profiler_server.campaigns import check_team_queue
-from profiler_server.db import Artifact, Database, Job
+from profiler_server.db import Artifact, Database, Job, NetworkBlocks
+from profiler_server.errors import BadRequest
 from profiler_server.settings import Settings
 from shared.api import JobSettings, NetworkSubmitted, RuntimeSettings, runtime_key
+from shared.config import parse_blocks
 
 NETWORK_PRIORITY = 10  # a finished search waits on its network: ahead of bulk block campaigns
 
@@ -32,6 +36,31 @@ class NetworkRequest:
     min_seconds: float
     repeat: bool
     predicted_ms: float | None = None  # the client's prediction, shown beside the measurement
+    blocks: list[dict] | None = None  # the network as block configs: trains the network-level correction
+
+
+def parse_network_blocks(text: str) -> list[dict] | None:
+    """The ``blocks`` form field (JSON list of block configs) as canonical dicts; BadRequest naming
+    the first bad block. Empty text: no block list."""
+    if not text.strip():
+        return None
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, list) or not raw:
+            raise ValueError("expected a non-empty JSON list of block configs")
+        return [cfg.model_dump() for cfg in parse_blocks(raw)]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadRequest(f"blocks: block {where}: {first['msg']}") from None
+    except ValueError as exc:
+        raise BadRequest(f"blocks must be a JSON list of block configs as POST /v1/predict takes them: {exc}") from None
+
+
+def record_blocks(session: Session, sha256: str, blocks: list[dict] | None) -> None:
+    """Keep the block list of a network (the first one sent: the bytes fix the architecture)."""
+    if blocks is not None and session.get(NetworkBlocks, sha256) is None:
+        session.add(NetworkBlocks(artifact_sha256=sha256, blocks=blocks))
 
 
 def submit_network(
@@ -44,6 +73,7 @@ def submit_network(
     artifact = artifacts.store_network(db, settings.artifacts_dir, data, req.name, fmt)
     team_id = principal.team_id if principal.team_id is not None else admin_team(session).id
     tenancy.add_owner(session, artifact.sha256, team_id)
+    record_blocks(session, artifact.sha256, req.blocks)
     own = tenancy.own_network_job(session, team_id, artifact.sha256, req.device_class, key)
     if own is not None and not req.repeat:
         session.commit()

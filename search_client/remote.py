@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from shared.api import (
     JobView,
     MeasurementRow,
     MeasurementSummary,
+    NetworkCorrection,
     NetworkSubmitted,
     OnnxPrediction,
     Page,
@@ -41,6 +42,7 @@ from shared.api import (
     runtime_key,
 )
 from shared.config import AnyBlock
+from shared.network_correction import PLAIN_SUM
 from shared.predictor import LatencyMLP, load_predictor
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,8 @@ class FetchedPredictor:
     from_cache: bool = False
     offline: bool = False
     info: PredictorView | None = None
+    # the version's network-level correction when it was fetched (plain sum when none is fitted)
+    correction: NetworkCorrection = field(default_factory=lambda: PLAIN_SUM)
 
 
 def _slug(text: str) -> str:
@@ -193,7 +197,17 @@ class ProfilerClient:
             record = {**info.model_dump(mode="json"), "etag": resp.headers.get("ETag"), "fetched_at": time.time()}
             meta_path.write_text(json.dumps(record, indent=1))
         log.info("predictor %s %s v%s %s", device_class, runtime, info.version, "from cache" if from_cache else "fetched")
-        return self._load(path, info, device_class, runtime, from_cache=from_cache, offline=False)
+        fetched = self._load(path, info, device_class, runtime, from_cache=from_cache, offline=False)
+        try:
+            fetched.correction = self.network_correction(info.id)
+        except RemoteError as exc:  # a server without network corrections: the one in the listing (or the sum)
+            log.warning("network correction of predictor %s not fetched (%s); using the listed one", info.id, exc)
+        return fetched
+
+    def network_correction(self, predictor_id: int) -> NetworkCorrection:
+        """``GET /v1/predictors/{id}/network-correction``: the version's network-level correction,
+        refitted by the server on the networks it measured since (the plain sum when none is fitted)."""
+        return NetworkCorrection.model_validate(self._json("GET", f"/v1/predictors/{predictor_id}/network-correction"))
 
     def _offline_predictor(
         self, device_class: str, runtime: str, version: int | None, exc: Exception
@@ -218,15 +232,22 @@ class ProfilerClient:
     def _load(path: Path, info: PredictorView, device_class: str, runtime: str, from_cache: bool,
               offline: bool) -> FetchedPredictor:  # fmt: skip
         pf = load_predictor(path.read_bytes())
+        stored = (info.metrics or {}).get("network_correction")  # offline: the one recorded at fetch time
         return FetchedPredictor(
             model=pf.model, meta=pf.meta, id=info.id, version=info.version,
             device_class=device_class, runtime=runtime, path=path, from_cache=from_cache, offline=offline, info=info,
+            correction=NetworkCorrection.model_validate(stored) if stored else PLAIN_SUM,
         )
 
-    def predict(self, device_class: str, runtime: str, blocks: Sequence[AnyBlock | dict]) -> PredictResponse:
-        """``POST /v1/predict``: per-block and total predicted latency, and the predictor used."""
+    def predict(self, device_class: str, runtime: str, blocks: Sequence[AnyBlock | dict],
+                network: bool = False) -> PredictResponse:
+        """``POST /v1/predict``: per-block and total predicted latency, and the predictor used.
+        ``network``: the blocks form one network; the answer adds ``network_ms``, the sum corrected by
+        the predictor's network-level model, and the correction it used."""
         payload = [b if isinstance(b, dict) else b.model_dump() for b in blocks]
         body = {"device_class": device_class, "runtime": runtime, "blocks": payload}
+        if network:
+            body["network"] = True
         return PredictResponse.model_validate(self._json("POST", "/v1/predict", json=body))
 
     def fit_predictor(self, device_class: str, runtime: str) -> FitStarted:
@@ -289,14 +310,18 @@ class ProfilerClient:
         return [MeasurementRow.model_validate(r) for r in rows]
 
     def upload_network(self, onnx_bytes: bytes, device_class: str, runtime: str, name: str,
-                       repeat: bool = False, predicted_ms: float | None = None) -> NetworkSubmitted:
+                       repeat: bool = False, predicted_ms: float | None = None,
+                       blocks: Sequence[AnyBlock | dict] | None = None) -> NetworkSubmitted:
         """``POST /v1/networks``: the job that measures the network. ``repeat``: a fresh
         measurement job even when this network was measured before; ``predicted_ms``: shown
-        beside the measurement on the dashboard."""
+        beside the measurement on the dashboard; ``blocks``: the network as block configs, so that
+        its measurement trains the predictor's network-level correction."""
         files = {"file": (f"{_slug(name)}.onnx", onnx_bytes, "application/octet-stream")}
         data = {"device_class": device_class, "runtime": runtime, "name": name, "repeat": str(repeat).lower()}
         if predicted_ms is not None:
             data["predicted_ms"] = str(predicted_ms)
+        if blocks:
+            data["blocks"] = json.dumps([b if isinstance(b, dict) else b.model_dump() for b in blocks])
         return NetworkSubmitted.model_validate(self._json("POST", "/v1/networks", files=files, data=data))
 
     def predict_onnx(self, onnx_bytes: bytes, device_class: str, runtime: str = "onnxruntime",

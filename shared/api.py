@@ -17,6 +17,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.kernels import CampaignConfig
+from shared.network_correction import NetworkCorrection
 from shared.schemas import (
     JOB_DEFAULTS,
     AgentRegister,
@@ -51,7 +52,7 @@ __all__ = [
     "FitStarted", "Heartbeat",
     "JobFailure", "JobLease", "JobRelease", "JobReleased", "JobResult", "JobSettings", "JobView",
     "KernelFitRequest", "KernelPrediction", "LeaseRequest", "LeaseResponse", "MeasurementRow",
-    "MeasurementStats", "MeasurementSummary", "NetworkSubmitted", "Ok", "OnnxPrediction", "OtherTeamJob",
+    "MeasurementStats", "MeasurementSummary", "NetworkCorrection", "NetworkSubmitted", "Ok", "OnnxPrediction", "OtherTeamJob",
     "Page", "PredictRequest", "PredictResponse", "PredictorDetail", "PredictorRef", "PredictorView",
     "ResultRecorded", "RuntimeSettings", "Statistic", "TeamCreate", "TeamCreated", "TokenCreate",
     "TokenCreated", "TokenList", "TokenView", "runtime_key",

@@ -14,6 +14,7 @@ from pydantic.types import Strict
 from pydantic_core import PydanticCustomError
 
 from shared.config import BlockConfig
+from shared.network_correction import NetworkCorrection
 
 Runtime = Literal["onnxruntime", "tflite"]
 # What RuntimeSettings.parse accepts: a runtime name, or 'runtime/tN/delegate' with 1 <= N <= 64.
@@ -232,6 +233,8 @@ class PredictRequest(_Request):
     runtime: RuntimeText = "onnxruntime"
     blocks: list[BlockConfig] = Field(min_length=1, max_length=100_000)
     predictor_version: Annotated[int, Field(ge=1), BeforeValidator(_json_number)] | None = None
+    network: StrictBool = Field(False, description="the blocks form one network: the answer adds network_ms, "
+                                                   "the network-level corrected total, beside the sum (total_ms)")
 
 
 class PredictorRef(BaseModel):
@@ -244,3 +247,7 @@ class PredictResponse(BaseModel):
     block_ms: list[float]
     total_ms: float
     extrapolated: list[bool] = Field(default_factory=list)
+    network_ms: float | None = Field(None, description="with network: true, the whole network's latency: the sum "
+                                                       "corrected by the predictor's network-level model")
+    network_correction: NetworkCorrection | None = Field(None, description="with network: true, the correction "
+                                                         "applied (model 'sum': none fitted yet, and why)")

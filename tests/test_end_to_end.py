@@ -37,6 +37,7 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
         settings = tiny_settings(tmp_path / "runs", tiny_data, device_class=device_class, server=farm.url,
                                  token=farm.token, cache_dir=tmp_path / "cache", target_position=0.5)
         report = run_pipeline(settings, client=client)
+        correction = client.network_correction(info.id)  # refitted on what the run measured
 
     saved = json.loads((settings.run_dir / "report.json").read_text())
     assert saved["measured_ms"] == report.measured_ms > 0  # a real job measured on the host agent
@@ -65,4 +66,11 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
     chosen = [c for c in calibration if c.get("chosen")]
     assert len(chosen) == 1
     assert abs(chosen[0]["measured_vs_target"]) == min(abs(c["measured_vs_target"]) for c in calibration)
+    # Every network the run measured went up with its block list: the extremes, the derive candidates,
+    # the final network and the supernet train the network-level correction (too few yet: the sum;
+    # on a busy host the agent flags whole networks unstable, and they are counted apart, unused).
+    assert correction.n_networks + correction.n_unstable >= 4 + len(calibration) - 1
+    assert correction.model == "sum" or correction.n_networks >= 8
+    served = saved["network_correction"]
+    assert served is not None and (served["model"] != "sum" or saved["predicted_ms"] == saved["block_sum_ms"])
     assert all((settings.run_dir / name).exists() for name in ("supernet_vs_searched.png", "training_curves.png"))

@@ -220,3 +220,13 @@ class PredictorVersion(Base):
     n_test: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     team_id: Mapped[int | None] = mapped_column(Integer, default=None)  # who asked; None: automatic refit
+
+
+class NetworkBlocks(Base):
+    """The block list of an uploaded network (as ``POST /v1/predict`` takes it): with the network's
+    measurements, the training data of the network-level correction."""
+
+    __tablename__ = "network_blocks"
+    artifact_sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), primary_key=True)
+    blocks: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -30,11 +30,18 @@ from profiler_server.predictor.fit import (
     NotEnoughData,
     TrainSettings,
     fit_predictor,
+    predict_ms,
     range_features,
+)
+from profiler_server.predictor.network_service import (
+    NetworkCorrections,
+    fit_on_stored_networks,
+    stored_correction,
 )
 from shared.config import KINDS, AnyBlock
 from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
+from shared.network_correction import PLAIN_SUM, NetworkCorrection
 from shared.predictor import LatencyMLP, dump_predictor, load_predictor
 from shared.schemas import BadRuntime, PredictorRef, PredictRequest, PredictResponse, runtime_key
 
@@ -67,6 +74,8 @@ class Loaded:
     known_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     known_outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
     known_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # the network-level correction of this version (refitted in place by NetworkCorrections)
+    correction: NetworkCorrection = field(default_factory=lambda: PLAIN_SUM, repr=False)
 
     @classmethod
     def from_row(cls, row: PredictorVersion) -> Loaded:
@@ -78,7 +87,8 @@ class Loaded:
             unchecked = [float("inf")] * (width - len(r["min"]))  # versions fitted before the joint feature
             lo[KINDS.index(kind)] = torch.tensor(r["min"] + [-x for x in unchecked]) - RANGE_SLACK
             hi[KINDS.index(kind)] = torch.tensor(r["max"] + unchecked) + RANGE_SLACK
-        return cls(id=row.id, version=row.version, model=model, lo=lo, hi=hi)
+        return cls(id=row.id, version=row.version, model=model, lo=lo, hi=hi,
+                   correction=stored_correction(row.metrics))
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> tuple[list[float], list[bool]]:
@@ -160,6 +170,7 @@ class PredictorService:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predictor-fit")
         self._stop = threading.Event()
         self.futures: dict[int, Future] = {}
+        self.networks = NetworkCorrections(db)
 
     # --- training ------------------------------------------------------------------------
 
@@ -216,6 +227,10 @@ class PredictorService:
             result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS,
                                    stop=self._stop)
             result.metrics["statistic"] = statistic
+            with self.db.transaction() as session:
+                correction = fit_on_stored_networks(session, lambda b: predict_ms(result.model, encode_many(b)),
+                                                    device_class, runtime, statistic)
+            result.metrics["network_correction"] = correction.model_dump()
         except FitStopped:  # the row stays "fitting": the next start fits it again
             log.info("fit of predictor %d stopped by shutdown", predictor_id)
             return
@@ -331,5 +346,26 @@ class PredictorService:
     def predict(self, request: PredictRequest, loaded: Loaded | None = None) -> PredictResponse:
         loaded = loaded or self.resolve(request.device_class, request.runtime, request.predictor_version)
         block_ms, outside = loaded.predict_blocks(request.blocks)
-        return PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
-                               block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
+        answer = PredictResponse(predictor=PredictorRef(id=loaded.id, version=loaded.version),
+                                 block_ms=block_ms, total_ms=float(sum(block_ms)), extrapolated=outside)
+        return self.add_network_total(answer, request, loaded) if request.network else answer
+
+    def network_correction(self, predictor_id: int) -> NetworkCorrection:
+        """The current correction of a ready version (NotFound otherwise)."""
+        with self.db.transaction() as session:
+            row = session.get(PredictorVersion, predictor_id)
+            if row is None or row.state != "ready":
+                state = "does not exist" if row is None else f"is {row.state}"
+                raise NotFound(f"predictor {predictor_id} {state}; GET /v1/predictors lists the ready ones")
+            if row.runtime.startswith("kernels:"):
+                raise NotFound(f"predictor {predictor_id} is a kernel predictor; network-level corrections belong "
+                               "to block predictors (POST /v1/kernel-predictors has its own calibrate option)")
+        return self.networks.current(self._load(predictor_id))
+
+    def add_network_total(self, answer: PredictResponse, request: PredictRequest, loaded: Loaded) -> PredictResponse:
+        """``"network": true``: the blocks are one network; add its corrected total beside the sum
+        (reads the database at most every few seconds: call off the event loop)."""
+        correction = self.networks.current(loaded)
+        answer.network_ms = correction.apply(answer.total_ms, request.blocks)
+        answer.network_correction = correction
+        return answer

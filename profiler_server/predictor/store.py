@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from profiler_server.db import Measurement, PredictorVersion
+from profiler_server.db import Measurement, NetworkBlocks, PredictorVersion
 from shared.api import PredictorDetail, PredictorView
 from shared.config import is_current_definition
 
@@ -30,6 +30,51 @@ def training_rows(
     ).all()
     rows = [r for r in rows if r[0] is not None and is_current_definition(r[0])]
     return [r[0] for r in rows], [float(r[1]) for r in rows]
+
+
+def network_rows(
+    session: Session, device_class: str, runtime: str, statistic: str = "p10_ms"
+) -> tuple[list[list[dict]], list[float]]:
+    """Block lists and the lowest ``statistic`` of every measured network that came with its block
+    list (uploads with ``blocks``), one row per network: the training data of the network-level
+    correction. Like block configs, a network measured in several jobs takes its least disturbed
+    figure; a stable measurement order (by network hash) keeps a refit reproducible."""
+    lowest = session.execute(
+        select(Measurement.artifact_sha256, func.min(getattr(Measurement, statistic)))
+        .join(NetworkBlocks, Measurement.artifact_sha256 == NetworkBlocks.artifact_sha256)
+        .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
+        .where(Measurement.kind == "network", Measurement.unstable.is_(False))
+        .group_by(Measurement.artifact_sha256)
+        .order_by(Measurement.artifact_sha256)
+    ).all()
+    blocks = dict(session.execute(select(NetworkBlocks.artifact_sha256, NetworkBlocks.blocks)
+                                  .where(NetworkBlocks.artifact_sha256.in_([r[0] for r in lowest]))).all())
+    rows = [(blocks[sha], ms) for sha, ms in lowest if all(is_current_definition(b) for b in blocks[sha])]
+    return [list(b) for b, _ in rows], [float(ms) for _, ms in rows]
+
+
+def count_networks(session: Session, device_class: str, runtime: str) -> int:
+    """How many networks ``network_rows`` would return (one cheap query: is a refit due?)."""
+    return session.scalar(
+        select(func.count(func.distinct(NetworkBlocks.artifact_sha256)))
+        .join(Measurement, Measurement.artifact_sha256 == NetworkBlocks.artifact_sha256)
+        .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
+        .where(Measurement.kind == "network", Measurement.unstable.is_(False))
+    ) or 0
+
+
+def count_unstable_networks(session: Session, device_class: str, runtime: str) -> int:
+    """Networks with block lists whose every measurement was flagged unstable (left out, like
+    unstable block measurements: a whole network measured on a busy device is disturbed most)."""
+    rows = session.execute(
+        select(NetworkBlocks.artifact_sha256, func.max(Measurement.unstable.cast(Integer)))
+        .join(Measurement, Measurement.artifact_sha256 == NetworkBlocks.artifact_sha256)
+        .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
+        .where(Measurement.kind == "network")
+        .group_by(NetworkBlocks.artifact_sha256)
+        .having(func.min(Measurement.unstable.cast(Integer)) == 1)
+    ).all()
+    return len(rows)
 
 
 def count_distinct_configs(session: Session, device_class: str, runtime: str) -> int:

@@ -64,12 +64,16 @@ def upload_network(
     predicted_ms: Annotated[
         float, Form(ge=0, le=1e7, description="the latency the client predicted, shown beside the measurement (0: none)")
     ] = 0.0,
+    blocks: Annotated[str, Form(max_length=4_000_000, description=(
+        "the network as a JSON list of block configs (as POST /v1/predict takes them); its measurement then "
+        "trains the predictor's network-level correction"))] = "",
 ) -> NetworkSubmitted:
     """Store the network and give the team a measurement job: its own identical job when it has
     one (unless ``repeat``: measuring again shows the device's run-to-run spread), a job answered
     at once from a stored measurement of the same network, or a new queued job. ``waiting`` says
     when no online agent serves the device class (the job waits; ``POST /v1/jobs/{id}/cancel``)."""
+    block_list = networks.parse_network_blocks(blocks)
     data = read_limited_upload(file, settings.max_upload_bytes)
     request = networks.NetworkRequest(device_class, runtime, name or file.filename or "", warmup, runs,
-                                      min_seconds, repeat, predicted_ms or None)  # fmt: skip
+                                      min_seconds, repeat, predicted_ms or None, block_list)  # fmt: skip
     return networks.submit_network(session, db, settings, principal, data, request)

@@ -22,6 +22,7 @@ from profiler_server.predictor.service import Loaded, PredictorService
 from shared.api import (
     FitRequest,
     FitStarted,
+    NetworkCorrection,
     PredictorDetail,
     PredictorView,
     PredictRequest,
@@ -76,6 +77,8 @@ async def predict(request: Request) -> Response:
     if len(raw) > SMALL_BODY:  # a large batch: parsed and predicted off the event loop
         return _json(await run_in_threadpool(_answer_large, svc, raw))
     body = _parse_small(raw)
+    if body.network:
+        return await _predict_network(svc, body)
     loaded = None
     if body.predictor_version is None and len(body.blocks) <= INLINE_BLOCKS:
         with contextlib.suppress(ValueError):
@@ -105,10 +108,15 @@ def _answer_large(svc: PredictorService, raw: bytes) -> str:
     valid as sent; otherwise (or to order a 404 after a 422, as the models do) ``PredictRequest``
     validates it, which gives the exact 422."""
     decoded = decode_body(raw)
-    if decoded is not None:
+    if decoded is not None and not getattr(decoded.envelope, "network", False):  # network: the plain path
         with contextlib.suppress(NotValidAsSent, NotFound):
             return svc.predict_decoded(decoded).model_dump_json()
     return svc.predict(_parse(PredictRequest, raw)).model_dump_json()
+
+
+async def _predict_network(svc: PredictorService, body: PredictRequest) -> Response:
+    """``"network": true``: the correction may be refitted first (database reads), so off the event loop."""
+    return _json(await run_in_threadpool(lambda: svc.predict(body).model_dump_json()))
 
 
 def add_fast_predict_route(app: FastAPI) -> None:
@@ -152,6 +160,13 @@ def start_fit(
 @router.get("/predictors/{predictor_id}", response_model=PredictorDetail, responses=MISSING | INVALID)
 def get_predictor(predictor_id: PredictorId, session: SessionDep) -> PredictorDetail:
     return store.version_detail(_version_or_404(session, predictor_id))
+
+
+@router.get("/predictors/{predictor_id}/network-correction", response_model=NetworkCorrection,
+            responses=MISSING | INVALID)
+def get_network_correction(predictor_id: PredictorId, predictor: PredictorDep) -> NetworkCorrection:
+    """The version's network-level correction, refitted first when the farm measured networks since."""
+    return predictor.network_correction(predictor_id)
 
 
 @router.get(

@@ -6,14 +6,18 @@ when too fast) until the predicted latency is within the tolerance. It does so b
 weights just across the threshold, so the derived network still equals the gated supernet exactly.
 
 A sum of block predictions misses a whole network by what no block sees (graph-level fusion, memory
-traffic between blocks, per-op overheads). So when the run measures, each derived candidate is
+traffic between blocks, per-op overheads). Every prediction here is the predictor's network-level
+corrected total (fitted by the farm on the networks it measured; the plain sum when too few were).
+What it still misses is measured: when the run measures, each derived candidate is
 exported and measured on the target device (``derive_repeats`` jobs, the statistic the predictor
 learned, see ``measuring``), and while the measurement misses the target the next predicted aim is
 set from every (predicted, measured) pair of the run: interpolated between the two nearest
 candidates that bracket the target, else the measured/predicted ratio of the nearest one. The run
 keeps the candidate measured nearest the target, never a later one that landed farther.
-Only the architecture matters for latency, so the untrained derived weights measure like the final
-ones; the measure phase checks that on the trained network.
+The candidates are measured with their untrained derived weights; trained weights can measure
+differently (subnormal values slow a CPU down), so the measure phase compares the trained network with
+the untrained candidate of the same architecture and reports the trained-weights ratio when they
+differ (``finish.trained_weights_check``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from search_client.pipeline.measuring import measure_network, predictor_statisti
 from search_client.remote import RemoteError
 from search_client.search.derive import derive, subnet_spec
 from search_client.search.latency import gmacs, predicted_ms
+from shared.network_correction import PLAIN_SUM, NetworkCorrection
 from shared.predictor import LatencyMLP
 
 log = logging.getLogger(__name__)
@@ -68,12 +73,13 @@ def _flip(movable: list[tuple[float, ChannelGate, int]], prune: bool) -> int:
 
 def fit_to_target(
     model: nn.Module, predictor: LatencyMLP, target: float, size: tuple[int, int], tol: float,
-    cost: Callable[[nn.Module], float] | None = None,
+    cost: Callable[[nn.Module], float] | None = None, correction: NetworkCorrection = PLAIN_SUM,
 ) -> dict:
-    """Flip gates across the threshold until the predicted latency (or ``cost(model)``, e.g. GMACs)
-    is within ``tol`` of ``target``. The result's ``*_ms`` keys hold that cost."""
+    """Flip gates across the threshold until the predicted latency (the network-level corrected
+    total; or ``cost(model)``, e.g. GMACs) is within ``tol`` of ``target``. The result's ``*_ms``
+    keys hold that cost."""
     gates = gates_of(model)
-    cost = cost or (lambda m: predicted_ms(m, predictor, size))
+    cost = cost or (lambda m: predicted_ms(m, predictor, size, correction))
     before = ms = cost(model)
     rounds = 0
     for rounds in range(MAX_ROUNDS):  # noqa: B007 (rounds is reported)
@@ -123,17 +129,18 @@ def _restore_gates(supernet: nn.Module, state: list[torch.Tensor]) -> None:
 
 
 def calibrate(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, target: float,
-              statistic: str, anchors: Sequence[dict] = ()) -> list[dict]:
+              statistic: str, anchors: Sequence[dict] = (), correction: NetworkCorrection = PLAIN_SUM) -> list[dict]:
     """Measure derived candidates until one lands within the tolerance of ``target`` (or the rounds
     run out); leave ``supernet``'s gates at the candidate measured nearest the target. One row per
     candidate; the kept one has ``"chosen": True``. ``anchors``: (predicted, measured) pairs of other
-    networks of this supernet measured in this run (the derivable extremes), used for aiming only."""
+    networks of this supernet measured in this run (the derivable extremes), used for aiming only.
+    Predictions are the predictor's network-level corrected totals (``correction``)."""
     size, tol, s = ctx.latency_size, ctx.settings.target_tolerance, ctx.settings
     rows: list[dict] = []
     states: list[list[torch.Tensor]] = []
     for i in range(s.calibrate_rounds):
         compact = derive(supernet).eval()
-        predicted = predicted_ms(compact, predictor, size)
+        predicted = predicted_ms(compact, predictor, size, correction)
         if any(abs(r["predicted_ms"] - predicted) < 1e-9 for r in rows):
             ctx.say(f"[derive] the re-aimed gates gave a candidate measured already ({predicted:.2f} ms predicted)")
             break
@@ -153,7 +160,7 @@ def calibrate(ctx: PipelineContext, supernet: nn.Module, predictor: LatencyMLP, 
         if abs(measured / target - 1) <= tol or i + 1 == s.calibrate_rounds:
             break
         aim = next_aim([*anchors, *rows], target)
-        fit = fit_to_target(supernet, predictor, aim, size, tol / 3)
+        fit = fit_to_target(supernet, predictor, aim, size, tol / 3, correction=correction)
         ctx.say(f"[derive] next predicted aim {aim:.2f} ms (from {len(rows)} measured candidates) -> "
                 f"{fit['after_ms']:.2f} ms predicted")
     if rows:
@@ -189,7 +196,8 @@ def run_derive(ctx: PipelineContext) -> dict:
         calibration: list[dict] = []  # the GMACs target holds; no latency re-aiming
     else:
         aim = search.get("aim_ms", target)
-        fit = fit_to_target(supernet, fetched.model, aim, size, ctx.settings.target_tolerance / 3)
+        fit = fit_to_target(supernet, fetched.model, aim, size, ctx.settings.target_tolerance / 3,
+                            correction=fetched.correction)
         if abs(fit["after_ms"] - fit["before_ms"]) > 1e-9:
             ctx.say(f"[derive] searched network predicted {fit['before_ms']:.2f} ms vs predicted aim {aim:.2f} ms: "
                     f"moved gates across the threshold -> {fit['after_ms']:.2f} ms")
@@ -197,7 +205,7 @@ def run_derive(ctx: PipelineContext) -> dict:
         anchors = ([{"predicted_ms": p, "measured_ms": m}
                     for p, m in zip(feasible["predicted"], feasible["measured"], strict=True)]
                    if feasible.get("measured") else [])
-        calibration = (calibrate(ctx, supernet, fetched.model, target, statistic, anchors)
+        calibration = (calibrate(ctx, supernet, fetched.model, target, statistic, anchors, fetched.correction)
                        if ctx.settings.measure else [])
     chosen = next((c for c in calibration if c.get("chosen")), None)
     compact = derive(supernet).eval()
@@ -217,7 +225,9 @@ def run_derive(ctx: PipelineContext) -> dict:
         "calibration": calibration,
         "statistic": statistic,
         "untrained_measured_ms": chosen["measured_ms"] if chosen else None,
-        "predicted_ms_local": predicted_ms(compact, fetched.model, size),
+        "predicted_ms_local": predicted_ms(compact, fetched.model, size, fetched.correction),
+        "block_sum_ms_local": predicted_ms(compact, fetched.model, size),
+        "network_correction": fetched.correction.model_dump(),
         "gmacs": gmacs(compact, size),
         "params_m": inference_params(compact) / 1e6,
         "equivalence_max_abs_diff": max_output_difference(supernet, compact, size),

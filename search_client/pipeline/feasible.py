@@ -16,6 +16,7 @@ from torch import nn
 from search_client.models.channel_gate import gates_of
 from search_client.models.mixed_block import PATHS
 from search_client.search.latency import predicted_ms
+from shared.network_correction import PLAIN_SUM, NetworkCorrection
 from shared.predictor import LatencyMLP
 
 
@@ -23,9 +24,11 @@ class InfeasibleTarget(ValueError):
     """The target lies outside what the supernet can derive; the message names the range."""
 
 
-def extreme(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[int, int], largest: bool) -> nn.Module:
-    """The supernet set to its smallest or largest derivable network by the predictor: gates at
-    their floor (or full), then block by block the path that predicts cheapest (or dearest)."""
+def extreme(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[int, int], largest: bool,
+            correction: NetworkCorrection = PLAIN_SUM) -> nn.Module:
+    """The supernet set to its smallest or largest derivable network by the predictor (through its
+    network-level ``correction``): gates at their floor (or full), then block by block the path
+    that predicts cheapest (or dearest)."""
     supernet = build()
     if not gates_of(supernet):
         supernet.install_gates()
@@ -39,7 +42,7 @@ def extreme(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[i
             trial = paths[:i] + [path] + paths[i + 1:]
             try:
                 supernet.set_active(trial)
-                scores[path] = predicted_ms(supernet, predictor, size)
+                scores[path] = predicted_ms(supernet, predictor, size, correction)
             except ValueError:  # a path this block cannot take
                 continue
         paths[i] = (max if largest else min)(scores, key=scores.get)
@@ -47,12 +50,14 @@ def extreme(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[i
     return supernet.eval()
 
 
-def derivable_range(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[int, int]) -> dict:
-    """``{"smallest": module, "largest": module, "smallest_ms", "largest_ms"}`` (predicted)."""
-    small = extreme(build, predictor, size, largest=False)
-    large = extreme(build, predictor, size, largest=True)
-    return {"smallest": small, "largest": large, "smallest_ms": predicted_ms(small, predictor, size),
-            "largest_ms": predicted_ms(large, predictor, size)}
+def derivable_range(build: Callable[[], nn.Module], predictor: LatencyMLP, size: tuple[int, int],
+                    correction: NetworkCorrection = PLAIN_SUM) -> dict:
+    """``{"smallest": module, "largest": module, "smallest_ms", "largest_ms"}`` (predicted, corrected
+    by the network-level ``correction``)."""
+    small = extreme(build, predictor, size, False, correction)
+    large = extreme(build, predictor, size, True, correction)
+    return {"smallest": small, "largest": large, "smallest_ms": predicted_ms(small, predictor, size, correction),
+            "largest_ms": predicted_ms(large, predictor, size, correction)}
 
 
 def check_target(target_ms: float, low_ms: float, high_ms: float, what: str) -> None:

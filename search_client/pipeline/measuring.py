@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from search_client.pipeline.context import PipelineContext
+from search_client.search.latency import network_blocks
 from shared.api import MeasurementSummary
 from shared.export import export_module_onnx
 
@@ -52,13 +53,18 @@ def export_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
     return export_module_onnx(model, (x,))
 
 
-def measure_network(ctx: PipelineContext, model: nn.Module, name: str, repeats: int, statistic: str) -> dict:
+def measure_network(ctx: PipelineContext, model: nn.Module, name: str, repeats: int, statistic: str,
+                    fresh: bool = False) -> dict:
     """``repeats`` jobs of ``model`` on the run's target device (batch 1, exported from the CPU:
-    ``model`` moves there), summarized by :func:`summarize_jobs`."""
+    ``model`` moves there), summarized by :func:`summarize_jobs`. The upload carries the network's
+    block list, so every network a run measures trains the predictor's network-level correction.
+    ``fresh``: measure now even when the same network was measured before."""
     client = ctx.require_client()
     onnx_bytes = export_onnx(model.cpu(), export_input(ctx.latency_size))
+    blocks = network_blocks(model, *ctx.latency_size)  # trains the predictor's network-level correction
     jobs = []
     for i in range(repeats):
-        job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name, repeat=i > 0)
+        job = client.upload_network(onnx_bytes, ctx.device_class, ctx.settings.runtime, name, repeat=fresh or i > 0,
+                                    blocks=blocks)
         jobs.append(client.wait_job(job.job_id))
     return summarize_jobs(jobs, statistic)

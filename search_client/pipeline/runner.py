@@ -112,9 +112,18 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         kept = next((i + 1 for i, c in enumerate(calibration) if c.get("chosen")), len(calibration))
         notes.append(f"derivation measured {len(calibration)} candidates ({steps} ms, "
                      f"{calibration[0].get('statistic', 'median_ms')}) and kept candidate {kept}, the nearest to the target")
-    if meas.get("trained_vs_untrained") is not None and abs(meas["trained_vs_untrained"]) > settings.target_tolerance:
-        notes.append(f"the trained network measures {100 * meas['trained_vs_untrained']:+.1f} % from its untrained "
-                     "candidate of the same architecture (trained weights change the latency on this device)")
+    if meas.get("trained_weights_differ"):
+        notes.append(f"the trained network measures {100 * (meas['trained_weights_ratio'] - 1):+.1f} % from its untrained "
+                     "candidate of the same architecture measured beside it (trained weights change the latency on "
+                     f"this device; {meas.get('denormal_weights', 0)} subnormal weights)")
+    elif meas.get("untrained_again_ms") is not None:
+        notes.append(f"the trained network measured {100 * meas['trained_vs_untrained']:+.1f} % from its untrained "
+                     "candidate at derivation time, but like it when both were measured again: the device drifted")
+    correction = meas.get("network_correction") or {}
+    if correction:
+        notes.append(f"network-level correction: {correction.get('model')} on {correction.get('n_networks')} measured "
+                     f"networks (block sum {meas.get('block_sum_ms', 0):.2f} ms -> predicted {meas['predicted_ms']:.2f} ms)"
+                     + (f"; {correction['fallback']}" if correction.get("fallback") else ""))
     if search["predictor"].get("offline"):
         notes.append("the search ran on a cached predictor (profiler service unreachable)")
     return {
@@ -130,6 +139,8 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         "resolution": list(settings.latency_size),
         "predictor_id": predictor.get("id"), "predictor_version": predictor.get("version"),
         "predicted_ms_local": derive["predicted_ms_local"],
+        "block_sum_ms": meas.get("block_sum_ms"), "network_correction": meas.get("network_correction"),
+        "trained_weights_ratio": meas.get("trained_weights_ratio"), "denormal_weights": meas.get("denormal_weights"),
         "paths": derive["paths"], "widths": derive["widths"], "channels": derive.get("channels", {}), "spec": derive["spec"],
         "derive_equivalence_max_abs_diff": derive["equivalence_max_abs_diff"],
         "derive_calibration": calibration,

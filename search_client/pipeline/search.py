@@ -33,6 +33,7 @@ from search_client.remote import FetchedPredictor, RemoteError
 from search_client.search.derive import derive
 from search_client.search.latency import expected_gmacs, expected_latency, latency_loss, predicted_ms
 from search_client.train import StepInputs, TrainParts, seed_everything
+from shared.network_correction import PLAIN_SUM, NetworkCorrection
 from shared.predictor import LatencyMLP
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,14 @@ class LatencyTerm:
     target_ms: float
     size: tuple[int, int]
     mode: str = "two-sided"
+    correction: NetworkCorrection = field(default_factory=lambda: PLAIN_SUM)  # the predictor's network-level model (see expected_latency)
     last_ms: float = 0.0
     seconds: float = 0.0  # time spent here (forward; its backward is inside the step's backward)
     calls: int = 0
 
     def __call__(self, inputs: StepInputs) -> torch.Tensor:
         tic = time.perf_counter()
-        expected = expected_latency(self.model, self.predictor, *self.size)
+        expected = expected_latency(self.model, self.predictor, *self.size, self.correction)
         loss = latency_loss(expected, self.target_ms, self.mode)
         self.last_ms = float(expected.detach())
         self.seconds += time.perf_counter() - tic
@@ -145,7 +147,7 @@ def feasible_range(ctx: PipelineContext, fetched: FetchedPredictor) -> dict:
     """The smallest and largest derivable network (``feasible``): predicted, and measured with the
     predictor's statistic when the run measures. ``{"predicted": [lo, hi], "measured": [lo, hi] | None}``."""
 
-    r = derivable_range(ctx.build_supernet, fetched.model, ctx.latency_size)
+    r = derivable_range(ctx.build_supernet, fetched.model, ctx.latency_size, fetched.correction)
     out: dict = {"predicted": [r["smallest_ms"], r["largest_ms"]], "measured": None}
     if ctx.settings.measure:
         statistic = predictor_statistic(fetched.meta)
@@ -188,7 +190,7 @@ def run_search(ctx: PipelineContext) -> dict:
     await_campaign_predictor(ctx)
     fetched = ctx.predictor()
     teacher = ctx.pretrained_supernet()
-    supernet_ms = predicted_ms(teacher, fetched.model, ctx.latency_size)  # full mode: both paths
+    supernet_ms = predicted_ms(teacher, fetched.model, ctx.latency_size, fetched.correction)  # full mode: both paths
     if not math.isfinite(supernet_ms) or supernet_ms <= 0:
         raise ValueError(f"predictor v{fetched.version} for {ctx.device_class} predicts {supernet_ms} ms for the "
                          "supernet: refit it (POST /v1/predictors) on more measurements of this space")
@@ -202,7 +204,7 @@ def run_search(ctx: PipelineContext) -> dict:
             f"{ctx.device_class}, predictor v{fetched.version})")
     student = search_student(ctx, load_weights(ctx.state.result("pretrain")["model"]))
     on_device = copy.deepcopy(fetched.model).to(ctx.device)  # the regularizer runs beside the student
-    latency = LatencyTerm(student, on_device, aim, ctx.latency_size, ctx.cfg.search.reg_mode)
+    latency = LatencyTerm(student, on_device, aim, ctx.latency_size, ctx.cfg.search.reg_mode, fetched.correction)
     gmacs_target = ctx.settings.target_gmacs
     gmacs_size = (ctx.settings.gmacs_height, ctx.settings.gmacs_width)
     reg = GmacsTerm(student, gmacs_target, gmacs_size, ctx.cfg.search.reg_mode) if gmacs_target else latency
@@ -226,6 +228,7 @@ def run_search(ctx: PipelineContext) -> dict:
         "paths": choice["paths"],
         "widths": choice["widths"],
         "predictor": {"id": fetched.id, "version": fetched.version, "offline": fetched.offline},
+        "network_correction": fetched.correction.model_dump(),
         "http_calls_during_search": ctx.require_client().calls - calls_before,
         "latency_seconds": latency.seconds,
         "latency_share": latency.seconds / elapsed if elapsed else None,

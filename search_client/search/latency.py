@@ -40,6 +40,7 @@ from shared.config import (
 )
 from shared.costs import block_fields, block_macs, ceil_div, macs_of
 from shared.encoding import N_FEATURES, encode_blocks, encode_values
+from shared.network_correction import PLAIN_SUM, NetworkCorrection
 from shared.predictor import LatencyMLP
 
 Width = int | torch.Tensor
@@ -249,12 +250,24 @@ def soft_features(model: nn.Module, height: int, width: int) -> tuple[torch.Tens
     return feats, _stack(weights, device)
 
 
-def expected_latency(model: nn.Module, predictor: LatencyMLP, height: int, width: int) -> torch.Tensor:
-    """Differentiable expected latency (ms) of the whole network under the current gates/logits."""
+def expected_latency(
+    model: nn.Module, predictor: LatencyMLP, height: int, width: int, correction: NetworkCorrection = PLAIN_SUM
+) -> torch.Tensor:
+    """Differentiable expected latency (ms) of the whole network under the current gates/logits.
+
+    With a network-level ``correction``, the expected block sum goes through it: the value is the
+    corrected total of that sum with the features that do not scale with it (block count, boundary
+    tensors, weights) read from the network as it would derive now (hard gates and paths). Those
+    are held constant, so the gradient is the block sum's gradient times the correction's scale
+    (its coefficient on the sum, > 0): the corrected total is what the target is compared with,
+    while the gates and path logits are pushed the way the block predictions say."""
     feats, weights = soft_features(model, height, width)
     device = next(predictor.parameters()).device
     ms = predictor(feats.to(device))  # (N,)
-    return (ms * weights.to(device)).sum()
+    total = (ms * weights.to(device)).sum()
+    if correction.is_plain_sum:
+        return total
+    return correction.scale * total + correction.offset(network_blocks(model, height, width))
 
 
 def expected_gmacs(model: nn.Module, height: int, width: int) -> torch.Tensor:
@@ -285,10 +298,14 @@ def predict_blocks(predictor: LatencyMLP, blocks: list[AnyBlock]) -> torch.Tenso
         return predictor(encode_blocks(blocks))
 
 
-def predicted_ms(model: nn.Module, predictor: LatencyMLP, size: tuple[int, int]) -> float:
+def predicted_ms(
+    model: nn.Module, predictor: LatencyMLP, size: tuple[int, int], correction: NetworkCorrection = PLAIN_SUM
+) -> float:
     """Predicted latency (ms) of a network as it is now (fixed paths and gates; a supernet in its
-    full mode counts both paths of every mixed block): the sum over its profiled blocks."""
-    return float(predict_blocks(predictor, network_blocks(model, *size)).sum())
+    full mode counts both paths of every mixed block): the sum over its profiled blocks, through
+    the predictor's network-level ``correction`` when one is fitted."""
+    blocks = network_blocks(model, *size)
+    return correction.apply(float(predict_blocks(predictor, blocks).sum()), blocks)
 
 
 def gmacs(model: nn.Module, size: tuple[int, int]) -> float:

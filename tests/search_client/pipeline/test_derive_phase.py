@@ -1,15 +1,19 @@
 """The converging derivation, the derivable range and the one statistic of a run."""
 
+import random
+
 import pytest
+import torch
 
 from search_client.models import build_model
-from search_client.pipeline.derive_phase import next_aim
+from search_client.pipeline.derive_phase import fit_to_target, next_aim
 from search_client.pipeline.feasible import InfeasibleTarget, check_target, derivable_range
 from search_client.pipeline.measuring import summarize_jobs
 from search_client.pipeline.search import predicted_aim
 from search_client.search.derive import derive
-from search_client.search.latency import predicted_ms
+from search_client.search.latency import expected_latency, network_blocks, predicted_ms
 from shared.api import MeasurementSummary
+from shared.network_correction import NetworkCorrection
 from tests.search_client.pipeline.tiny import LATENCY_SIZE, TINY_SUPERNET
 
 
@@ -68,3 +72,48 @@ def test_the_predicted_aim_maps_a_measured_target_through_the_measured_extremes(
     feasible = {"predicted": [2.0, 10.0], "measured": [3.0, 15.0]}
     assert predicted_aim(9.0, feasible) == pytest.approx(6.0)
     assert predicted_aim(9.0, {"predicted": [2.0, 10.0], "measured": None}) == 9.0
+
+
+def _tiny_gated_supernet(seed: int = 0) -> torch.nn.Module:
+    net = build_model("supernet", 19, config=TINY_SUPERNET)
+    net.install_gates()
+    net.sample_active(random.Random(seed), widths=False)
+    return net
+
+
+def _a_correction(scale: float = 0.6, per_block: float = 0.02, const: float = 0.3) -> NetworkCorrection:
+    return NetworkCorrection(model="affine", coef={"sum_ms": scale, "blocks": per_block, "const": const},
+                             n_networks=12)
+
+
+def test_the_derivation_holds_the_corrected_total_to_its_aim(proxy_predictor):
+    correction = _a_correction()
+    net = _tiny_gated_supernet()
+    plain = predicted_ms(net, proxy_predictor, LATENCY_SIZE)
+    corrected = predicted_ms(net, proxy_predictor, LATENCY_SIZE, correction)
+    n = len(network_blocks(net, *LATENCY_SIZE))
+    assert corrected == pytest.approx(0.6 * plain + 0.02 * n + 0.3)
+    aim = 0.7 * corrected
+    fit = fit_to_target(net, proxy_predictor, aim, LATENCY_SIZE, 0.02, correction=correction)
+    assert fit["within"] and fit["after_ms"] == pytest.approx(predicted_ms(net, proxy_predictor, LATENCY_SIZE,
+                                                                           correction))
+    assert abs(predicted_ms(net, proxy_predictor, LATENCY_SIZE, correction) / aim - 1) <= 0.02
+    # the plain sum of the same network is not at the aim: the derivation followed the corrected total
+    assert abs(predicted_ms(net, proxy_predictor, LATENCY_SIZE) / aim - 1) > 0.1
+
+
+def test_the_regularizer_is_the_corrected_total_with_the_sums_gradient_times_its_scale(proxy_predictor):
+    correction = _a_correction()
+    net = _tiny_gated_supernet(1)
+    params = [p for n, p in net.named_parameters() if "gate" in n or "alpha" in n or "logit" in n]
+    assert params
+    plain = expected_latency(net, proxy_predictor, *LATENCY_SIZE)
+    grads_plain = torch.autograd.grad(plain, params, allow_unused=True)
+    corrected = expected_latency(net, proxy_predictor, *LATENCY_SIZE, correction)
+    grads = torch.autograd.grad(corrected, params, allow_unused=True)
+    offset = correction.offset(network_blocks(net, *LATENCY_SIZE))
+    assert float(corrected.detach()) == pytest.approx(0.6 * float(plain.detach()) + offset, rel=1e-5)
+    pairs = [(g, h) for g, h in zip(grads, grads_plain, strict=True) if h is not None]
+    assert pairs and any(float(h.abs().sum()) > 0 for _, h in pairs)
+    for g, h in pairs:
+        assert torch.allclose(g, 0.6 * h, rtol=1e-4, atol=1e-9)
