@@ -8,16 +8,18 @@ models involved), the host agent's runner (``android_harness.host.HostRunner``: 
 that ``POST /v1/predict/onnx`` runs. Kernels and models are measured with the same runner and
 the same statistic. The network-level calibration uses the project's own blocks (its search
 space, sampled), measured the same way, as the server uses the blocks a farm has measured.
-Kernels are measured as an agent measures a leased kernel: without the NCHWc layout conversions
-onnxruntime adds around a lone kernel on x86 (the host runner profiles them and takes them off),
-since a whole model keeps its tensors in that layout between kernels. ``--clock wall`` (the
-default) reads wall time; ``--clock thread-cpu`` reads the measuring thread's CPU time, which this
-VM accounts coarsely for short kernels (it tripled the kernels' held-out error here).
+Kernels are measured as an agent measures a leased kernel: every run profiled by onnxruntime, each
+sample the run's time less the NCHWc layout conversions onnxruntime adds around a lone kernel on
+x86 and the ``aux_`` helper nodes that put a kernel in a whole model's layout (a whole model keeps
+its tensors in that layout between kernels). ``--clock`` sets how whole models are timed: ``wall``
+(the default, what latency means on a quiet machine) or ``thread-cpu`` (the measuring thread's CPU
+time: onnxruntime runs a 1-thread model on that thread, so on a quiet machine the two agree, and on
+a busy one the CPU time leaves out the stretches the scheduler gave the core to someone else).
 
 Reported per model and overall: share within ±10 % and ±5 %, MAPE, beside nn-Meter's published
 figure (99.0 % within ±10 % on a Pixel 4 CPU over its own dataset; quoted, not re-measured here).
 
-    python bench/bench_onnx_models.py [--kernels 1600] [--clock wall|thread-cpu]
+    python bench/bench_onnx_models.py [--kernels 1600] [--clock wall|thread-cpu] [--remeasure]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from heldout_models import MODELS, build  # noqa: E402
 
 from android_harness.host import HostRunner  # noqa: E402
 from android_harness.runner import MeasureOptions  # noqa: E402
-from profiler_server.predictor.kernel_predictor import calibrate, fit_kernel_predictor  # noqa: E402
+from profiler_server.predictor.kernel_predictor import calibrate, fit_kernel_predictor, run_gap  # noqa: E402
 from shared.export import export_block_onnx, export_module_onnx  # noqa: E402
 from shared.kernel_space import sample_kernels  # noqa: E402
 from shared.kernels import decompose, export_kernel_onnx  # noqa: E402
@@ -47,6 +49,7 @@ from shared.space import default_space, sample_stratified  # noqa: E402
 
 NN_METER = {"device": "Pixel 4 CPU (TFLite)", "within_10": 0.990, "source": "nn-Meter (MobiSys 2021), as published"}
 TARGET = 0.90
+KERNELS_FILE = Path("runs/bench-onnx/kernels.jsonl")
 
 
 def _figures(pred: list[float], meas: list[float]) -> dict:
@@ -55,12 +58,24 @@ def _figures(pred: list[float], meas: list[float]) -> dict:
             "mape": float(np.mean(np.abs(err)) * 100), "n": len(err)}
 
 
-def _measure(runner: HostRunner, data: bytes, options: MeasureOptions, folder: Path) -> dict:
+def _write(folder: Path, data: bytes) -> Path:
     path = folder / "model.onnx"
     path.write_bytes(data)
-    stats = runner.measure(path, options)
-    return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms,
-            "reorders_excluded": any(f.startswith(REORDERS_EXCLUDED_FLAG) for f in stats.flags)}
+    return path
+
+
+def _measure(runner: HostRunner, data: bytes, options: MeasureOptions, folder: Path) -> dict:
+    stats = runner.measure(_write(folder, data), options)
+    return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms}
+
+
+def _load_kernels(path: Path) -> dict[str, dict]:
+    """Kernel measurements of an earlier run (resumable; ``--remeasure`` starts afresh), measured
+    with the runner of the same flags: rows of an older runner (no node-time clock) are dropped."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["key"]: r for r in rows if run_gap(r["flags"]) is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,31 +90,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--out", type=Path, default=Path("runs/bench/onnx_models.json"))
+    ap.add_argument("--remeasure", action="store_true",
+                    help=f"measure every kernel again (default: reuse {KERNELS_FILE}, resumable)")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    KERNELS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if args.remeasure:
+        KERNELS_FILE.unlink(missing_ok=True)
     torch.set_num_threads(1)
     runner = HostRunner()
     # as an agent measures a leased kernel: without the layout conversions its isolation adds
-    kernel_opts = MeasureOptions(threads=1, warmup=3, runs=args.kernel_runs, min_seconds=0.02, clock=args.clock,
+    kernel_opts = MeasureOptions(threads=1, warmup=3, runs=args.kernel_runs, min_seconds=0.02,
                                  exclude_layout_reorders=True)
     model_opts = MeasureOptions(threads=1, warmup=3, runs=args.model_runs, min_seconds=0.2, clock=args.clock)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         folder = Path(tmp)
         kernels = sample_kernels(args.kernels, args.seed, reorders=True)
-        latencies, excluded = [], []
-        for i, cfg in enumerate(kernels):
-            measured = _measure(runner, export_kernel_onnx(cfg), kernel_opts, folder)
-            latencies.append(measured["p10_ms"])
-            excluded.append(measured["reorders_excluded"])
-            if (i + 1) % 100 == 0:
-                print(f"  {i + 1}/{len(kernels)} kernels measured ({time.monotonic() - t0:.0f} s)", flush=True)
+        measured = {} if args.remeasure else _load_kernels(KERNELS_FILE)
+        with KERNELS_FILE.open("a") as log:
+            for i, cfg in enumerate(kernels):
+                if cfg.key() not in measured:
+                    stats = runner.measure(_write(folder, export_kernel_onnx(cfg)), kernel_opts)
+                    measured[cfg.key()] = {"p10_ms": stats.p10_ms, "flags": stats.flags}
+                    log.write(json.dumps({"key": cfg.key(), **measured[cfg.key()]}) + "\n")
+                    log.flush()
+                if (i + 1) % 100 == 0:
+                    print(f"  {i + 1}/{len(kernels)} kernels measured ({time.monotonic() - t0:.0f} s)", flush=True)
+        rows = [measured[cfg.key()] for cfg in kernels]
+        latencies = [r["p10_ms"] for r in rows]
+        excluded = [any(f.startswith(REORDERS_EXCLUDED_FLAG) for f in r["flags"]) for r in rows]
+        gaps = [run_gap(r["flags"]) for r in rows]
         campaign_s = time.monotonic() - t0
-        predictor = fit_kernel_predictor(kernels, latencies, level="all", seed=args.seed, reorders_excluded=excluded)
+        predictor = fit_kernel_predictor(kernels, latencies, level="all", seed=args.seed, reorders_excluded=excluded,
+                                         run_gaps=gaps)
         m = predictor.metrics
         print(f"kernel campaign: {len(kernels)} kernels measured in {campaign_s:.0f} s; held-out kernel MAPE "
               f"{m.get('mape', float('nan')):.1f} %, within ±10 % {100 * m.get('within_10', float('nan')):.0f} %; "
-              f"call overhead {1000 * predictor.overhead_ms:.0f} µs", flush=True)
+              f"call overhead {1000 * predictor.overhead_ms:.0f} µs, {1000 * predictor.dispatch_ms:.1f} µs per node",
+              flush=True)
         blocks = sample_stratified(default_space(inputs=((128, 256), (256, 512))), args.blocks, args.seed) \
             if args.blocks else []
         block_bytes = [export_block_onnx(b) for b in blocks]

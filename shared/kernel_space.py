@@ -99,7 +99,10 @@ def _draw(kind: str, rng: random.Random, uniform: bool, layout: bool) -> KernelC
     if kind == "resize":
         scale = rng.choice((2, 2, 4, 8))
         h0, w0 = max(1, h // scale), max(1, w // scale)
-        return KernelConfig(op="resize", fn=rng.choice(("nearest", "linear", "linear")), dims=(c, h0, w0, h0 * scale, w0 * scale))
+        # with the NCHWc pass, an upsample after a conv runs as its NCHWc Upsample (channels in blocks of 8)
+        fns = ("nchwc-nearest", "nchwc-linear", "nchwc-linear", "linear") if layout and c % 8 == 0 else \
+            ("nearest", "linear", "linear")
+        return KernelConfig(op="resize", fn=rng.choice(fns), dims=(c, h0, w0, h0 * scale, w0 * scale))
     if kind == "pool":
         k, s = rng.choice(((3, 2), (2, 2), (3, 1), (5, 1)))
         return KernelConfig(op="pool", fn=rng.choice(("MaxPool", "MaxPool", "AveragePool")), dims=(c, h, w, k, s))

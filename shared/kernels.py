@@ -36,6 +36,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import numpy as np
@@ -44,6 +45,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from shared.config import CONFIG_CLASSES, kind_required_on_wire
+from shared.schemas import KERNEL_HELPER_PREFIX
 
 KERNEL_OPSET = 17
 NCHWC = "com.microsoft.nchwc"  # onnxruntime's blocked-layout ops (level "all" on x86)
@@ -80,7 +82,9 @@ BINARY_FNS = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
 POOL_FNS = ("MaxPool", "AveragePool")
 GLOBAL_POOL_FNS = ("GlobalAveragePool", "GlobalMaxPool")
 REDUCE_FNS = ("ReduceMean", "ReduceSum", "ReduceMax")
-RESIZE_FNS = ("nearest", "linear", "cubic")
+# ``nchwc-*``: the Upsample onnxruntime runs in its NCHWc layout when the input comes from a kernel in
+# that layout (x86 hosts); a lone Resize runs the plain kernel (2-3x slower on the same shape).
+RESIZE_FNS = ("nearest", "linear", "cubic", "nchwc-nearest", "nchwc-linear")
 COPY_FNS = ("Slice", "Split", "Pad", "Expand", "Tile", "Gather")
 FNS: dict[str, tuple[str, ...]] = {
     "conv": CONV_ACTS, "dwconv": CONV_ACTS, "matmul": CONV_ACTS + ("Gelu",), "binary": BINARY_FNS,
@@ -195,14 +199,43 @@ def kernel_costs(cfg: KernelConfig) -> tuple[float, float, float, float]:
 
 
 FEATURE_NAMES: tuple[str, ...] = ("ops", "in_elems", "out_elems", "weights", "fn",
-                                  *[f"d{i}" for i in range(8)])
+                                  *[f"d{i}" for i in range(8)], "blocked")
+
+
+@lru_cache(maxsize=1)
+def nchwc_block_size() -> int:
+    """Channels per block of onnxruntime's NCHWc layout on this CPU (8 with AVX2, 16 with AVX-512),
+    read from how it lays out a one-pool model; 0 when it has no NCHWc pass."""
+    for block in (8, 16):
+        cfg = KernelConfig(op="pool", fn="MaxPool", dims=(block, 4, 4, 2, 2))
+        if any(n.domain == NCHWC for n in optimize_with_onnxruntime(kernel_graph(cfg), "all").graph.node):
+            return block
+    return 0
+
+
+def runs_blocked(cfg: KernelConfig) -> bool:
+    """Whether onnxruntime's NCHWc pass (x86) runs this kernel in its blocked layout, by the pass's
+    channel rules: a convolution whose input channels are fewer than a block or a multiple of 4, a
+    depthwise one whose channels are a multiple of 4, pooling over whole blocks. A kernel off the
+    blocked path runs a plain kernel, e.g. a depthwise 3x3 on 42 channels 4x slower than on 40."""
+    block, v = nchwc_block_size(), cfg.values
+    if not block:
+        return False
+    if cfg.op == "conv":
+        return v["cin"] < block or v["cin"] % 4 == 0
+    if cfg.op == "dwconv":
+        return v["cin"] % 4 == 0
+    if cfg.op in ("pool", "global_pool"):
+        return v["c"] % block == 0
+    return cfg.op == "resize" and cfg.fn.startswith("nchwc-")
 
 
 def kernel_features(cfg: KernelConfig) -> list[float]:
-    """log2(1 + x) of the costs and of every dim (padded to 8), plus the index of ``fn``."""
+    """log2(1 + x) of the costs and of every dim (padded to 8), the index of ``fn`` and whether it
+    runs in the NCHWc blocked layout."""
     costs = [math.log2(1 + c) for c in kernel_costs(cfg)]
     dims = [math.log2(1 + d) for d in cfg.dims][:8]
-    return costs + [float(FNS[cfg.op].index(cfg.fn))] + dims + [0.0] * (8 - len(dims))
+    return costs + [float(FNS[cfg.op].index(cfg.fn))] + dims + [0.0] * (8 - len(dims)) + [float(runs_blocked(cfg))]
 
 
 def linear_terms(cfg: KernelConfig) -> list[float]:
@@ -310,6 +343,19 @@ def kernel_graph(cfg: KernelConfig) -> onnx.ModelProto:
         inits += [numpy_helper.from_array(np.array([0], np.int64), "st"),
                   numpy_helper.from_array(np.array([max(e_out, 1)], np.int64), "en")]
         nodes.append(helper.make_node("Slice", ["input", "st", "en"], ["output"]))
+    elif op == "resize" and fn.startswith("nchwc-"):
+        # a 1x1 depthwise helper puts the input in the NCHWc layout, so onnxruntime runs its NCHWc
+        # Upsample as inside a whole model; profiling runners leave the helper out (its name says so)
+        c, mode = v["c"], fn.removeprefix("nchwc-")
+        inputs.append(_f32("input", [1, c, v["h"], v["w"]]))
+        inits += [_const(f"{KERNEL_HELPER_PREFIX}w", [c, 1, 1, 1], rng),
+                  numpy_helper.from_array(np.array([1, 1, v["oh"] / max(v["h"], 1), v["ow"] / max(v["w"], 1)],
+                                                   np.float32), "scales")]
+        nodes.append(helper.make_node("Conv", ["input", f"{KERNEL_HELPER_PREFIX}w"], [f"{KERNEL_HELPER_PREFIX}x"],
+                                      name=f"{KERNEL_HELPER_PREFIX}conv", group=c, kernel_shape=[1, 1]))
+        attrs = {"coordinate_transformation_mode": "half_pixel"} if mode == "linear" else \
+            {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+        nodes.append(helper.make_node("Resize", [f"{KERNEL_HELPER_PREFIX}x", "", "scales"], ["output"], mode=mode, **attrs))
     elif op == "resize":
         inputs.append(_f32("input", [1, v["c"], v["h"], v["w"]]))
         inits.append(numpy_helper.from_array(np.array([1, v["c"], v["oh"], v["ow"]], np.int64), "sizes"))
@@ -615,7 +661,8 @@ def _classify(node: onnx.NodeProto, s: dict, dtypes: dict) -> KernelConfig | str
         x, y = s[node.input[0]], s[outs[0]]
         mode = _attr(node, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        return KernelConfig(op="resize", fn=mode if mode in RESIZE_FNS else "linear", dims=(x[1], x[2], x[3], y[2], y[3]))
+        return KernelConfig(op="resize", fn=f"nchwc-{mode}" if mode in ("nearest", "linear") else "linear",
+                            dims=(x[1], x[2], x[3], y[2], y[3]))
     if op in FREE_OPS:
         return "free"
     if outs and all(not _is_float(o, dtypes) for o in outs) and all(_prod(s.get(o, [1])) <= 64 for o in outs):

@@ -124,9 +124,18 @@ class DeviceInfo(_Request):
         description="runtimes the agent can measure on this device; empty: not declared (an older agent)")
 
 
-# A measurement flag: the host runner left onnxruntime's NCHWc layout conversions out of a one-kernel
-# model's samples (followed by the ms per run it took off).
+# A measurement flag: the host runner left onnxruntime's NCHWc layout conversions (and the helper
+# nodes below) out of a one-kernel model's samples (followed by the median ms per run it took off).
 REORDERS_EXCLUDED_FLAG = "layout_reorders_excluded_ms="
+# One-kernel models name the nodes that only put the kernel in the layout it has inside a whole model
+# (e.g. a 1x1 depthwise conv ahead of an NCHWc Upsample) with this prefix; runners that profile leave
+# their time out, as they do the layout conversions.
+KERNEL_HELPER_PREFIX = "aux_"
+# Measurement flags of a one-kernel model profiled by its runtime: its samples are the kernel's own
+# node time (``clock=ort-node``); the run's median time outside any node and how many nodes it ran.
+NODE_CLOCK = "ort-node"
+RUN_GAP_FLAG = "run_gap_ms="
+RUN_NODES_FLAG = "run_nodes="
 
 
 class MeasurementStats(_Request):

@@ -4,11 +4,16 @@ Training data are the measurements of kernel campaigns (``Measurement.kind == "k
 one-kernel model's latency. A one-kernel model also pays one inference call's overhead and, on an
 x86 host, the NCHWc layout conversions onnxruntime puts around it; a whole model pays the overhead
 once and only the conversions its own graph needs (they are ``reorder`` kernels of its
-decomposition). Agents measure a leased kernel without those conversions: the host runner profiles
-the model and takes their time off every sample (flag ``layout_reorders_excluded_ms``). So the label
-of a kernel is its measurement less the ``overhead`` kernel's; for a measurement made without that
-exclusion (older agents), also less the predicted ``reorder`` kernels of its own model (they are
-fitted first, from their own one-kernel models).
+decomposition). Agents that profile (the host runner) measure a leased kernel as it runs inside a
+whole model: each sample is the kernel's own node time in onnxruntime's profile, without that run's
+conversions and the ``aux_`` helper nodes a one-kernel model carries to put its kernel in a whole
+model's layout (e.g. the 1x1 depthwise conv ahead of an NCHWc Upsample), flags ``clock=ort-node``,
+``layout_reorders_excluded_ms``, and the run's time outside any node with its node count
+(``run_gap_ms``, ``run_nodes``). Such a label is the kernel alone; the call and a per-node dispatch
+cost are fitted from the run gaps and added once per model and per node of it. Labels of older
+agents (wall clock) are the measurement less the ``overhead`` kernel's, and, when measured with
+the conversions, less the predicted ``reorder`` kernels of its own model (fitted first, from
+their own one-kernel models); once node-time labels exist only those are used.
 
 Per kernel kind the model is a non-negative linear fit of latency in compute, memory traffic and a
 constant (weighted for relative error; it extrapolates sanely), times a random-forest correction
@@ -46,11 +51,12 @@ from shared.kernels import (
     Decomposition,
     KernelConfig,
     decompose,
+    kernel_costs,
     kernel_features,
     kernel_graph,
     linear_terms,
 )
-from shared.schemas import REORDERS_EXCLUDED_FLAG
+from shared.schemas import NODE_CLOCK, REORDERS_EXCLUDED_FLAG, RUN_GAP_FLAG, RUN_NODES_FLAG
 
 log = logging.getLogger(__name__)
 PREFIX = "kernels:"
@@ -84,7 +90,7 @@ class KindModel:
 
     def predict(self, cfgs: Sequence[KernelConfig]) -> tuple[np.ndarray, np.ndarray]:
         lin = np.array([linear_terms(c) for c in cfgs]) @ self.coef
-        feats = np.array([kernel_features(c) for c in cfgs])
+        feats = np.array([kernel_features(c) for c in cfgs])[:, :len(self.lo)]  # older versions: fewer features
         if self.forest is not None:
             lin = lin * np.exp(self.forest.predict(feats))
         outside = ((feats[:, :4] < self.lo[:4] - 1e-6) | (feats[:, :4] > self.hi[:4] + 1e-6)).any(1)
@@ -98,6 +104,8 @@ class KernelPredictor:
     kinds: dict[str, KindModel]
     metrics: dict
     scale: float = 1.0  # network-level calibration (see ``calibrate``)
+    # labels are node times (``RunGap`` rows): a whole model also pays this per node it runs
+    dispatch_ms: float = 0.0
 
     def predict_configs(self, cfgs: Sequence[KernelConfig]) -> tuple[list[float | None], list[bool]]:
         """Per config: predicted ms (None for a kind never measured) and the extrapolated flag."""
@@ -123,7 +131,8 @@ class KernelPredictor:
         cfgs = [k.config for k in decomposition.kernels]
         ms, outside = self.predict_configs(cfgs)
         rows, unsupported = [], list(decomposition.unsupported)
-        total, error = self.overhead_ms, 0.0
+        dispatch = getattr(self, "dispatch_ms", 0.0)  # predictors pickled before it existed: 0
+        total, error = self.overhead_ms + dispatch * (len(decomposition.kernels) + len(decomposition.free)), 0.0
         for kernel, pred, out in zip(decomposition.kernels, ms, outside, strict=True):
             cfg = kernel.config
             if pred is None:
@@ -175,7 +184,9 @@ def _companions(cfg: KernelConfig, level: str) -> tuple[KernelConfig, ...]:
 
 
 def _labels(data: dict[str, tuple[KernelConfig, float, bool]], overhead: float, reorder: KernelPredictor | None,
-            level: str) -> dict[str, float]:
+            level: str, node_times: bool = False) -> dict[str, float]:
+    if node_times:  # the kernel's own node time: nothing else in it
+        return {key: ms for key, (_, ms, _) in data.items()}
     out = {}
     for key, (cfg, ms, reorders_excluded) in data.items():
         extra = 0.0
@@ -208,35 +219,88 @@ def _judge(cfgs: list[KernelConfig], y: np.ndarray, keys: list[str], seed: int) 
     return figures, peers
 
 
+@dataclass(frozen=True)
+class RunGap:
+    """A node-time measurement's run outside any node: ``gap_ms`` over ``nodes`` nodes."""
+
+    gap_ms: float
+    nodes: int
+
+
+def run_gap(flags: Sequence[str] | None) -> RunGap | None:
+    """The run gap a profiling runner put in a measurement's flags (None: a wall-clock label)."""
+    values = dict(str(f).split("=", 1) for f in flags or () if "=" in str(f))
+    if values.get("clock") != NODE_CLOCK:
+        return None
+    try:
+        return RunGap(float(values[RUN_GAP_FLAG[:-1]]), int(values[RUN_NODES_FLAG[:-1]]))
+    except (KeyError, ValueError):
+        return None
+
+
+def fit_dispatch(gaps: Sequence[RunGap], out_elements: Sequence[float]) -> tuple[float, float]:
+    """(per call, per node) ms of a run outside its nodes, from one-kernel models: a
+    least-absolute-deviation fit (robust to the runs a busy host stretched) of the gap over the node
+    count and the size of the model's output. The output term is what a lone kernel pays and a
+    whole model's inner kernels do not: its output is a graph output, allocated fresh every run
+    (page faults for a large one), where a whole model's intermediate tensors come from the arena
+    it reuses. Per node 0 without spread in node counts."""
+    n = np.array([g.nodes for g in gaps], dtype=np.float64)
+    y = np.array([g.gap_ms for g in gaps], dtype=np.float64)
+    if len(set(n.tolist())) < 2:
+        return float(np.median(y)), 0.0
+    design = np.stack([np.ones_like(n), n, np.asarray(out_elements, dtype=np.float64) / 1e6], 1)
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    for _ in range(30):  # iteratively reweighted least squares for the L1 fit
+        w = 1 / np.maximum(np.abs(y - design @ coef), 1e-6)
+        coef = np.linalg.lstsq(design * w[:, None] ** 0.5, y * w ** 0.5, rcond=None)[0]
+    return max(float(coef[0]), 0.0), max(float(coef[1]), 0.0)
+
+
 def fit_kernel_predictor(configs: Sequence[KernelConfig | dict], latencies_ms: Sequence[float],
-                         level: str, seed: int = 0, reorders_excluded: Sequence[bool] | None = None
-                         ) -> KernelPredictor:
+                         level: str, seed: int = 0, reorders_excluded: Sequence[bool] | None = None,
+                         run_gaps: Sequence[RunGap | None] | None = None) -> KernelPredictor:
     """Fit every kernel kind that has measurements. ``reorders_excluded`` says, per measurement,
-    whether its layout conversions were already left out (default: none). Raises ValueError when
-    there are too few."""
+    whether its layout conversions were already left out (default: none); ``run_gaps`` marks the
+    measurements that are a kernel's own node time (a profiling runner's) with their run's time
+    outside any node. When any measurement is a node time only those are used (wall-clock labels
+    of older agents carry a call and conversions that node times leave out), and a whole model's
+    prediction adds the fitted call and per-node costs. Raises ValueError when there are too few."""
     excluded = list(reorders_excluded) if reorders_excluded is not None else [False] * len(configs)
+    gaps = list(run_gaps) if run_gaps is not None else [None] * len(configs)
+    node_times = any(g is not None for g in gaps)
     grouped: dict[str, tuple[KernelConfig, float, bool]] = {}
-    for raw, ms, ex in zip(configs, latencies_ms, excluded, strict=True):
+    measured_gaps: list[tuple[RunGap, float]] = []  # with the one-kernel model's output elements
+    for raw, ms, ex, gap in zip(configs, latencies_ms, excluded, gaps, strict=True):
+        if node_times and gap is None:
+            continue
         cfg = raw if isinstance(raw, KernelConfig) else KernelConfig.model_validate(raw)
+        if gap is not None:
+            measured_gaps.append((gap, kernel_costs(cfg)[2]))
         key = cfg.key()
         if key not in grouped or ms < grouped[key][1]:  # least disturbed session (as the block fit)
             grouped[key] = (cfg, float(ms), bool(ex))
     if len(grouped) < MIN_KERNELS:
         raise ValueError(f"{len(grouped)} distinct measured kernels; need at least {MIN_KERNELS}")
-    overheads = [ms for cfg, ms, _ in grouped.values() if cfg.op == "overhead"]
-    overhead = float(min(overheads)) if overheads else 0.0
+    dispatch = 0.0
+    if node_times:
+        overhead, dispatch = fit_dispatch([g for g, _ in measured_gaps], [e for _, e in measured_gaps])
+    else:
+        overheads = [ms for cfg, ms, _ in grouped.values() if cfg.op == "overhead"]
+        overhead = float(min(overheads)) if overheads else 0.0
     by_kind: dict[str, dict[str, tuple[KernelConfig, float, bool]]] = defaultdict(dict)
     for key, row in grouped.items():
         if row[0].op != "overhead":
             by_kind[row[0].op][key] = row
     kinds: dict[str, KindModel] = {}
-    metrics: dict = {"level": level, "overhead_ms": overhead, "kinds": {}, "peers": {},
-                     "n_kernels": len(grouped), "overhead_measured": bool(overheads),
+    metrics: dict = {"level": level, "overhead_ms": overhead, "dispatch_ms": dispatch, "node_times": node_times,
+                     "kinds": {}, "peers": {}, "n_kernels": len(grouped),
+                     "overhead_measured": node_times or any(c.op == "overhead" for c, _, _ in grouped.values()),
                      "reorders_excluded": sum(row[2] for row in grouped.values())}
     reorder: KernelPredictor | None = None
     order = sorted(by_kind, key=lambda k: (k != "reorder", k))  # conversions first: the others subtract them
     for kind in order:
-        labels = _labels(by_kind[kind], overhead, reorder, level)
+        labels = _labels(by_kind[kind], overhead, reorder, level, node_times)
         keys = sorted(labels)
         cfgs = [by_kind[kind][k][0] for k in keys]
         y = np.array([labels[k] for k in keys])
@@ -253,7 +317,7 @@ def fit_kernel_predictor(configs: Sequence[KernelConfig | dict], latencies_ms: S
         weights = np.array([m["n_test"] for m in judged], dtype=np.float64)
         metrics["mape"] = float(np.average([m["mape"] for m in judged], weights=weights))
         metrics["within_10"] = float(np.average([m["within_10"] for m in judged], weights=weights))
-    return KernelPredictor(level=level, overhead_ms=overhead, kinds=kinds, metrics=metrics)
+    return KernelPredictor(level=level, overhead_ms=overhead, kinds=kinds, metrics=metrics, dispatch_ms=dispatch)
 
 
 MIN_CALIBRATION = 5
@@ -292,8 +356,9 @@ def calibrate(predictor: KernelPredictor, models: Sequence[bytes], measured_ms: 
 # --- storage and serving ------------------------------------------------------------------------
 
 def training_rows(session: Session, device_class: str, runtime: str, statistic: str = "p10_ms"
-                  ) -> tuple[list[dict], list[float], list[bool]]:
-    """Kernel configs, their latency and whether each was measured without its layout conversions."""
+                  ) -> tuple[list[dict], list[float], list[bool], list[RunGap | None]]:
+    """Kernel configs, their latency, whether each was measured without its layout conversions and
+    (node-time measurements) its run gap."""
     rows = session.execute(
         select(Measurement.config, getattr(Measurement, statistic), Measurement.flags)
         .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
@@ -301,7 +366,7 @@ def training_rows(session: Session, device_class: str, runtime: str, statistic: 
         .order_by(Measurement.id)
     ).all()
     excluded = [any(str(f).startswith(REORDERS_EXCLUDED_FLAG) for f in (r[2] or ())) for r in rows]
-    return [r[0] for r in rows], [float(r[1]) for r in rows], excluded
+    return [r[0] for r in rows], [float(r[1]) for r in rows], excluded, [run_gap(r[2]) for r in rows]
 
 
 _cache: dict[int, KernelPredictor] = {}
@@ -338,12 +403,12 @@ def fit_and_store(db: Database, device_class: str, runtime: str, statistic: str 
     calibrated on the measured blocks of the same pair when ``artifacts_root`` holds them."""
     key = runtime_key(runtime)  # BadRuntime: answered 400
     with db.transaction() as session:
-        configs, latencies, excluded = training_rows(session, device_class, key, statistic)
+        configs, latencies, excluded, gaps = training_rows(session, device_class, key, statistic)
     if len({str(c) for c in configs}) < MIN_KERNELS:
         raise Conflict(f"{len(configs)} kernel measurements on {device_class!r} with {key!r}; "
                        f"{kernel_campaign_hint(device_class, key)}")
     predictor = fit_kernel_predictor(configs, latencies, decomposition_level(device_class),
-                                     reorders_excluded=excluded)
+                                     reorders_excluded=excluded, run_gaps=gaps)
     predictor.metrics["statistic"] = statistic
     if artifacts_root is not None:
         calibrate(predictor, *_calibration_models(db, artifacts_root, device_class, key, statistic))

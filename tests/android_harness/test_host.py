@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +12,11 @@ import pytest
 from android_harness.errors import UnsupportedModel
 from android_harness.host import (
     HostRunner,
+    _ort_session,
     cpu_model_name,
     host_device_class,
     host_device_info,
+    kernel_profile,
     litert_available,
     slugify_cpu,
 )
@@ -82,33 +86,89 @@ def _kernel_file(tmp_path, cfg) -> object:
     return path
 
 
+def _excluded_ms(stats) -> float:
+    return float(next(f for f in stats.flags if f.startswith("layout_reorders_excluded_ms=")).split("=")[1])
+
+
+def _has_nchwc_pass(path) -> bool:
+    """Whether this CPU's onnxruntime puts layout conversions or helpers in the model at all."""
+    sess, feeds = _ort_session(path, 1, profile_prefix=str(path.parent / "probe"))
+    for _ in range(3):
+        sess.run(None, feeds)
+    return kernel_profile(json.loads(Path(sess.end_profiling()).read_text()), skip_runs=1).helpers_ms > 0
+
+
 def test_layout_conversions_around_a_lone_conv_are_profiled_and_left_out(tmp_path):
     """A one-conv model on an x86 host runs NCHWc conversions a whole model does not pay around
-    each conv: measured with ``exclude_layout_reorders`` their profiled time comes off each sample
-    and the flag says how much."""
-    from android_harness.host import profile_layout_reorders
+    each conv: measured with ``exclude_layout_reorders`` each profiled run loses its own
+    conversions' time and the flag says how much (median per run)."""
     from shared.kernels import KernelConfig
 
     conv = _kernel_file(tmp_path, KernelConfig(op="conv", fn="Relu", dims=(32, 64, 56, 56, 3, 1, 1, 0)))
-    reorders = profile_layout_reorders(conv, threads=1)
-    if reorders == 0:
+    if not _has_nchwc_pass(conv):
         pytest.skip("this CPU's onnxruntime adds no NCHWc conversions (no AVX2): nothing to leave out")
     options = MeasureOptions(warmup=2, runs=20, min_seconds=0.0)
     plain = HostRunner().measure(conv, options)
     lean = HostRunner().measure(conv, MeasureOptions(warmup=2, runs=20, min_seconds=0.0, exclude_layout_reorders=True))
-    flag = next(f for f in lean.flags if f.startswith("layout_reorders_excluded_ms="))
-    assert float(flag.split("=")[1]) > 0
+    assert _excluded_ms(lean) > 0
+    assert "clock=ort-node" in lean.flags and lean.runs == 20
     assert not any(f.startswith("layout_reorders") for f in plain.flags)
     assert lean.p10_ms < plain.p10_ms  # the same conv without the conversions its isolation adds
 
 
+def test_an_nchwc_upsample_is_measured_without_its_helper_conv(tmp_path):
+    """An ``nchwc-linear`` resize kernel carries a 1x1 depthwise ``aux_`` conv that only puts its
+    input in the NCHWc layout: its time is left out with the conversions', so the helper's cost
+    (a large share here: 512 channels at 64x64, upsampled only 2x) does not reach the label."""
+    from shared.kernels import KernelConfig
+
+    up = _kernel_file(tmp_path, KernelConfig(op="resize", fn="nchwc-linear", dims=(512, 64, 64, 128, 128)))
+    if not _has_nchwc_pass(up):
+        pytest.skip("this CPU's onnxruntime has no NCHWc pass (no AVX2)")
+    options = MeasureOptions(warmup=2, runs=20, min_seconds=0.0, exclude_layout_reorders=True)
+    lean = HostRunner().measure(up, options)
+    plain = HostRunner().measure(up, MeasureOptions(warmup=2, runs=20, min_seconds=0.0))
+    assert 0 < _excluded_ms(lean) < plain.p10_ms
+    assert lean.p10_ms < plain.p10_ms - 0.5 * _excluded_ms(lean)
+
+
+def test_a_kernel_sample_is_its_own_node_time_run_by_run():
+    """Each run's sample is the time of the nodes that are the kernel (conversions and ``aux_``
+    helpers that started inside its window left out); a model of nothing but conversions is a
+    reorder kernel and keeps them."""
+    def run(ts, dur):
+        return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
+
+    def node(ts, dur, name, op):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    profile = [run(0, 100), node(1, 30, "ReorderInput", "ReorderInput"), node(40, 50, "out_nchwc", "Conv"),
+               run(200, 300), node(201, 150, "ReorderInput", "ReorderInput"), node(360, 60, "aux_x_nchwc", "Conv"),
+               node(430, 60, "out_nchwc", "Upsample"),
+               run(600, 100), node(601, 20, "ReorderInput", "ReorderInput"), node(630, 60, "out_nchwc", "Conv")]
+    prof = kernel_profile(profile, skip_runs=1)
+    assert prof.samples_ms == pytest.approx([0.06, 0.06])
+    assert prof.helpers_ms == pytest.approx(0.115)  # median of 0.21 and 0.02
+    assert prof.nodes in (2, 3)
+    # the second run lost 0.5 ms to another process inside its conv (wall 0.65 ms, CPU 0.15): its
+    # kernel is its CPU time less the undisturbed time outside the runtime (0.02), in its conversion
+    # (0.02) and outside nodes (0.01): the clean run's 0.1 ms again
+    two = [run(0, 130), node(1, 20, "ReorderInput", "ReorderInput"), node(30, 100, "out_nchwc", "Conv"),
+           run(200, 630), node(201, 20, "ReorderInput", "ReorderInput"), node(230, 600, "out_nchwc", "Conv")]
+    mended = kernel_profile(two, run_clock=[(0.15, 0.148), (0.65, 0.15)])
+    assert mended.samples_ms == pytest.approx([0.1, 0.1])
+    assert kernel_profile(two).samples_ms == pytest.approx([0.1, 0.6])  # without the clocks: as profiled
+    # CPU time never raises a sample above its node time
+    assert kernel_profile(two, run_clock=[(0.15, 0.148), (0.95, 0.8)]).samples_ms == pytest.approx([0.1, 0.6])
+    only = kernel_profile([run(0, 100), node(1, 80, "ReorderInput", "ReorderInput")])
+    assert (only.samples_ms, only.helpers_ms, only.nodes) == ([0.08], 0.0, 1)
+
+
 def test_a_model_that_is_only_a_conversion_keeps_its_time(tmp_path):
     """A reorder kernel's own conversions are the kernel: nothing is left out (the flag says 0)."""
-    from android_harness.host import profile_layout_reorders
     from shared.kernels import KernelConfig
 
     reorder = _kernel_file(tmp_path, KernelConfig(op="reorder", fn="ReorderInput", dims=(64, 56 * 56, 8)))
-    assert profile_layout_reorders(reorder, threads=1) == 0.0
     stats = HostRunner().measure(reorder, MeasureOptions(warmup=2, runs=10, min_seconds=0.0,
                                                          exclude_layout_reorders=True))
     assert "layout_reorders_excluded_ms=0.00000" in stats.flags

@@ -10,14 +10,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from shared.kernel_space import sample_kernels
 from shared.kernels import (
+    NCHWC,
     CampaignConfig,
     DecompositionError,
     KernelConfig,
     decompose,
     kernel_graph,
+    nchwc_block_size,
+    optimize_with_onnxruntime,
     parse_campaign_configs,
     parse_input_shape,
+    runs_blocked,
 )
+from shared.schemas import KERNEL_HELPER_PREFIX
 
 
 def _w(name: str, *shape: int) -> onnx.TensorProto:
@@ -108,6 +113,19 @@ def test_every_sampled_one_kernel_model_decomposes_into_its_kernel() -> None:
         assert [k.config for k in decompose(kernel_graph(cfg)).kernels] == [cfg], cfg.label
 
 
+def test_sampled_kernels_keep_their_config_under_the_nchwc_pass() -> None:
+    """On an x86 host (onnxruntime's NCHWc pass) a one-kernel model holds its kernel plus layout
+    conversions and ``aux_`` helpers; the kernel itself decomposes back into its config, e.g. the
+    NCHWc Upsample a whole model runs after a conv (``nchwc-linear``), not the plain Resize."""
+    configs = [c for c in sample_kernels(300, seed=7, reorders=True) if c.op == "resize"]
+    assert {"nchwc-linear", "nchwc-nearest", "linear"} <= {c.fn for c in configs}
+    for cfg in configs:
+        kernels = decompose(kernel_graph(cfg), level="all").kernels
+        own = [k.config for k in kernels
+               if k.config.op != "reorder" and not any(n.startswith(KERNEL_HELPER_PREFIX) for n in k.nodes)]
+        assert own == [cfg], cfg.label
+
+
 def test_kernel_configs_validate_and_travel_with_block_configs() -> None:
     with pytest.raises(ValueError, match="takes dims"):
         KernelConfig(op="softmax", fn="Softmax", dims=(1, 2, 3))
@@ -119,3 +137,19 @@ def test_kernel_configs_validate_and_travel_with_block_configs() -> None:
     ])
     assert [c.kind for c in mixed] == ["conv", "kernel"]
     assert CampaignConfig is not None
+
+
+def test_the_blocked_layout_feature_follows_onnxruntimes_own_graph() -> None:
+    """``runs_blocked`` (a kernel feature: off the NCHWc path a depthwise conv runs several times
+    slower) says what onnxruntime's optimized one-kernel model runs, on sampled kernels of every
+    layout-sensitive kind, channel counts on and off the block."""
+    if not nchwc_block_size():
+        pytest.skip("this CPU's onnxruntime has no NCHWc pass (no AVX2)")
+    configs = [c for c in sample_kernels(400, seed=11) if c.op in ("conv", "dwconv", "pool", "global_pool", "resize")]
+    seen = set()
+    for cfg in configs:
+        graph = optimize_with_onnxruntime(kernel_graph(cfg), "all").graph
+        blocked = any(n.domain == NCHWC and not n.op_type.startswith("Reorder") for n in graph.node)
+        assert runs_blocked(cfg) == blocked, cfg.label
+        seen.add((cfg.op, blocked))
+    assert {("dwconv", True), ("dwconv", False), ("conv", True), ("conv", False)} <= seen
