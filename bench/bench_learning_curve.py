@@ -7,8 +7,10 @@ campaign samples them; ``default``: ``shared.space.default_space()`` at 256x512,
 ``runs/bench-learning-curve/``). Then, per seed, a fixed held-out test split is set aside (by config
 hash, as the server splits) and, for each training size, a seeded subsample of the rest trains:
 
-- ``mlp``: the served recipe (``TrainSettings()``: per-kind affine on the log costs + MLP correction);
-- ``mlp_plain``: the same MLP without the cost-shaped output (the recipe served before);
+- ``mlp``: the served recipe (``TrainSettings()``: a k-fold ensemble of MLPs, each a per-kind affine
+  on the log costs + MLP correction, Huber loss on log latency), trained on the training configs;
+- ``mlp_single``: one such MLP with a squared loss, stopping early on a tenth of the training
+  configs (the recipe served before);
 - the peers the server reports: ``random_forest``, ``lookup_table``, ``linear_macs``.
 
 Everyone is judged on the same test configs. Prints MAPE and share within ±10 % per size (mean and
@@ -35,9 +37,10 @@ from profiler_server.predictor.fit import (
     Dataset,
     Split,
     TrainSettings,
+    predict_ms,
     prepare_dataset,
     split_by_key,
-    train_mlp,
+    train_predictor,
 )
 from profiler_server.predictor.peers import peer_predictions
 from shared.config import AnyBlock
@@ -110,20 +113,17 @@ def _scores(pred: np.ndarray, truth: np.ndarray) -> dict:
     return {"mape": M.mape(pred, truth), "within_10": M.within(pred, truth, 0.10)}
 
 
-def _mlp(data: Dataset, train: np.ndarray, val: np.ndarray, test: np.ndarray, seed: int,
-         settings: TrainSettings) -> np.ndarray:
-    model, _ = train_mlp(data.x[train], data.y_ms[train], data.x[val], data.y_ms[val], seed, settings)
-    import torch
-
-    with torch.no_grad():
-        return model(data.x[test]).double().numpy()
+def _mlp(data: Dataset, split: Split, seed: int, settings: TrainSettings) -> tuple[np.ndarray, float]:
+    """Test-split predictions of the recipe ``settings`` and its training seconds."""
+    model, history, _ = train_predictor(data, split, seed, settings)
+    return predict_ms(model, data.x[split.test]), history["seconds"]
 
 
 def curve(rows: list[dict], seeds: list[int], sizes: tuple[int, ...], statistic: str = "p10_ms",
-          plain: bool = True) -> dict:
+          single: bool = True) -> dict:
     data = prepare_dataset([r["config"] for r in rows], [r[statistic] for r in rows])
     served = TrainSettings()
-    plain_settings = replace(served, cost_affine=False)
+    single_settings = replace(served, members=1, loss="mse")
     results: dict[str, dict[str, list[dict]]] = {}
     for seed in seeds:
         base = split_by_key(data.keys, seed, test_frac=0.15, val_frac=0.0)
@@ -136,14 +136,18 @@ def curve(rows: list[dict], seeds: list[int], sizes: tuple[int, ...], statistic:
             n_val = max(10, size // 10)
             train, val = chosen[n_val:], chosen[:n_val]
             truth = data.y_ms[test]
-            preds = {"mlp": _mlp(data, train, val, test, seed, served)}
-            if plain:
-                preds["mlp_plain"] = _mlp(data, train, val, test, seed, plain_settings)
-            preds.update(peer_predictions(data, Split(train=train, val=val, test=test), seed))
+            split = Split(train=train, val=val, test=test)
+            preds, seconds = {}, {}
+            preds["mlp"], seconds["mlp"] = _mlp(data, split, seed, served)
+            if single:
+                preds["mlp_single"], seconds["mlp_single"] = _mlp(data, split, seed, single_settings)
+            preds.update(peer_predictions(data, split, seed))
             for name, pred in preds.items():
-                results.setdefault(str(size), {}).setdefault(name, []).append(_scores(pred, truth))
+                results.setdefault(str(size), {}).setdefault(name, []).append(
+                    {**_scores(pred, truth), "train_s": seconds.get(name)})
             line = ", ".join(f"{k} {M.mape(v, truth):.1f}" for k, v in preds.items())
-            print(f"  seed {seed} size {size} (test {len(test)}): MAPE % {line}", flush=True)
+            print(f"  seed {seed} size {size} (test {len(test)}): MAPE % {line}; mlp trained in {seconds['mlp']:.0f} s",
+                  flush=True)
     return results
 
 
@@ -155,6 +159,8 @@ def summarize(results: dict) -> tuple[dict, list[str]]:
             mapes = [r["mape"] for r in runs]
             table[size][name] = {"mape_mean": statistics.fmean(mapes), "mape_min": min(mapes), "mape_max": max(mapes),
                                  "within_10_mean": statistics.fmean(r["within_10"] for r in runs), "seeds": len(runs)}
+            if runs[0].get("train_s") is not None:
+                table[size][name]["train_s_mean"] = statistics.fmean(r["train_s"] for r in runs)
         mlp = table[size]["mlp"]["mape_mean"]
         for peer in ("random_forest", "lookup_table", "linear_macs"):
             if table[size][peer]["mape_mean"] <= mlp:
@@ -163,13 +169,13 @@ def summarize(results: dict) -> tuple[dict, list[str]]:
 
 
 def print_table(space: str, table: dict) -> None:
-    names = [n for n in ("mlp", "mlp_plain", "random_forest", "lookup_table", "linear_macs") if n in next(iter(table.values()))]
+    names = [n for n in ("mlp", "mlp_single", "random_forest", "lookup_table", "linear_macs") if n in next(iter(table.values()))]
     print(f"\n{space} space: test MAPE %, mean [min-max] over seeds (within ±10 % in parentheses)")
     print("size  " + "".join(f"{n:>26}" for n in names))
     for size, row in table.items():
         cells = [f"{row[n]['mape_mean']:.1f} [{row[n]['mape_min']:.1f}-{row[n]['mape_max']:.1f}]"
                  f" ({100 * row[n]['within_10_mean']:.0f})" for n in names]
-        print(f"{size:>5} " + "".join(f"{c:>26}" for c in cells))
+        print(f"{size:>5} " + "".join(f"{c:>26}" for c in cells) + f"   mlp trained in {row['mlp']['train_s_mean']:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,14 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--measure", type=int, default=4000, help="configs to measure per space (once; resumable)")
     ap.add_argument("--no-measure", action="store_true", help="judge on the configs measured so far only")
-    ap.add_argument("--no-plain", action="store_true", help="skip the MLP without the cost-shaped output")
+    ap.add_argument("--no-single", action="store_true", help="skip the single MLP (the recipe served before)")
     args = ap.parse_args(argv)
     out: dict = {"sizes": args.sizes, "seeds": args.seeds, "statistic": "p10_ms", "spaces": {}}
     all_losses = []
     for space in args.spaces:
         rows = current(load_measured(RUN_DIR / f"{space}.jsonl")) if args.no_measure else measure(space, args.measure)
         print(f"[{space}] {len(rows)} measured configs", flush=True)
-        results = curve(rows, list(range(args.seeds)), tuple(args.sizes), plain=not args.no_plain)
+        results = curve(rows, list(range(args.seeds)), tuple(args.sizes), single=not args.no_single)
         table, losses = summarize(results)
         print_table(space, table)
         out["spaces"][space] = {"n_measured": len(rows), "table": table, "runs": results, "mlp_loses": losses}

@@ -8,11 +8,17 @@ MLP only learns what the cost model misses. Standardization of the inputs and of
 target (log milliseconds) lives in buffers, so a saved predictor is self-contained: the server
 writes it with :func:`dump_predictor`, the client rebuilds the identical module with
 :func:`load_predictor` and gets identical numbers.
+
+A served predictor may be a :class:`LatencyEnsemble`: several such networks, each trained on a
+different part of the data, whose log-latencies are averaged. Averaging cancels much of what each
+member got wrong on a few hundred training configs; it is called like one network and stays
+differentiable for the search client's regularizer.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,8 +27,10 @@ from torch import nn
 from shared.config import KINDS
 from shared.encoding import DERIVED, FEATURE_NAMES, N_FEATURES, feature_spec
 
-FORMAT_VERSION = 2  # 2: ``arch`` may carry ``cost_affine`` (files of version 1 still load)
-READABLE_VERSIONS = (1, 2)
+# 2: ``arch`` may carry ``cost_affine``; 3: ``arch`` may carry ``members`` (an ensemble).
+# Files of every earlier version still load.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 COST_COLUMNS = tuple(FEATURE_NAMES.index(name) for name in DERIVED)
 MAX_LOG_MS = 16.0  # ~2.5 hours: an absurd extrapolation stays a finite number (flagged by the server)
 
@@ -71,27 +79,56 @@ class LatencyMLP(nn.Module):
             out = out + self.affine(self.affine_inputs(x)).squeeze(-1)
         return out
 
+    def log_ms(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) raw features -> (N,) log milliseconds."""
+        return self.forward_normalized(x) * self.y_std + self.y_mean
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, F) raw features -> (N,) latency in milliseconds."""
-        log_ms = self.forward_normalized(x) * self.y_std + self.y_mean
-        return torch.exp(log_ms.clamp(max=MAX_LOG_MS))
+        return torch.exp(self.log_ms(x).clamp(max=MAX_LOG_MS))
+
+    def arch(self) -> dict:
+        """The constructor's arguments (what a predictor file records to rebuild the module)."""
+        return {"n_features": self.net[0].in_features, "hidden": self.net[0].out_features,
+                "n_layers": sum(isinstance(m, nn.Linear) for m in self.net), "cost_affine": self.cost_affine}
+
+
+class LatencyEnsemble(nn.Module):
+    """Networks of one architecture whose predictions are averaged in log space (the geometric
+    mean of their milliseconds): each member is trained on a different part of the data."""
+
+    def __init__(self, members: Sequence[LatencyMLP]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def log_ms(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.log_ms(x) for m in self.members]).mean(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) raw features -> (N,) latency in milliseconds."""
+        return torch.exp(self.log_ms(x).clamp(max=MAX_LOG_MS))
+
+    def arch(self) -> dict:
+        return {**self.members[0].arch(), "members": len(self.members)}
+
+
+Predictor = LatencyMLP | LatencyEnsemble
 
 
 @dataclass
 class PredictorFile:
-    model: LatencyMLP
+    model: Predictor
     meta: dict = field(default_factory=dict)
 
 
-def dump_predictor(model: LatencyMLP, meta: dict | None = None) -> bytes:
+def dump_predictor(model: Predictor, meta: dict | None = None) -> bytes:
     """Serialize weights + feature spec + version + free-form meta (device class, metrics...)."""
-    hidden = model.net[0].out_features
-    n_layers = sum(isinstance(m, nn.Linear) for m in model.net)
     payload = {
         "format_version": FORMAT_VERSION,
         "feature_spec": feature_spec(),
-        "arch": {"n_features": model.net[0].in_features, "hidden": hidden, "n_layers": n_layers,
-                 "cost_affine": model.cost_affine},
+        "arch": model.arch(),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "meta": meta or {},
     }
@@ -114,7 +151,9 @@ def load_predictor(blob: bytes) -> PredictorFile:
                                    f"({', '.join(map(str, READABLE_VERSIONS))}); update the client")
     if payload.get("feature_spec") != feature_spec():
         raise PredictorFormatError("predictor was trained with another feature encoding; update the client")
-    model = LatencyMLP(**payload["arch"])
+    arch = dict(payload["arch"])
+    members = arch.pop("members", None)
+    model = LatencyMLP(**arch) if members is None else LatencyEnsemble([LatencyMLP(**arch) for _ in range(members)])
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return PredictorFile(model=model, meta=payload.get("meta", {}))

@@ -1,10 +1,15 @@
 """Fit the shared 5-layer latency MLP on measured block configs.
 
 Recipe: features from :func:`shared.encoding.encode_blocks`, standardized inside the model
-(``LatencyMLP.set_normalization``); the loss is MSE on standardized *log* latency, i.e. on relative
-error; Adam with a decaying learning rate; early stopping on a validation split. The held-out test
-split is chosen by config hash (``cfg.key()``), so a config measured twice never sits on both sides
-and the split of a config does not change when more data arrives. Everything is seeded.
+(``LatencyMLP.set_normalization``); the loss is a Huber loss on *log* latency, i.e. on relative
+error, quadratic up to ``huber_delta`` and linear beyond it, so that a label inflated by a slow
+burst of a shared device pulls the fit less than a squared error would; Adam with a decaying
+learning rate; early stopping on a validation split. The served predictor is a k-fold ensemble:
+the training configs are cut into ``members`` folds, each member is trained on all folds but one
+and stops early on that one, and the members' log-latencies are averaged, so every measured config
+trains and every member is validated. The held-out test split is chosen by config hash
+(``cfg.key()``), so a config measured twice never sits on both sides and the split of a config does
+not change when more data arrives. Everything is seeded.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from profiler_server.predictor import accuracy as M
 from shared.api import Statistic
 from shared.config import AnyBlock, parse_block
 from shared.encoding import FEATURE_NAMES, encode_blocks
-from shared.predictor import LatencyMLP
+from shared.predictor import LatencyEnsemble, LatencyMLP, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class Split:
 
 @dataclass
 class FitResult:
-    model: LatencyMLP
+    model: Predictor
     metrics: dict
     split: Split
     data: Dataset
@@ -90,6 +95,18 @@ class TrainSettings:
     # affine part starts at its ridge least-squares fit and the MLP at zero (bench_learning_curve).
     cost_affine: bool = True
     ridge: float = 1e-2
+    # k-fold ensemble (1: a single MLP stopping early on the validation split), see the module doc
+    # and bench_learning_curve for what it buys over one network at 200-3,200 training configs.
+    members: int = 5
+    # "huber" (on log ms, in log units: 0.1 ~ 10 %) or "mse"
+    loss: str = "huber"
+    huber_delta: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ValueError(f"members must be at least 1, got {self.members}")
+        if self.loss not in ("huber", "mse"):
+            raise ValueError(f"unknown loss {self.loss!r}; use 'huber' or 'mse'")
 
 
 def prepare_dataset(configs: Sequence[AnyBlock | dict], latencies_ms: Sequence[float]) -> Dataset:
@@ -175,6 +192,7 @@ def train_mlp(
     target_val = (log_val - model.y_mean) / model.y_std
     if settings.cost_affine:
         _start_from_affine(model, x_train, target, settings.ridge)
+    loss_fn = _loss(settings, float(model.y_std))
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=settings.max_epochs, eta_min=settings.lr / 50
@@ -186,12 +204,12 @@ def train_mlp(
             raise FitStopped(f"stopped at epoch {epoch}")
         model.train()
         for idx in torch.randperm(len(target), generator=gen).split(settings.batch_size):
-            loss = torch.nn.functional.mse_loss(model.forward_normalized(x_train[idx]), target[idx])
+            loss = loss_fn(model.forward_normalized(x_train[idx]), target[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         sched.step()
-        val_loss = _eval_loss(model, x_val, target_val) if len(target_val) else float(loss)
+        val_loss = _eval_loss(model, x_val, target_val, loss_fn) if len(target_val) else float(loss)
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
         if epoch - best[1] >= settings.patience or time.monotonic() - start > settings.max_seconds:
@@ -206,6 +224,59 @@ def train_mlp(
     }
     log.info("trained latency MLP: %s", history)
     return model, history
+
+
+def _loss(settings: TrainSettings, y_std: float):
+    """The training and validation loss on standardized log latency (``y_std``: its scale)."""
+    if settings.loss == "mse":
+        return torch.nn.functional.mse_loss
+    delta = settings.huber_delta / max(y_std, 1e-6)
+    return lambda pred, target: torch.nn.functional.huber_loss(pred, target, delta=delta)
+
+
+def kfold(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` disjoint, seeded folds of ``range(n)`` whose sizes differ by at most one."""
+    return np.array_split(np.random.default_rng(seed).permutation(n), k)
+
+
+def train_ensemble(
+    x: torch.Tensor,
+    y_ms: np.ndarray,
+    seed: int = 0,
+    settings: TrainSettings = TrainSettings(),
+    stop: threading.Event | None = None,
+) -> tuple[LatencyEnsemble, dict]:
+    """One member per fold of (``x``, ``y_ms``): trained on the other folds, stopped early on its
+    own (see the module doc). ``settings.max_seconds`` bounds each member."""
+    if len(y_ms) < 2 * settings.members:
+        raise NotEnoughData(f"{len(y_ms)} training configs for {settings.members} folds; measure more")
+    members, histories = [], []
+    for k, fold in enumerate(kfold(len(y_ms), settings.members, seed)):
+        rest = np.setdiff1d(np.arange(len(y_ms)), fold)
+        member, history = train_mlp(x[rest], y_ms[rest], x[fold], y_ms[fold], seed * settings.members + k,
+                                    settings, stop)
+        members.append(member)
+        histories.append(history)
+    model = LatencyEnsemble(members).eval()
+    return model, {"epochs": sum(h["epochs"] for h in histories),
+                   "seconds": sum(h["seconds"] for h in histories),
+                   "members": histories}
+
+
+def train_predictor(
+    data: Dataset, split: Split, seed: int = 0, settings: TrainSettings = TrainSettings(),
+    stop: threading.Event | None = None,
+) -> tuple[Predictor, dict, np.ndarray]:
+    """The served recipe on ``split``: a k-fold ensemble over train + validation, or with
+    ``members=1`` one MLP stopping early on validation. Returns the model, its training history and
+    the indices of the configs it was trained on."""
+    if settings.members == 1:
+        model, history = train_mlp(data.x[split.train], data.y_ms[split.train], data.x[split.val],
+                                   data.y_ms[split.val], seed, settings, stop)
+        return model, history, split.train
+    fit_idx = np.concatenate([split.train, split.val])
+    model, history = train_ensemble(data.x[fit_idx], data.y_ms[fit_idx], seed, settings, stop)
+    return model, history, fit_idx
 
 
 @torch.no_grad()
@@ -225,13 +296,13 @@ def _start_from_affine(model: LatencyMLP, x: torch.Tensor, target: torch.Tensor,
 
 
 @torch.no_grad()
-def _eval_loss(model: LatencyMLP, x: torch.Tensor, target: torch.Tensor) -> float:
+def _eval_loss(model: LatencyMLP, x: torch.Tensor, target: torch.Tensor, loss_fn) -> float:
     model.eval()
-    return float(torch.nn.functional.mse_loss(model.forward_normalized(x), target))
+    return float(loss_fn(model.forward_normalized(x), target))
 
 
 @torch.no_grad()
-def predict_ms(model: LatencyMLP, x: torch.Tensor) -> np.ndarray:
+def predict_ms(model: Predictor, x: torch.Tensor) -> np.ndarray:
     model.eval()
     return model(x).double().numpy()
 
@@ -260,23 +331,25 @@ def fit_predictor(
     split = split_by_key(data.keys, seed)
     if len(split.test) == 0 or len(split.val) == 0:
         raise NotEnoughData(f"{len(data.keys)} configs leave an empty validation or test split; measure more")
-    model, history = train_mlp(
-        data.x[split.train], data.y_ms[split.train], data.x[split.val], data.y_ms[split.val], seed, settings, stop
-    )
+    model, history, fit_idx = train_predictor(data, split, seed, settings, stop)
+    truth = data.y_ms[split.test]
     test_pred = predict_ms(model, data.x[split.test])
     metrics = {
-        **M.accuracy_report(test_pred, data.y_ms[split.test]),
+        **M.accuracy_report(test_pred, truth),
         **split.sizes(),
         "noise_floor": data.noise,
         "epochs": history["epochs"],
         "train_seconds": history["seconds"],
     }
+    if isinstance(model, LatencyEnsemble):  # what averaging bought over each member alone
+        metrics["members"] = len(model.members)
+        metrics["member_mape"] = [M.mape(predict_ms(m, data.x[split.test]), truth) for m in model.members]
     if with_peers:
         from profiler_server.predictor.peers import evaluate_peers
 
         metrics["peers"] = evaluate_peers(data, split, seed)
         metrics.update(ranking(metrics["mape"], metrics["peers"]))
-    ranges = feature_ranges([data.configs[i] for i in split.train], data.x[split.train])
+    ranges = feature_ranges([data.configs[i] for i in fit_idx], data.x[fit_idx])
     return FitResult(
         model=model,
         metrics=metrics,

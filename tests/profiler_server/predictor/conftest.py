@@ -19,7 +19,8 @@ __all__ = ["RUNTIME"]
 def app_client(tmp_path: Path):
     settings = Settings(data_dir=tmp_path / "data", admin_token=ADMIN)
     app = create_app(settings)
-    app.state.predictor.settings = TrainSettings(hidden=64, max_epochs=200, patience=30)
+    # two members: the served ensemble path, at a fraction of the five members' training time
+    app.state.predictor.settings = TrainSettings(hidden=64, max_epochs=200, patience=30, members=2)
     with TestClient(app) as client:
         yield client
 
