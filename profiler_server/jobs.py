@@ -283,8 +283,9 @@ def check_holder(session: Session, job: Job, principal: Principal, agent_id: str
 def _check_lease(job_id: int, job: Any, lease_id: str, serial: str | None) -> None:
     """409 unless ``job`` (a Job or a row) is running under ``lease_id`` on ``serial``, in time."""
     if job.state != "running" or job.lease_id != lease_id:
+        why = f": {job.error}" if getattr(job, "error", None) else ""  # e.g. the lease expired and was requeued
         raise Conflict(
-            f"job {job_id} is not leased under lease {lease_id!r} (state {job.state}); result ignored"
+            f"job {job_id} is not leased under lease {lease_id!r} (state {job.state}{why}); result ignored"
         )
     if job.lease_expires_at < utcnow():
         raise Conflict(f"lease {lease_id!r} on job {job_id} expired at {job.lease_expires_at.isoformat()}")
@@ -307,7 +308,7 @@ def _held_job_with_config() -> Executable:
     return (
         select(
             Job.id, Job.state, Job.lease_id, Job.lease_expires_at, Job.leased_by_device, Job.campaign_id,
-            Job.artifact_sha256, Job.kind, Job.device_class, Job.runtime, Artifact.config,
+            Job.artifact_sha256, Job.kind, Job.device_class, Job.runtime, Job.error, Artifact.config,
         )
         .join(Artifact, Artifact.sha256 == Job.artifact_sha256)
         .where(Job.id == bindparam("b_job"))
