@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +163,8 @@ class KernelProfile:
 
 
 DESCHEDULED_MIN_MS = 0.05  # wall minus thread CPU time below this is clock granularity, not a preemption
+DESCHEDULED_MIN_SHARE = 0.05  # ... and below this share of the run, noise
+MENDED_FLOOR = 0.05  # a mended sample keeps at least this share of its node time
 
 
 def kernel_profile(profile: list[dict], skip_runs: int = 0,
@@ -197,8 +199,8 @@ def kernel_profile(profile: list[dict], skip_runs: int = 0,
         outside = [wall - (end - start) / 1000 for (wall, _), (start, end) in zip(run_clock, runs, strict=True)]
         undisturbed = float(np.percentile(outside, 10) + np.percentile(helpers, 10) + np.percentile(gaps, 10))
         for i, (wall, cpu) in enumerate(run_clock):
-            if wall - cpu > max(DESCHEDULED_MIN_MS, 0.05 * wall):
-                samples[i] = min(samples[i], max(cpu - undisturbed, 0.05 * samples[i]))
+            if wall - cpu > max(DESCHEDULED_MIN_MS, DESCHEDULED_MIN_SHARE * wall):
+                samples[i] = min(samples[i], max(cpu - undisturbed, MENDED_FLOOR * samples[i]))
     return KernelProfile(samples, float(np.median(helpers)), int(np.median(counts)))
 
 
@@ -304,14 +306,9 @@ class HostRunner:
         """p10 of a call of the model without the profiler: thread CPU time with one thread (immune
         to the scheduler), wall time otherwise."""
         sess, feeds = _ort_session(model_path, options.threads)
-        now = time.thread_time_ns if options.threads == 1 else time.perf_counter_ns
-        for _ in range(options.warmup):
-            sess.run(None, feeds)
-        samples = []
-        for _ in range(PLAIN_RUNS):
-            t0 = now()
-            sess.run(None, feeds)
-            samples.append((now() - t0) / 1e6)
+        plain = replace(options, runs=PLAIN_RUNS, min_seconds=0.0,
+                        clock="thread-cpu" if options.threads == 1 else "wall")
+        samples = self._timed(functools.partial(sess.run, None, feeds), plain, "onnxruntime", model_path)
         return float(np.percentile(samples, 10))
 
     def _measure_without_helpers(self, model_path: Path, options: MeasureOptions) -> MeasurementStats:
