@@ -9,6 +9,11 @@ answered only after the commit that holds its work, so nothing is reported done 
 be lost. When the commit itself fails, every caller of that pass gets the error and none of their
 work is stored. Work must not commit by itself, and its only side effects are on the session.
 
+On PostgreSQL two servers' groups can deadlock (one group's result locks a campaign row while its
+lease waits for a row the other group's lease holds, and the other group's result waits for that
+campaign): the database aborts one of them. That is nobody's error, so the aborted pass is rolled
+back and run again (a bounded number of times, after a short random pause), not answered as a 500.
+
 Why: a lease + report round trip was mostly fixed cost per transaction (checking the connection
 out of the pool, ``BEGIN IMMEDIATE``, ``COMMIT``, returning it, and handing the one SQLite
 connection between worker threads), not its few indexed statements.
@@ -19,10 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Database, prepared
@@ -31,6 +39,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _STOP = object()
 _Item = tuple[Callable[[Session], Any], asyncio.AbstractEventLoop, asyncio.Future]
+_RETRY = -1  # a pass the database aborted (deadlock, serialization failure): run it again
+MAX_CONFLICT_RETRIES = 8
+# SQLSTATEs of a transaction the database aborted to resolve a conflict with another transaction
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """True when the database aborted the transaction over a conflict with another one: running
+    it again is the remedy (PostgreSQL's deadlock and serialization failures)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(orig, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 class GroupCommit:
@@ -85,10 +104,16 @@ class GroupCommit:
     def _commit_group(self, group: list[_Item]) -> None:
         outcomes: dict[int, tuple[bool, Any]] = {}
         pending = list(range(len(group)))
-        while pending:  # each pass either commits every pending item or drops the one that failed
-            failed = self._try_once(group, pending, outcomes)
+        conflicts = 0
+        while pending:  # each pass commits every pending item, drops the one that failed or reruns
+            last_try = conflicts >= MAX_CONFLICT_RETRIES
+            failed = self._try_once(group, pending, outcomes, blame_conflicts=last_try)
             if failed is None:
                 break
+            if failed == _RETRY:
+                conflicts += 1
+                time.sleep(random.uniform(0.001, 0.004 * conflicts))  # let the other transaction finish
+                continue
             pending.remove(failed)
         self.groups += 1
         self.items += len(group)
@@ -100,10 +125,12 @@ class GroupCommit:
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_settle_all, settled)
 
-    def _try_once(self, group: list[_Item], pending: list[int], outcomes: dict) -> int | None:
+    def _try_once(self, group: list[_Item], pending: list[int], outcomes: dict,
+                  blame_conflicts: bool = False) -> int | None:
         """Run ``pending`` in one transaction and commit; on the first item that raises, roll
         back and return its index (its error is its answer: it ran on the state that the items
-        before it leave, which the next pass commits)."""
+        before it leave, which the next pass commits). A pass the database aborted over a
+        conflict with another transaction returns ``_RETRY`` unless ``blame_conflicts``."""
         try:
             with self.db.sessionmaker() as session:
                 session.info[prepared.HELD_CONNECTION] = session.connection()  # one transaction
@@ -112,15 +139,20 @@ class GroupCommit:
                     try:
                         results[i] = group[i][0](session)
                     except Exception as exc:  # this item's error, answered to its caller alone
-                        outcomes[i] = (False, exc)
                         session.info.pop(prepared.HELD_CONNECTION)
                         session.rollback()
                         session.info.pop("completed_campaigns", None)  # rolled back: not completed
+                        if is_transient_conflict(exc) and not blame_conflicts:
+                            log.info("agent transactions aborted by a conflict; running them again")
+                            return _RETRY
+                        outcomes[i] = (False, exc)
                         return i
                 session.commit()
                 if self.after_commit is not None:  # after the commit: hooks may open their own session
                     self.after_commit(session)
         except Exception as exc:  # the commit failed: nothing of this pass is stored
+            if is_transient_conflict(exc) and not blame_conflicts:
+                return _RETRY
             log.exception("group commit of %d agent transactions failed", len(pending))
             outcomes.update({i: (False, exc) for i in pending})
             return None

@@ -96,3 +96,41 @@ def test_close_finishes_queued_work_and_later_work_is_refused(db: Database) -> N
     assert team_names(db) == {f"q{i}" for i in range(5)}
     with pytest.raises(RuntimeError, match="stopped"):
         asyncio.run(committer.run(add_team("late")))
+
+
+class _Deadlock(Exception):
+    """What a DB driver raises when the database aborted the transaction to break a deadlock."""
+
+    sqlstate = "40P01"
+
+
+def test_a_pass_the_database_aborted_over_a_conflict_runs_again_instead_of_failing(db: Database) -> None:
+    """PostgreSQL aborts one of two deadlocked transactions: nobody's error, so the group runs again
+    and every caller gets its committed result; a conflict that never clears is answered, bounded."""
+    aborts = iter([True, True])
+
+    def deadlocked_once(session: Session) -> int:
+        team_id = add_team("after-abort")(session)
+        if next(aborts, False):
+            raise _Deadlock("deadlock detected")
+        return team_id
+
+    async def main() -> list:
+        return await held_then_released(committer, [add_team("beside"), deadlocked_once])
+
+    committer = GroupCommit(db)
+    try:
+        beside, after_abort = asyncio.run(main())
+        assert isinstance(beside, int) and isinstance(after_abort, int)
+        assert team_names(db) == {"beside", "after-abort"}, "each piece of work is stored once"
+
+        def always(session: Session) -> None:
+            raise _Deadlock("deadlock detected")
+
+        async def forever() -> list:
+            return await asyncio.gather(committer.run(always), return_exceptions=True)
+
+        (outcome,) = asyncio.run(forever())
+        assert isinstance(outcome, _Deadlock), "a conflict that never clears ends in an answer"
+    finally:
+        committer.close()
