@@ -2,21 +2,29 @@
 
 On this CPU (onnxruntime, 1 thread), through the real server app (``runs/bench-network/``):
 
-1. blocks: ``--blocks`` configs of the demo supernet's space at ``--size`` and every block of the
-   chains below, each measured alone, stored through a campaign and the agent protocol; the
-   predictor is fitted on them (``POST /v1/predictors``);
-2. networks: ``--derived`` networks derived from the demo supernet (random paths and widths) and
+1. networks: ``--derived`` networks derived from the demo supernet (random paths and widths) and
    ``--chains`` chains of 4-12 blocks (``bench_chains.random_chain``), each exported whole and
    measured in ``--passes`` passes (its label: the lowest p10, as the server labels a network);
+2. blocks: ``--blocks`` configs of the demo supernet's space at ``--size`` and the blocks of
+   ``--chain-blocks`` further random chains, none of them a network of this run, each measured
+   alone, stored through a campaign and the agent protocol; the predictor is fitted on them
+   (``POST /v1/predictors``);
 3. half of each family (by content hash) is uploaded with its block list and its measurements
    (``POST /v1/networks`` with ``blocks``, then lease and report): the server refits the version's
    network-level correction on them; the other half is held out: never uploaded, predicted with
    ``POST /v1/predict`` and ``"network": true`` and compared with its measurement.
 
-Prints the share within ±10 % and the MAPE of the corrected total next to the plain sum, per family
-and overall, writes ``runs/bench/network.json``; the last line says MET when the corrected total
-lands within ±10 % on at least ``--target-share`` of the held-out networks (exit 1 otherwise).
-Measurements are cached in ``runs/bench-network/measured.jsonl`` (a rerun resumes).
+``--clock thread-cpu`` times blocks and whole networks by the measuring thread's CPU time (with one
+intra-op thread onnxruntime computes on the calling thread: equal to wall time on a quiet machine,
+blind to the other processes of a shared one); ``wall`` (the default) by wall time. The statistic
+is p10 on both sides. Per held-out network it prints the measurement, the sum of its blocks
+measured alone (never shown to the server: it separates the block predictor's error from what only
+the whole network runs), the predicted sum, the corrected total and the network's features; then
+the share within ±10 % and the MAPE of the corrected total next to the plain sum, per family and
+overall, and writes ``runs/bench/network.json``; the last line says MET when the corrected total
+lands within ±10 % on at least ``--target-share`` of the held-out networks (exit 1 otherwise) and
+names the clock and seed. Measurements are cached per clock in ``runs/bench-network/measured.jsonl``
+(wall) or ``measured-thread-cpu.jsonl`` (a rerun resumes; another ``--seed`` draws other networks).
 """
 
 from __future__ import annotations
@@ -211,11 +219,26 @@ def print_misses(rows: list[dict]) -> None:
               f"{100 * (r['network_ms'] / r['measured_ms'] - 1):+6.1f}%  {f}")
 
 
+def predictor_blocks(args: argparse.Namespace, space, networks: list[dict]) -> list[AnyBlock]:  # noqa: ANN001
+    """What the block predictor learns: ``--blocks`` samples of the demo supernet's space (the derived
+    networks' distribution) and the blocks of ``--chain-blocks`` further random chains (the chains'
+    distribution), none of them a network of this run. No network's own block list goes there, so a
+    training network's blocks are predicted as a held-out network's are: the correction learns what
+    the sum misses on networks the predictor has not seen, which is what it is judged on. A block of
+    a held-out network that such a chain happens to draw is left out."""
+    held = {b.key() for n in networks if held_out(n["id"]) for b in n["blocks"]}
+    extra = [b for i in range(args.chain_blocks) for b in random_chain(random.Random(f"blocks-{args.seed}-{i}"))
+             if b.key() not in held]
+    return list({c.key(): c for c in [*sample_stratified(space, args.blocks, args.seed), *extra]}.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--blocks", type=int, default=200, help="configs of the demo supernet's space")
     ap.add_argument("--derived", type=int, default=16, help="networks derived from the demo supernet")
     ap.add_argument("--chains", type=int, default=16, help="chains of 4-12 blocks")
+    ap.add_argument("--chain-blocks", type=int, default=40,
+                    help="further random chains whose blocks (measured alone) the block predictor learns")
     ap.add_argument("--passes", type=int, default=2, help="measurements per network (label: the lowest p10)")
     ap.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
     ap.add_argument("--seed", type=int, default=0)
@@ -228,11 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     t0, size, cache = time.monotonic(), tuple(args.size), Cache(cache_path(args.clock))
     space = supernet_space(build_model("supernet", 19, config=DEMO_SUPERNET), [size])
     networks = build_networks(args, cache)
-    # the predictor learns the space's samples and the blocks of the training chains (the chains' own
-    # block distribution); no block list of a held-out network is put there on purpose
-    train_chain_blocks = [b for n in networks if n["family"] == "chains" and not held_out(n["id"]) for b in n["blocks"]]
-    block_configs = list({c.key(): c for c in [*sample_stratified(space, args.blocks, args.seed),
-                                               *train_chain_blocks]}.values())
+    block_configs = predictor_blocks(args, space, networks)
     print(f"measured {len(networks)} networks ({args.passes} passes, clock {args.clock}) in "
           f"{time.monotonic() - t0:.0f} s", flush=True)
     for stale in (RUN_DIR / "profiler.db", RUN_DIR / "profiler.db-wal", RUN_DIR / "profiler.db-shm"):

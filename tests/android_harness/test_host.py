@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +57,43 @@ def test_wall_and_cpu_clocks_agree_on_a_single_thread(lir_onnx):
     # CPU time never exceeds wall time by more than timer noise; on a busy host wall may be larger
     assert cpu.median_ms < wall.median_ms * 1.3
     assert cpu.median_ms > wall.median_ms / 3
+
+
+def _spinning_process_on(cpu: int) -> subprocess.Popen:
+    """A process that keeps ``cpu`` busy (a competitor on a shared machine), pinned there."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(spin.pid, {cpu})
+    return spin
+
+
+def test_thread_cpu_clock_ignores_a_process_competing_for_the_core(tmp_path):
+    """With one intra-op thread onnxruntime computes on the calling thread: pinned to one core beside
+    a spinning process, the wall clock counts the competitor's slices too (each run is longer than a
+    scheduler slice), the thread's CPU time does not, so the bench's thread-cpu p10 holds on a
+    shared machine."""
+    from shared.config import ConvConfig
+    from shared.export import export_block_onnx
+
+    model = tmp_path / "long.onnx"
+    model.write_bytes(export_block_onnx(ConvConfig(cin=64, cout=64, h=64, w=96)))  # ~10 ms a run
+    options = MeasureOptions(warmup=2, runs=12, min_seconds=0.0, max_attempts=1)
+    cpu = min(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        quiet = HostRunner().measure(model, replace(options, clock="thread-cpu")).p10_ms
+        spin = _spinning_process_on(cpu)
+        try:
+            time.sleep(0.2)
+            busy_cpu = HostRunner().measure(model, replace(options, clock="thread-cpu")).p10_ms
+            busy_wall = HostRunner().measure(model, options).p10_ms
+        finally:
+            spin.kill()
+            spin.wait()
+    finally:
+        os.sched_setaffinity(0, before)
+    assert busy_wall > 1.5 * busy_cpu, (busy_wall, busy_cpu)  # the competitor took about half the core
+    assert busy_cpu == pytest.approx(quiet, rel=0.25)  # the thread's own time did not change
 
 
 def test_bigger_block_measures_slower(conv_onnx, lir_onnx, tmp_path):
