@@ -235,8 +235,8 @@ def predictor_blocks(args: argparse.Namespace, space, networks: list[dict]) -> l
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--blocks", type=int, default=200, help="configs of the demo supernet's space")
-    ap.add_argument("--derived", type=int, default=16, help="networks derived from the demo supernet")
-    ap.add_argument("--chains", type=int, default=16, help="chains of 4-12 blocks")
+    ap.add_argument("--derived", type=int, default=24, help="networks derived from the demo supernet")
+    ap.add_argument("--chains", type=int, default=24, help="chains of 4-12 blocks")
     ap.add_argument("--chain-blocks", type=int, default=40,
                     help="further random chains whose blocks (measured alone) the block predictor learns")
     ap.add_argument("--passes", type=int, default=2, help="measurements per network (label: the lowest p10)")
