@@ -13,17 +13,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from profiler_server import devices, jobs, listings
-from profiler_server.auth import authenticate, require_role
+from profiler_server.auth import Principal, authenticate, require_role
 from profiler_server.cancel import cancel_job
 from profiler_server.db import Job
 from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep, TeamDep
-from profiler_server.errors import NotFound
+from profiler_server.errors import NotFound, ServerError
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
 from profiler_server.routes.fast_json import bearer_token, parse_request
 from shared.api import (
     FailureRecorded,
     JobFailure,
     JobFilter,
+    JobLease,
     JobRelease,
     JobReleased,
     JobResult,
@@ -48,11 +49,14 @@ async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> Lea
 
 def _lease(app: FastAPI, token: str | None, body: LeaseRequest, session: Session) -> LeaseResponse:
     principal = require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
+    return LeaseResponse(job=_lease_for(app, session, principal, body.agent_id, body.serial))
+
+
+def _lease_for(app: FastAPI, session: Session, principal: Principal, agent_id: str, serial: str) -> JobLease | None:
     cache = app.state.device_cache
-    device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
+    device_class = devices.agent_device(session, principal, agent_id, serial, cache)
     # leasing requeues expired jobs, which may complete a campaign: the group commit fires its hooks
-    view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s, body.agent_id)
-    return LeaseResponse(job=view)
+    return jobs.lease_job(session, serial, device_class, app.state.settings.lease_s, agent_id)
 
 
 @router.post("/{job_id}/result", response_model=ResultRecorded, responses=AUTH | BODY | error_responses(404, 409))
@@ -61,9 +65,15 @@ async def result(body: JobResult, request: Request, creds: Credentials, job_id: 
 
 
 def _result(app: FastAPI, token: str | None, job_id: int, body: JobResult, session: Session) -> ResultRecorded:
-    require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
+    principal = require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
     measurement_id, _ = jobs.record_result(session, job_id, body)
-    return ResultRecorded(measurement_id=measurement_id)
+    if not body.lease_next:
+        return ResultRecorded(measurement_id=measurement_id)
+    try:  # the agent's next job in the same transaction; a refused lease does not undo the result
+        next_job = _lease_for(app, session, principal, body.agent_id, body.serial)
+    except ServerError as exc:
+        return ResultRecorded(measurement_id=measurement_id, next_error=exc.message)
+    return ResultRecorded(measurement_id=measurement_id, next_job=next_job)
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:

@@ -58,8 +58,8 @@ class Farm:
         assert r.status_code == 200, r.text
         return r.json()["job"]
 
-    def report(self, job: dict, serial: str | None = None, median: float = 1.0) -> httpx.Response:
-        body = {"lease_id": job["lease_id"], "serial": serial or self.serial, "stats": stats(median)}
+    def report(self, job: dict, serial: str | None = None, median: float = 1.0, **extra) -> httpx.Response:
+        body = {"lease_id": job["lease_id"], "serial": serial or self.serial, "stats": stats(median), **extra}
         return self.client.post(f"/v1/jobs/{job['job_id']}/result", json=body, headers=self.agent)
 
 
