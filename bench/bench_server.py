@@ -64,7 +64,7 @@ def seed_jobs(url: str, n: int) -> None:
     db.dispose()
 
 
-def start_server(data: Path, port: int) -> subprocess.Popen:
+def start_server(data: Path, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN}
     cmd = [
         sys.executable,
@@ -76,16 +76,24 @@ def start_server(data: Path, port: int) -> subprocess.Popen:
         str(port),
         "--log-level",
         "warning",
+        "--workers",
+        str(workers),
     ]
     proc = subprocess.Popen(cmd, env=env)
-    for _ in range(600):
+    deadline = time.monotonic() + 180  # workers import torch each: slow on a busy machine
+    answered: set[int] = set()  # the agents connect once: every worker must be accepting by then
+    while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
+            r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)  # a new connection each time
+            if r.status_code == 200:
+                answered.add(r.json()["pid"])
+                if len(answered) == workers:
+                    return proc
         except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("bench_server: the server did not become ready in 60 s")
+            time.sleep(0.2)
+    proc.terminate()  # not kill: the supervisor stops its workers
+    proc.wait(timeout=60)
+    raise SystemExit("bench_server: the server did not become ready in 180 s")
 
 
 class RawHttp:
@@ -179,10 +187,24 @@ def check_exactly_once(db_url: str) -> dict:
     return {"jobs_done": done, "measurement_rows": rows, "distinct_jobs_measured": distinct}
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its live child processes (the server's
+    workers), from Linux /proc."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def main() -> None:
@@ -193,6 +215,7 @@ def main() -> None:
     p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
                    help="agent: the result asks for the next job (phone-agent's calls); separate: "
                         "a lease call and a result call per job")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, help="server processes (profiler-server --workers)")
     p.add_argument("--out", type=Path, default=Path("runs/bench/server.json"))
     args = p.parse_args()
     results = {protocol: run_protocol(protocol, args) for protocol in args.protocols}
@@ -223,7 +246,7 @@ def run_protocol(protocol: str, args: argparse.Namespace) -> dict:
         data, port = Path(tmp), free_port()
         db_url = f"sqlite:///{data}/profiler.db"
         seed_jobs(db_url, args.jobs)
-        proc = start_server(data, port)
+        proc = start_server(data, port, args.workers)
         load_before = os.getloadavg()[0]
         try:
             cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
@@ -238,6 +261,7 @@ def run_protocol(protocol: str, args: argparse.Namespace) -> dict:
     lat.sort()
     result = {
         "protocol": protocol,
+        "workers": args.workers,
         "round_trips_per_s": round(total / elapsed, 1),
         "round_trips": total,
         "seconds": round(elapsed, 2),

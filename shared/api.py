@@ -84,7 +84,7 @@ class ErrorBody(BaseModel):
 
 
 class Ok(_Answer):
-    """``{"ok": true}``: liveness, readiness, an accepted heartbeat."""
+    """``{"ok": true}``: liveness, readiness (``/readyz`` adds the answering process's ``pid``), an accepted heartbeat."""
 
     ok: bool = True
 

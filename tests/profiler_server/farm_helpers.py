@@ -80,9 +80,9 @@ class LiveServer(ServerProcess):
     """``profiler-server`` as a real process with the tests' admin token and a fast lease reaper."""
 
     def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), workers: int = 1) -> None:
         super().__init__(data_dir, port, {"RTSEG_ADMIN_TOKEN": ADMIN, "RTSEG_REAPER_INTERVAL_S": "0.2", **(env or {})},
-                         args)
+                         args, workers)
 
 
 def lease_until_empty(db, serial: str, on_lease, device_class: str = "host/x") -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from farm_helpers import Farm, small_configs
 from sqlalchemy import create_engine
 
 
 def test_livez_readyz(client):
     assert client.get("/livez").json() == {"ok": True}
-    assert client.get("/readyz").json() == {"ok": True}
+    assert client.get("/readyz").json() == {"ok": True, "pid": os.getpid()}  # which process answered
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(client):
