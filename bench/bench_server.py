@@ -191,9 +191,10 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time so far of a process and its live child processes (the server's
-    workers), from Linux /proc."""
+def cpu_seconds(pid: int, workers: int = 1) -> float:
+    """User + system CPU time so far of the server process and, with several workers, of its
+    worker processes (its children; not the niced export worker a server process starts), from
+    Linux /proc."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -202,7 +203,7 @@ def cpu_seconds(pid: int) -> float:
             fields = _stat(int(entry.name))
         except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
             continue
-        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+        if int(entry.name) == pid or (workers > 1 and int(fields[1]) == pid):  # fields[1]: parent pid
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
@@ -249,11 +250,11 @@ def run_protocol(protocol: str, args: argparse.Namespace) -> dict:
         proc = start_server(data, port, args.workers)
         load_before = os.getloadavg()[0]
         try:
-            cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
+            cpu0, client0 = cpu_seconds(proc.pid, args.workers), time.process_time()
             total, elapsed, lat = asyncio.run(
                 run_agents(f"http://127.0.0.1:{port}", args.agents, args.seconds, protocol)
             )
-            server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu0, time.process_time() - client0
+            server_cpu, client_cpu = cpu_seconds(proc.pid, args.workers) - cpu0, time.process_time() - client0
         finally:
             proc.terminate()
             proc.wait(timeout=30)
