@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.responses import Response
-from starlette.routing import Route
 
 from profiler_server import devices, jobs, listings
 from profiler_server.auth import Principal, authenticate, require_role
@@ -19,7 +18,7 @@ from profiler_server.db import Job
 from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep, TeamDep
 from profiler_server.errors import NotFound, ServerError
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
-from profiler_server.routes.fast_json import bearer_token, parse_request
+from profiler_server.routes.fast_json import NamedRoute, bearer_token, parse_request
 from shared.api import (
     FailureRecorded,
     JobFailure,
@@ -96,22 +95,13 @@ def _json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-class _NamedRoute(Route):
-    """A Starlette route that puts itself in the request's scope, as FastAPI's routes do (FastAPI's
-    router does not for plain routes): the latency histogram labels each request by its route."""
-
-    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
-        scope["route"] = self
-        await super().handle(scope, receive, send)
-
-
 def add_fast_agent_routes(app: FastAPI) -> None:
     """Serve the agents' lease and result calls through plain Starlette routes matched before
     FastAPI's (which stay in place for the OpenAPI document): FastAPI's per-request machinery
     cost more than the transaction itself. Same checks, status codes and bodies."""
     app.router.routes[0:0] = [
-        _NamedRoute("/v1/jobs/lease", lease_fast, methods=["POST"], name="lease"),
-        _NamedRoute("/v1/jobs/{job_id}/result", result_fast, methods=["POST"], name="result"),
+        NamedRoute("/v1/jobs/lease", lease_fast, methods=["POST"], name="lease"),
+        NamedRoute("/v1/jobs/{job_id}/result", result_fast, methods=["POST"], name="result"),
     ]
 
 
