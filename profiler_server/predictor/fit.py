@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from shared.api import Statistic
 from shared.config import AnyBlock, parse_block
 from shared.encoding import FEATURE_NAMES, encode_blocks
 from shared.predictor import LatencyEnsemble, LatencyMLP, Predictor
+
+if TYPE_CHECKING:
+    from profiler_server.predictor.adapt import AdaptSettings
 
 log = logging.getLogger(__name__)
 
@@ -325,15 +329,27 @@ def fit_predictor(
     with_peers: bool = True,
     min_configs: int = 20,
     stop: threading.Event | None = None,
+    base: Predictor | None = None,
+    adapt: AdaptSettings | None = None,
 ) -> FitResult:
-    """Fit on the train split, stop early on validation, judge on the held-out test split."""
+    """Fit on the train split, stop early on validation, judge on the held-out test split. With a
+    ``base`` (a predictor of another device class), adapt it to the train and validation configs
+    (``adapt.py``) instead of training from scratch; ``base_mape`` is then the base's own error on
+    the same test split (what adapting bought)."""
     data = prepare_dataset(configs, latencies_ms)
     if len(data.keys) < min_configs:
         raise NotEnoughData(f"{len(data.keys)} distinct measured configs; need at least {min_configs} to fit")
     split = split_by_key(data.keys, seed)
     if len(split.test) == 0 or len(split.val) == 0:
         raise NotEnoughData(f"{len(data.keys)} configs leave an empty validation or test split; measure more")
-    model, history, fit_idx = train_predictor(data, split, seed, settings, stop)
+    if base is None:
+        model, history, fit_idx = train_predictor(data, split, seed, settings, stop)
+    else:
+        from profiler_server.predictor.adapt import AdaptSettings, adapt_predictor
+
+        fit_idx = np.concatenate([split.train, split.val])
+        model, history = adapt_predictor(base, data.x[fit_idx], data.y_ms[fit_idx], seed, adapt or AdaptSettings(),
+                                         stop)
     truth = data.y_ms[split.test]
     test_pred = predict_ms(model, data.x[split.test])
     metrics = {
@@ -343,6 +359,8 @@ def fit_predictor(
         "epochs": history["epochs"],
         "train_seconds": history["seconds"],
     }
+    if base is not None:
+        metrics["base_mape"] = M.mape(predict_ms(base, data.x[split.test]), truth)
     if isinstance(model, LatencyEnsemble):  # what averaging bought over each member alone
         metrics["members"] = len(model.members)
         metrics["member_mape"] = [M.mape(predict_ms(m, data.x[split.test]), truth) for m in model.members]
