@@ -14,8 +14,9 @@ factor). Blocks of the demo's space (as ``bench_learning_curve.py`` draws them).
   ``runs/bench-learning-curve/``). Per seed a fixed held-out test split (30 % by config hash) is set
   aside and, for each size (50/100/200), a seeded subsample of the rest trains:
 
-  - ``adapted``: the base adapted on the subsample (``adapt_predictor``: each member's per-kind
-    affine refitted towards the base's, then a short low-rate fine-tune, see ``fit.py``);
+  - ``adapted``: the base adapted on the subsample (``adapt_predictor``, see ``adapt.py``: the
+    base unchanged or each member's per-kind affine refitted towards the base's, whichever its
+    members' pooled out-of-fold error prefers);
   - ``scratch``: the served recipe trained on the subsample alone;
   - ``base``: the base as it is, not adapted (what the new class gets with no measurement);
   - the peers the server reports: ``random_forest``, ``lookup_table``, ``linear_macs``.
@@ -87,7 +88,7 @@ def judge(base: Predictor, rows: list[dict], seeds: list[int], sizes: tuple[int,
             split = Split(train=chosen[n_val:], val=chosen[:n_val], test=test)
             preds, seconds = {}, {}
             t0 = time.monotonic()
-            adapted = adapt_predictor(base, data.x[chosen], data.y_ms[chosen], seed, settings)[0]
+            adapted, history = adapt_predictor(base, data.x[chosen], data.y_ms[chosen], seed, settings)
             preds["adapted"], seconds["adapted"] = predict_ms(adapted, data.x[test]), time.monotonic() - t0
             model, history, _ = train_predictor(data, split, seed, TrainSettings())
             preds["scratch"], seconds["scratch"] = predict_ms(model, data.x[test]), history["seconds"]
@@ -96,9 +97,9 @@ def judge(base: Predictor, rows: list[dict], seeds: list[int], sizes: tuple[int,
             for name, pred in preds.items():
                 results.setdefault(str(size), {}).setdefault(name, []).append(
                     {"mape": M.mape(pred, truth), "within_10": M.within(pred, truth, 0.10),
-                     "train_s": seconds.get(name)})
+                     "train_s": seconds.get(name), **({"chosen": history["chosen"]} if name == "adapted" else {})})
             line = ", ".join(f"{k} {M.mape(v, truth):.1f}" for k, v in preds.items())
-            print(f"  seed {seed} size {size} (test {len(test)}): MAPE % {line}; adapted in "
+            print(f"  seed {seed} size {size} (test {len(test)}): MAPE % {line}; adapted ({history['chosen']}) in "
                   f"{seconds['adapted']:.0f} s, scratch in {seconds['scratch']:.0f} s", flush=True)
     return results
 

@@ -359,8 +359,9 @@ def fit_predictor(
         "epochs": history["epochs"],
         "train_seconds": history["seconds"],
     }
-    if base is not None:
+    if base is not None:  # what adapting bought, and which candidate the new measurements chose
         metrics["base_mape"] = M.mape(predict_ms(base, data.x[split.test]), truth)
+        metrics["adaptation"] = {"chosen": history["chosen"], "pooled_loss": history["pooled_loss"]}
     if isinstance(model, LatencyEnsemble):  # what averaging bought over each member alone
         metrics["members"] = len(model.members)
         metrics["member_mape"] = [M.mape(predict_ms(m, data.x[split.test]), truth) for m in model.members]

@@ -67,15 +67,32 @@ def test_each_member_starts_from_its_base_member_and_the_base_is_left_as_it_was(
     base, configs, ms = classes
     before = {k: v.clone() for k, v in base.state_dict().items()}
     x = encode_blocks(configs[:30])
-    refit_only, history = adapt_predictor(base, x, SLOWER * ms[:30], seed=1, settings=AdaptSettings(max_epochs=0))
-    assert isinstance(refit_only, LatencyEnsemble) and len(refit_only.members) == len(base.members)
+    refit, history = adapt_predictor(base, x, SLOWER * ms[:30], seed=1)
+    assert history["chosen"].startswith("refit ridge"), history
+    assert min(history["pooled_loss"], key=history["pooled_loss"].get) == history["chosen"]
+    assert history["pooled_loss"]["unchanged"] > history["pooled_loss"][history["chosen"]]
+    assert isinstance(refit, LatencyEnsemble) and len(refit.members) == len(base.members)
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
-    for adapted, original in zip(refit_only.members, base.members, strict=True):
+    for adapted, original in zip(refit.members, base.members, strict=True):
         # the MLP correction and the standardization are the base member's, only the affine part moved
         for name, value in original.state_dict().items():
             same = torch.equal(adapted.state_dict()[name], value)
             assert same != name.startswith("affine."), name
-    assert [h["best_epoch"] for h in history["members"]] == [0] * len(base.members)
+
+
+def test_a_fine_tune_keeps_the_epoch_its_own_fold_judges_best(classes):
+    base, configs, ms = classes
+    x = encode_blocks(configs[:40])
+    settings = AdaptSettings(max_epochs=30, patience=30)
+    plain, _ = adapt_predictor(base, x, SLOWER * ms[:40], seed=2)
+    tuned, history = adapt_predictor(base, x, SLOWER * ms[:40], seed=2, settings=settings)
+    assert len(history["members"]) == len(base.members)
+    for member_plain, member_tuned, h in zip(plain.members, tuned.members, history["members"], strict=True):
+        if h["best_epoch"] == 0:  # nothing beat the start on its fold: the start is kept as it was
+            assert all(torch.equal(a, b) for a, b in zip(member_plain.state_dict().values(),
+                                                         member_tuned.state_dict().values(), strict=True))
+        else:
+            assert not torch.equal(member_plain.net[0].weight, member_tuned.net[0].weight)
 
 
 def test_too_few_configs_to_validate_every_member_is_refused(classes):
@@ -91,4 +108,5 @@ def test_fit_with_a_base_reports_what_adapting_bought(classes):
     assert m["base_mape"] == pytest.approx(mape(predict_ms(base, result.data.x[result.split.test]),
                                                 result.data.y_ms[result.split.test]))
     assert m["base_mape"] > 50 and m["mape"] < m["base_mape"] / 2, m
+    assert m["adaptation"]["chosen"] in m["adaptation"]["pooled_loss"]
     assert m["members"] == len(base.members)

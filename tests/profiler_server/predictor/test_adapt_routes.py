@@ -21,7 +21,6 @@ from predictor_data import ADMIN, P10_SHARE, RUNTIME, store_measured
 from profiler_server.app import create_app
 from profiler_server.db import PredictorVersion
 from profiler_server.predictor.accuracy import mape
-from profiler_server.predictor.adapt import AdaptSettings
 from profiler_server.predictor.fit import TrainSettings
 from profiler_server.settings import Settings
 from shared.config import parse_block
@@ -61,7 +60,6 @@ def farm(tmp_path_factory):
     def make_app():
         app = create_app(settings)
         app.state.predictor.settings = TrainSettings(hidden=64, max_epochs=200, patience=30, members=2)
-        app.state.predictor.adapt_settings = AdaptSettings(max_epochs=100, patience=20)
         return app
 
     with ThreadedServer(make_app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
@@ -79,7 +77,7 @@ def test_an_adapted_predictor_starts_from_the_base_and_the_listing_names_it(farm
     listed = http.get("/v1/predictors", params={"device_class": OFF}).json()
     assert [(p["adapted_from"], p["metrics"]["adapted_from"]) for p in listed] == [(named, named)]
     assert http.get("/v1/predictors", params={"device_class": HOST}).json()[0]["adapted_from"] is None
-    assert {"base_mape", "mape", "peers"} <= adapted["metrics"].keys()
+    assert {"base_mape", "mape", "peers", "adaptation"} <= adapted["metrics"].keys()
     # the blocks the new class did not measure: the adapted version answers them closer than the base
     unseen = _rows("demo_blocks_host_opt_off_p10.jsonl")[N_OFF:]
     answers = {}
