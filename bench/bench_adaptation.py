@@ -88,7 +88,7 @@ def judge(base: Predictor, rows: list[dict], seeds: list[int], sizes: tuple[int,
             split = Split(train=chosen[n_val:], val=chosen[:n_val], test=test)
             preds, seconds = {}, {}
             t0 = time.monotonic()
-            adapted, history = adapt_predictor(base, data.x[chosen], data.y_ms[chosen], seed, settings)
+            adapted, adaptation = adapt_predictor(base, data.x[chosen], data.y_ms[chosen], seed, settings)
             preds["adapted"], seconds["adapted"] = predict_ms(adapted, data.x[test]), time.monotonic() - t0
             model, history, _ = train_predictor(data, split, seed, TrainSettings())
             preds["scratch"], seconds["scratch"] = predict_ms(model, data.x[test]), history["seconds"]
@@ -97,9 +97,9 @@ def judge(base: Predictor, rows: list[dict], seeds: list[int], sizes: tuple[int,
             for name, pred in preds.items():
                 results.setdefault(str(size), {}).setdefault(name, []).append(
                     {"mape": M.mape(pred, truth), "within_10": M.within(pred, truth, 0.10),
-                     "train_s": seconds.get(name), **({"chosen": history["chosen"]} if name == "adapted" else {})})
+                     "train_s": seconds.get(name), **({"chosen": adaptation["chosen"]} if name == "adapted" else {})})
             line = ", ".join(f"{k} {M.mape(v, truth):.1f}" for k, v in preds.items())
-            print(f"  seed {seed} size {size} (test {len(test)}): MAPE % {line}; adapted ({history['chosen']}) in "
+            print(f"  seed {seed} size {size} (test {len(test)}): MAPE % {line}; adapted ({adaptation['chosen']}) in "
                   f"{seconds['adapted']:.0f} s, scratch in {seconds['scratch']:.0f} s", flush=True)
     return results
 
