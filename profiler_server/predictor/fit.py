@@ -361,7 +361,7 @@ def fit_predictor(
     }
     if base is not None:  # what adapting bought, and which candidate the new measurements chose
         metrics["base_mape"] = M.mape(predict_ms(base, data.x[split.test]), truth)
-        metrics["adaptation"] = {"chosen": history["chosen"], "pooled_loss": history["pooled_loss"]}
+        metrics["adaptation"] = {"chosen": history["chosen"], "pooled_mape": history["pooled_mape"]}
     if isinstance(model, LatencyEnsemble):  # what averaging bought over each member alone
         metrics["members"] = len(model.members)
         metrics["member_mape"] = [M.mape(predict_ms(m, data.x[split.test]), truth) for m in model.members]

@@ -155,6 +155,7 @@ class Loaded:
             self.known_ms = np.concatenate([self.known_ms, np.zeros(size - len(self.known_ms))])
             self.known_outside = np.concatenate([self.known_outside, np.zeros(size - len(self.known_outside), bool)])
 
+
 def adaptable_base(session: Session, base: BasePredictor, statistic: str, kinds: set[str]) -> dict:
     """The ready version ``base`` names, as stored in an adapted version's metrics; NotFound when
     there is none, Unprocessable when its weights cannot start this fit (another feature encoding
@@ -287,7 +288,8 @@ class PredictorService:
         try:
             base = load_predictor(base_blob) if base_blob is not None else None
             result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS,
-                                   stop=self._stop, base=base and base.model, adapt=self.adapt_settings)
+                                   stop=self._stop, base=base.model if base is not None else None,
+                                   adapt=self.adapt_settings)
             if base is not None:
                 result.feature_ranges = widest_ranges(base.meta.get("feature_ranges", {}), result.feature_ranges)
                 result.metrics["adapted_from"] = adapted_from
