@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from profiler_server.predictor.fit import FitStopped, NotEnoughData, kfold
+from profiler_server.predictor.fit import Dataset, FitStopped, NotEnoughData, Split, Trainer, kfold
 from shared.predictor import LatencyEnsemble, LatencyMLP, Predictor
 
 SINGLE_BASE_FOLDS = 5  # a base of one network is judged on five folds of the new measurements
@@ -103,6 +103,18 @@ def adapt_predictor(
     model = LatencyEnsemble(adapted).eval() if isinstance(base, LatencyEnsemble) else adapted[0].eval()
     return model, {"chosen": chosen, "pooled_mape": pooled, "epochs": sum(h["epochs"] for h in histories),
                    "seconds": sum(h["seconds"] for h in histories), "members": histories}
+
+
+def adapting(base: Predictor, settings: AdaptSettings = AdaptSettings()) -> Trainer:
+    """A trainer for ``fit.fit_predictor`` that adapts ``base`` to the split's training and
+    validation configs (the members' folds do the validating)."""
+
+    def train(data: Dataset, split: Split, seed: int, stop: threading.Event | None) -> tuple[Predictor, dict, np.ndarray]:
+        fit_idx = np.concatenate([split.train, split.val])
+        model, history = adapt_predictor(base, data.x[fit_idx], data.y_ms[fit_idx], seed, settings, stop)
+        return model, history, fit_idx
+
+    return train
 
 
 def _fold(member: LatencyMLP, x: torch.Tensor, y_ms: np.ndarray, val: np.ndarray, huber_delta: float) -> Fold:

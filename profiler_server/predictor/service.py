@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from profiler_server.db import Database, PredictorVersion
 from profiler_server.errors import Conflict, NotFound, Unprocessable
 from profiler_server.predictor import store
-from profiler_server.predictor.adapt import AdaptSettings
+from profiler_server.predictor.adapt import AdaptSettings, adapting
 from profiler_server.predictor.columnar import DecodedRequest, block_columns
 from profiler_server.predictor.encode import encode_columns, encode_many
 from profiler_server.predictor.fit import (
@@ -289,7 +289,7 @@ class PredictorService:
             base = load_predictor(base_blob) if base_blob is not None else None
             result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS,
                                    stop=self._stop, base=base.model if base is not None else None,
-                                   adapt=self.adapt_settings)
+                                   trainer=adapting(base.model, self.adapt_settings) if base is not None else None)
             if base is not None:
                 result.feature_ranges = widest_ranges(base.meta.get("feature_ranges", {}), result.feature_ranges)
                 result.metrics["adapted_from"] = adapted_from

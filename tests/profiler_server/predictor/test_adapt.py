@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from profiler_server.predictor.accuracy import mape
-from profiler_server.predictor.adapt import AdaptSettings, adapt_predictor
+from profiler_server.predictor.adapt import AdaptSettings, adapt_predictor, adapting
 from profiler_server.predictor.fit import (
     NotEnoughData,
     TrainSettings,
@@ -103,7 +103,8 @@ def test_too_few_configs_to_validate_every_member_is_refused(classes):
 
 def test_fit_with_a_base_reports_what_adapting_bought(classes):
     base, configs, ms = classes
-    result = fit_predictor(configs[:120], SLOWER * ms[:120], seed=0, settings=SMALL, with_peers=False, base=base)
+    result = fit_predictor(configs[:120], SLOWER * ms[:120], seed=0, settings=SMALL, with_peers=False,
+                           trainer=adapting(base), base=base)
     m = result.metrics
     assert m["base_mape"] == pytest.approx(mape(predict_ms(base, result.data.x[result.split.test]),
                                                 result.data.y_ms[result.split.test]))
