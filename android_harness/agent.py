@@ -29,7 +29,7 @@ from android_harness.errors import DeviceOffline, HarnessError, MeasurementAbort
 from android_harness.host import HOST_SERIAL, HostRunner
 from android_harness.runner import RUNTIME_OF_FORMAT, MeasureOptions, Runner
 from android_harness.server_client import ServerClient, ServerRejected, ServerUnavailable
-from shared.schemas import JobFailure, JobLease, JobResult
+from shared.schemas import JobFailure, JobLease, JobResult, MeasurementStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,28 +107,36 @@ class DeviceWorker(threading.Thread):
 
     def run(self) -> None:
         stop = self.agent.stop_event
+        lease: JobLease | None = None  # the next job, handed over with the last result
         while not stop.is_set() and not self.device_gone:
-            if not self.agent.jobs.take():
-                return
-            try:
-                lease = self.agent.client.lease(self.agent.agent_id, self.serial)
-            except (ServerUnavailable, ServerRejected) as exc:
-                self.agent.jobs.give_back()
-                log.warning("%s: lease failed: %s", self.serial, exc)
-                stop.wait(self.agent.config.poll_s)
-                continue
             if lease is None:
-                self.agent.jobs.give_back()
-                stop.wait(self.agent.config.poll_s)
-                continue
-            self.current = lease
+                if not self.agent.jobs.take():
+                    return
+                try:
+                    lease = self.agent.client.lease(self.agent.agent_id, self.serial)
+                except (ServerUnavailable, ServerRejected) as exc:
+                    self.agent.jobs.give_back()
+                    log.warning("%s: lease failed: %s", self.serial, exc)
+                    stop.wait(self.agent.config.poll_s)
+                    continue
+                if lease is None:
+                    self.agent.jobs.give_back()
+                    stop.wait(self.agent.config.poll_s)
+                    continue
+            self.current, handed_over = lease, None
             try:
-                self.run_job(lease)
+                handed_over = self.run_job(lease)
             finally:
-                self.current = None
+                self.current = lease = handed_over  # held from here: a shutdown releases it
                 self.jobs_done += 1
+        if lease is not None:  # stopping (or the device went away) before starting it
+            self.current = None
+            self.agent.jobs.give_back()
+            self.agent.release_held([(self.serial, lease)])
 
-    def run_job(self, lease: JobLease) -> None:
+    def run_job(self, lease: JobLease) -> JobLease | None:
+        """Measure the leased job and report it; returns the device's next job when the server
+        handed one over with the result (one call per job instead of a lease and a result)."""
         try:
             options = lease_options(lease, self.agent.config.max_measure_s)
             path = self.agent.cache.get(lease.artifact_sha256, lease.format,
@@ -144,10 +152,23 @@ class DeviceWorker(threading.Thread):
         except (HarnessError, ServerRejected, ServerUnavailable) as exc:
             self._fail(lease, exc, retry=True)
         else:
-            accepted = self._report(lambda: self.agent.client.report_result(
-                lease.job_id, JobResult(lease_id=lease.lease_id, serial=self.serial, stats=stats)))
-            log.info("%s: job %d median %.3f ms (%s)", self.serial, lease.job_id, stats.median_ms,
-                     "accepted" if accepted else "refused")
+            return self._report_and_lease_next(lease, stats)
+        return None
+
+    def _report_and_lease_next(self, lease: JobLease, stats: MeasurementStats) -> JobLease | None:
+        agent_id = self.agent.agent_id
+        wants_next = bool(agent_id) and not self.agent.stop_event.is_set() and self.agent.jobs.take()
+        result = JobResult(lease_id=lease.lease_id, serial=self.serial, stats=stats,
+                           lease_next=wants_next, agent_id=agent_id if wants_next else None)
+        answer = self._report(lambda: self.agent.client.report_result(lease.job_id, result))
+        log.info("%s: job %d median %.3f ms (%s)", self.serial, lease.job_id, stats.median_ms,
+                 "accepted" if answer is not None else "refused")
+        handed_over = answer.next_job if answer is not None else None
+        if wants_next and handed_over is None:
+            self.agent.jobs.give_back()
+            if answer is not None and answer.next_error:
+                log.warning("%s: no next job with the result: %s", self.serial, answer.next_error)
+        return handed_over
 
     def _fail(self, lease: JobLease, exc: Exception, retry: bool) -> None:
         log.warning("%s: job %d failed: %s", self.serial, lease.job_id, exc)
@@ -294,13 +315,22 @@ class Agent:
             worker.join(max(0.0, deadline - time.monotonic()))
         held = [(w.serial, w.current) for w in self.workers.values() if w.is_alive() and w.current is not None]
         self.abort_event.set()  # read the leases first: an aborted worker forgets its lease at once
-        client = ServerClient(self.config.server, self.config.token, timeout_s=5.0)  # stop flag is set on ours
         try:
-            for serial, lease in held:
-                log.warning("releasing job %d still running on %s", lease.job_id, serial)
-                client.release(lease.job_id, lease.lease_id, self.agent_id or None)
+            self.release_held(held)
             for worker in self.workers.values():
                 worker.join(5.0)  # aborted measurements stop within a fraction of a second
         finally:
-            client.close()
             self.client.close()
+
+    def release_held(self, held: list[tuple[str, JobLease]]) -> None:
+        """Hand back leases this agent will not finish, through a client of their own (the agent's
+        client stops answering once the stop flag is set)."""
+        if not held:
+            return
+        client = ServerClient(self.config.server, self.config.token, timeout_s=5.0)
+        try:
+            for serial, lease in held:
+                log.warning("releasing job %d held for %s", lease.job_id, serial)
+                client.release(lease.job_id, lease.lease_id, self.agent_id or None)
+        finally:
+            client.close()

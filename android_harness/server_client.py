@@ -24,6 +24,7 @@ from shared.api import (
     LeaseRequest,
     LeaseResponse,
     Ok,
+    ResultRecorded,
 )
 
 log = logging.getLogger(__name__)
@@ -108,16 +109,17 @@ class ServerClient:
         body = LeaseRequest(agent_id=agent_id, serial=serial).model_dump(mode="json")
         return LeaseResponse.model_validate(self.request("POST", "/v1/jobs/lease", json=body).json()).job
 
-    def report_result(self, job_id: int, result: JobResult) -> bool:
-        """True when accepted; False when the lease was no longer ours (409)."""
+    def report_result(self, job_id: int, result: JobResult) -> ResultRecorded | None:
+        """The server's answer (with the device's next job when ``result.lease_next``); None when
+        the lease was no longer ours (409)."""
         try:
-            self.request("POST", f"/v1/jobs/{job_id}/result", json=result.model_dump(mode="json"))
+            answer = self.request("POST", f"/v1/jobs/{job_id}/result", json=result.model_dump(mode="json"))
         except ServerRejected as exc:
             if exc.status == 409:
                 log.warning("result for job %d refused: %s", job_id, exc.detail)
-                return False
+                return None
             raise
-        return True
+        return ResultRecorded.model_validate(answer.json())
 
     def report_failure(self, job_id: int, failure: JobFailure) -> None:
         try:

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -60,15 +63,38 @@ def open_database(settings: Settings) -> tuple[Database, str | None]:
     return db, generated
 
 
+# How long a thread holding the GIL runs before one waiting for it is let in (Python's default:
+# 5 ms). Exports and fits run in threads of the server process; with the default, the event loop
+# waited up to 5 ms for the GIL at each step of a request while an export traced a block.
+GIL_SWITCH_S = 0.001
+
+
+SUPERVISOR_PID_ENV = "RTSEG_SUPERVISOR_PID"  # set for worker processes (profiler-server --workers)
+
+
+async def _stop_without_supervisor(supervisor: int) -> None:
+    """A worker whose supervisor died (killed outright) shuts down as on SIGTERM instead of
+    serving on alone; the supervisor would have stopped it."""
+    while os.getppid() == supervisor:
+        await asyncio.sleep(1.0)
+    log.warning("the supervising profiler-server (pid %d) is gone; this worker stops", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    task = asyncio.create_task(reaper_loop(app.state.db, app.state.settings, app.state.completion))
+    sys.setswitchinterval(GIL_SWITCH_S)  # set by each server process (workers build the app themselves)
+    tasks = [asyncio.create_task(reaper_loop(app.state.db, app.state.settings, app.state.completion))]
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor:
+        tasks.append(asyncio.create_task(_stop_without_supervisor(int(supervisor))))
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         app.state.group_commit.close()
         app.state.exporter.shutdown()
         app.state.predictor.shutdown()

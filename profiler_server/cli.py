@@ -14,17 +14,17 @@ from types import FrameType
 import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from uvicorn.supervisors import Multiprocess
 
-from profiler_server.app import create_app
+from profiler_server.app import SUPERVISOR_PID_ENV, create_app, open_database
 from profiler_server.host_agent import HostAgentSupervisor, agent_command, host_agent_token
 from profiler_server.settings import Settings
 from shared.version import add_version_flag
 
 log = logging.getLogger("profiler_server")
-# How long a thread holding the GIL runs before one waiting for it is let in (Python's default:
-# 5 ms). Exports and fits run in threads of the server process; with the default, the event loop
-# waited up to 5 ms for the GIL at each step of a request while an export traced a block.
-GIL_SWITCH_S = 0.001
+# How long a worker process may take to start (it imports torch: slow on a busy machine) or to
+# answer the supervisor's health check before it is replaced.
+WORKER_START_S = 120
 DRIVER_HINTS = {  # driver module -> what to install
     "psycopg": "install the 'postgres' extra: pip install 'rtseg-farm[postgres]'",
     "psycopg2": "install the 'postgres' extra (pip install 'rtseg-farm[postgres]') and use postgresql+psycopg://",
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve the lab network)")
     p.add_argument("--data", type=Path, help="data folder: artifacts, admin_token (env RTSEG_DATA_DIR)")
     p.add_argument("--host-device", action="store_true", help="also run phone-agent for this machine's CPU")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port and the database: the agents' lease and report "
+                        "calls scale with them (one per core; --host-device needs 1)")  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -109,15 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.workers < 1 or (args.workers > 1 and args.host_device):
+        why = "--workers must be at least 1" if args.workers < 1 else "--host-device runs with --workers 1"
+        print(f"profiler-server: {why}", file=sys.stderr)
+        return 2
     try:
         settings = make_settings(args)
+        if args.workers > 1:
+            return run_workers(args, settings)
         app = create_app(settings)
     except (ArgumentError, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
         print(database_error(args.db or os.environ.get("RTSEG_DB_URL"), exc), file=sys.stderr)
         return 2
-    if app.state.generated_admin_token:
-        print(f"admin token (shown once; also in {settings.data_dir / 'admin_token'}):", flush=True)
-        print(app.state.generated_admin_token, flush=True)
+    show_generated_token(app.state.generated_admin_token, settings)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5
     )
@@ -127,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         command = agent_command(args.port, settings.host_agent_grace_s, settings.host_agent_max_outage_s)
         agent = HostAgentSupervisor(command, token, settings.host_agent_grace_s)
     server = FarmServer(config, agent)
-    sys.setswitchinterval(GIL_SWITCH_S)
     if agent is not None:
         ready = lambda: server.started or server.should_exit  # noqa: E731
         threading.Thread(target=agent.run, args=(ready,), name="host-agent", daemon=True).start()
@@ -143,6 +149,31 @@ def main(argv: list[str] | None = None) -> int:
         if agent is not None:
             agent.stop()  # already stopped on a signal; here when uvicorn failed to start
     return 0 if server.started else 1
+
+
+def show_generated_token(token: str | None, settings: Settings) -> None:
+    if token:
+        print(f"admin token (shown once; also in {settings.data_dir / 'admin_token'}):", flush=True)
+        print(token, flush=True)
+
+
+def run_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve with ``args.workers`` processes on one listening socket (uvicorn's supervisor restarts
+    one that dies). This process migrates the database and makes the admin token first; each
+    worker builds the app from the same settings, passed in the environment. Everything the
+    workers share is in the database, as for several servers on one PostgreSQL database; request
+    histograms in ``/metrics`` are those of the worker that answers."""
+    db, generated = open_database(settings)
+    db.dispose()
+    show_generated_token(generated, settings)
+    os.environ["RTSEG_DB_URL"] = settings.database_url
+    os.environ["RTSEG_DATA_DIR"] = str(settings.data_dir)
+    os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
+    config = uvicorn.Config("profiler_server.app:create_app", factory=True, host=args.host, port=args.port,
+                            workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=5,
+                            timeout_worker_healthcheck=WORKER_START_S)  # fmt: skip
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class ErrorBody(BaseModel):
 
 
 class Ok(_Answer):
-    """``{"ok": true}``: liveness, readiness, an accepted heartbeat."""
+    """``{"ok": true}``: liveness, readiness (``/readyz`` adds the answering process's ``pid``), an accepted heartbeat."""
 
     ok: bool = True
 
@@ -252,7 +252,13 @@ class MeasurementRow(_Answer):
 
 
 class ResultRecorded(_Answer):
+    """``next_job``: the device's next job when the result asked for it (``lease_next``), None when
+    nothing is queued for it or the agent may not lease for that device (``next_error`` says why:
+    the result itself is stored either way)."""
+
     measurement_id: int
+    next_job: JobLease | None = None
+    next_error: str | None = None
 
 
 class FailureRecorded(_Answer):

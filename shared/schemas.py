@@ -9,7 +9,15 @@ import functools
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.types import Strict
 from pydantic_core import PydanticCustomError
 
@@ -206,9 +214,21 @@ class LeaseResponse(_Model):
 
 
 class JobResult(_Request):
+    """A measurement of a leased job. With ``lease_next`` the answer also carries the device's next
+    job (``ResultRecorded.next_job``), leased in the same transaction as if ``POST /v1/jobs/lease``
+    had been called with ``agent_id`` and ``serial``: one call per measured job instead of two."""
+
     lease_id: str = Field(max_length=64)
     serial: str = Field(max_length=128)
     stats: MeasurementStats
+    lease_next: StrictBool = False
+    agent_id: str | None = Field(None, max_length=64, description="the agent leasing the next job (lease_next)")
+
+    @model_validator(mode="after")
+    def _next_needs_agent(self) -> JobResult:
+        if self.lease_next and self.agent_id is None:
+            raise ValueError("lease_next needs agent_id: the agent that leases the device's next job")
+        return self
 
 
 class JobFailure(_Request):

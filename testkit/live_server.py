@@ -70,9 +70,11 @@ class ServerProcess:
     in ``server-<port>.log`` beside the data folder."""
 
     def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), workers: int = 1) -> None:
         self.data_dir = data_dir
         self.args = args  # e.g. ("--host-device",)
+        self.workers = workers
+        self.worker_pids: set[int] = set()  # the processes seen answering /readyz
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -80,16 +82,19 @@ class ServerProcess:
 
     def start(self, timeout: float = 180) -> ServerProcess:  # a start imports torch: slow on a busy machine
         cmd = [sys.executable, "-m", "profiler_server.cli", "--data", str(self.data_dir), "--port", str(self.port),
-               "--log-level", "warning", *self.args]  # fmt: skip
+               "--log-level", "warning", "--workers", str(self.workers), *self.args]  # fmt: skip
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
+            try:  # a new connection each time: with several workers, each must be up before use
+                r = httpx.get(f"{self.url}/readyz", timeout=1)
+                if r.status_code == 200:
+                    self.worker_pids.add(r.json()["pid"])
+                    if len(self.worker_pids) >= self.workers:
+                        return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)

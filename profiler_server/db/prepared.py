@@ -70,9 +70,8 @@ class SqlitePrepared:
 def _utc_text(value: datetime) -> str:
     """What SQLAlchemy stores for a :class:`UTCDateTime` on SQLite (naive UTC, microseconds)."""
     if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")  # fmt: skip
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
 
 
 def _utc_datetime(text: str) -> datetime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,7 +28,7 @@ def readyz(request: Request) -> JSONResponse:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         return JSONResponse({"ok": False, "detail": f"database unreachable: {exc}"}, status_code=503)
-    return JSONResponse({"ok": True})
+    return JSONResponse({"ok": True, "pid": os.getpid()})  # which server process answered (--workers)
 
 
 @router.get(

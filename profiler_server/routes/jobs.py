@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.responses import Response
-from starlette.routing import Route
 
 from profiler_server import devices, jobs, listings
-from profiler_server.auth import authenticate, require_role
+from profiler_server.auth import Principal, authenticate, require_role
 from profiler_server.cancel import cancel_job
 from profiler_server.db import Job
 from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep, TeamDep
-from profiler_server.errors import NotFound
+from profiler_server.errors import NotFound, ServerError
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
-from profiler_server.routes.fast_json import bearer_token, parse_request
+from profiler_server.routes.fast_json import NamedRoute, bearer_token, parse_request
 from shared.api import (
     FailureRecorded,
     JobFailure,
     JobFilter,
+    JobLease,
     JobRelease,
     JobReleased,
     JobResult,
@@ -48,11 +48,14 @@ async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> Lea
 
 def _lease(app: FastAPI, token: str | None, body: LeaseRequest, session: Session) -> LeaseResponse:
     principal = require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
+    return LeaseResponse(job=_lease_for(app, session, principal, body.agent_id, body.serial))
+
+
+def _lease_for(app: FastAPI, session: Session, principal: Principal, agent_id: str, serial: str) -> JobLease | None:
     cache = app.state.device_cache
-    device_class = devices.agent_device(session, principal, body.agent_id, body.serial, cache)
+    device_class = devices.agent_device(session, principal, agent_id, serial, cache)
     # leasing requeues expired jobs, which may complete a campaign: the group commit fires its hooks
-    view = jobs.lease_job(session, body.serial, device_class, app.state.settings.lease_s, body.agent_id)
-    return LeaseResponse(job=view)
+    return jobs.lease_job(session, serial, device_class, app.state.settings.lease_s, agent_id)
 
 
 @router.post("/{job_id}/result", response_model=ResultRecorded, responses=AUTH | BODY | error_responses(404, 409))
@@ -61,9 +64,15 @@ async def result(body: JobResult, request: Request, creds: Credentials, job_id: 
 
 
 def _result(app: FastAPI, token: str | None, job_id: int, body: JobResult, session: Session) -> ResultRecorded:
-    require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
+    principal = require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
     measurement_id, _ = jobs.record_result(session, job_id, body)
-    return ResultRecorded(measurement_id=measurement_id)
+    if not body.lease_next:
+        return ResultRecorded(measurement_id=measurement_id)
+    try:  # the agent's next job in the same transaction; a refused lease does not undo the result
+        next_job = _lease_for(app, session, principal, body.agent_id, body.serial)
+    except ServerError as exc:
+        return ResultRecorded(measurement_id=measurement_id, next_error=exc.message)
+    return ResultRecorded(measurement_id=measurement_id, next_job=next_job)
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:
@@ -86,22 +95,13 @@ def _json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-class _NamedRoute(Route):
-    """A Starlette route that puts itself in the request's scope, as FastAPI's routes do (FastAPI's
-    router does not for plain routes): the latency histogram labels each request by its route."""
-
-    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
-        scope["route"] = self
-        await super().handle(scope, receive, send)
-
-
 def add_fast_agent_routes(app: FastAPI) -> None:
     """Serve the agents' lease and result calls through plain Starlette routes matched before
     FastAPI's (which stay in place for the OpenAPI document): FastAPI's per-request machinery
     cost more than the transaction itself. Same checks, status codes and bodies."""
     app.router.routes[0:0] = [
-        _NamedRoute("/v1/jobs/lease", lease_fast, methods=["POST"], name="lease"),
-        _NamedRoute("/v1/jobs/{job_id}/result", result_fast, methods=["POST"], name="result"),
+        NamedRoute("/v1/jobs/lease", lease_fast, methods=["POST"], name="lease"),
+        NamedRoute("/v1/jobs/{job_id}/result", result_fast, methods=["POST"], name="result"),
     ]
 
 

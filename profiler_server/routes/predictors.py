@@ -10,7 +10,6 @@ from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
 
 from profiler_server.db import PredictorVersion
 from profiler_server.deps import PredictorDep, SessionDep, SettingsDep, TeamDep
@@ -19,6 +18,7 @@ from profiler_server.openapi import AUTH, BODY, INVALID, MISSING, error_response
 from profiler_server.predictor import store
 from profiler_server.predictor.columnar import NotValidAsSent, decode_body
 from profiler_server.predictor.service import Loaded, PredictorService
+from profiler_server.routes.fast_json import NamedRoute
 from shared.api import (
     FitRequest,
     FitStarted,
@@ -126,7 +126,7 @@ def add_fast_predict_route(app: FastAPI) -> None:
     single-block prediction although the endpoint takes only the request; the FastAPI route of
     the same path stays in place for the OpenAPI document. Errors go through the app's exception
     handlers either way (same status codes and bodies)."""
-    app.router.routes.insert(0, Route("/v1/predict", predict, methods=["POST"], name="predict"))
+    app.router.routes.insert(0, NamedRoute("/v1/predict", predict, methods=["POST"], name="predict"))
 
 
 @router.get("/predictors", response_model=list[PredictorView], responses=INVALID)

@@ -126,6 +126,27 @@ def test_agent_measures_host_and_phone_jobs_and_reports_them(server, adb_server,
     assert all(r["device_class"] == "Pixel 7/gs201" for r in phone_rows if "device_class" in r), serial
 
 
+def requests_served(server: Server, path: str) -> float:
+    """How many requests the server answered 200 on the route ``path``, from its /metrics."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    key = f'route="{path}",status="200"'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("rtseg_request_seconds_count{") and key in line)
+
+
+def test_agent_reports_each_result_and_leases_the_next_job_in_one_call(server, tmp_path):
+    """A measured job costs the agent one request: the result asks for the device's next job."""
+    team, token = server.tokens()
+    campaign = server.campaign(team, host_device_class(), n=4, min_seconds=0.01)
+    agent = Agent(agent_config(server, token, tmp_path, host_device=True, use_adb=False, max_jobs=4))
+    thread = run_in_thread(agent)
+    thread.join(120)
+    assert not thread.is_alive(), "agent did not finish its 4 jobs"
+    assert len(server.get(f"/v1/measurements?campaign_id={campaign['id']}")) == 4
+    assert requests_served(server, "/v1/jobs/{job_id}/result") == 4
+    assert requests_served(server, "/v1/jobs/lease") == 1, "jobs 2-4 came with the results"
+
+
 @pytest.mark.slow
 def test_agent_survives_a_server_restart(tmp_path):
     server = Server(tmp_path / "server").start()

@@ -58,8 +58,8 @@ class Farm:
         assert r.status_code == 200, r.text
         return r.json()["job"]
 
-    def report(self, job: dict, serial: str | None = None, median: float = 1.0) -> httpx.Response:
-        body = {"lease_id": job["lease_id"], "serial": serial or self.serial, "stats": stats(median)}
+    def report(self, job: dict, serial: str | None = None, median: float = 1.0, **extra) -> httpx.Response:
+        body = {"lease_id": job["lease_id"], "serial": serial or self.serial, "stats": stats(median), **extra}
         return self.client.post(f"/v1/jobs/{job['job_id']}/result", json=body, headers=self.agent)
 
 
@@ -80,9 +80,9 @@ class LiveServer(ServerProcess):
     """``profiler-server`` as a real process with the tests' admin token and a fast lease reaper."""
 
     def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), workers: int = 1) -> None:
         super().__init__(data_dir, port, {"RTSEG_ADMIN_TOKEN": ADMIN, "RTSEG_REAPER_INTERVAL_S": "0.2", **(env or {})},
-                         args)
+                         args, workers)
 
 
 def lease_until_empty(db, serial: str, on_lease, device_class: str = "host/x") -> None:

@@ -52,6 +52,8 @@ def bad_requests(farm: Farm, job: dict) -> list[tuple[str, bytes | None, dict]]:
         (path, json.dumps({**result, "stats": {**stats(), "runs": "many"}}).encode(), agent),
         (path, json.dumps({**result, "stats": []}).encode(), agent),
         (path, b'"text"', agent),
+        (path, json.dumps({**result, "lease_next": True}).encode(), agent),  # no agent_id: 422
+        (path, json.dumps({**result, "lease_next": 1, "agent_id": farm.agent_id}).encode(), agent),
         (path, json.dumps(result).encode(), {**farm.team, **as_json}),
     ]
 
@@ -78,7 +80,36 @@ def test_lease_and_result_through_the_fast_routes_keep_the_contract(farm: Farm):
     assert job["artifact_url"] == f"/v1/artifacts/{job['artifact_sha256']}"
     assert job["lease_expires_at"].endswith("Z")  # the same datetime form as every other answer
     first = farm.report(job)
-    assert first.status_code == 200 and set(first.json()) == {"measurement_id"}
+    assert first.status_code == 200 and first.json()["next_job"] is None
+    assert set(first.json()) == {"measurement_id", "next_job", "next_error"}
     again = farm.report(job)
     assert again.status_code == 409 and "not leased" in again.json()["detail"]
     assert farm.lease() is None
+
+
+def test_a_result_that_asks_for_the_next_job_gets_it_in_the_same_call(farm: Farm):
+    """One call per measured job: the result stores the measurement and leases the device's next
+    job as a lease call would; a lease the agent may not take leaves the result stored."""
+    farm.campaign(small_configs(3))
+    job = farm.lease()
+    seen = [job["job_id"]]
+    for _ in range(2):
+        r = farm.report(job, lease_next=True, agent_id=farm.agent_id)
+        assert r.status_code == 200, r.text
+        job = r.json()["next_job"]
+        assert job is not None and job["job_id"] not in seen
+        seen.append(job["job_id"])
+    listed = farm.client.get(f"/v1/jobs/{job['job_id']}", headers=farm.team).json()
+    assert listed["state"] == "running" and listed["leased_by_device"] == farm.serial
+    last = farm.report(job, lease_next=True, agent_id=farm.agent_id)
+    assert last.status_code == 200 and last.json()["next_job"] is None and last.json()["next_error"] is None
+    rows = farm.client.get("/v1/measurements", params={"device_class": listed["device_class"]}, headers=farm.team)
+    assert sorted(m["job_id"] for m in rows.json()) == sorted(seen)
+
+    farm.campaign(small_configs(2, offset=10))
+    job = farm.lease()
+    foreign = farm.report(job, lease_next=True, agent_id="0" * 32)  # not this token's agent
+    assert foreign.status_code == 200 and foreign.json()["next_job"] is None
+    assert "agent" in foreign.json()["next_error"]
+    assert farm.report(job).status_code == 409, "the result was stored: a second one is refused"
+    assert farm.lease() is not None, "the refused next lease took nothing from the queue"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from farm_helpers import Farm, small_configs
 from sqlalchemy import create_engine
 
 
 def test_livez_readyz(client):
     assert client.get("/livez").json() == {"ok": True}
-    assert client.get("/readyz").json() == {"ok": True}
+    assert client.get("/readyz").json() == {"ok": True, "pid": os.getpid()}  # which process answered
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(client):
@@ -26,6 +28,8 @@ def test_metrics_count_jobs_queue_devices_and_latency(farm: Farm):
     assert 'rtseg_queue_depth{device_class="host/test-cpu"} 2.0' in text
     assert "rtseg_devices_online 2.0" in text
     assert 'rtseg_request_seconds_count{method="POST",route="/v1/jobs/lease",status="200"} 1.0' in text
+    farm.client.post("/v1/predict", json={"device_class": "nowhere", "blocks": []})
+    assert 'route="/v1/predict"' in farm.client.get("/metrics").text, "the fast routes are labelled"
 
 
 def test_every_answer_tells_its_server_time(client):
