@@ -80,25 +80,27 @@ def sample(space_name: str, n: int, seed: int = 0) -> list[AnyBlock]:
     return cfgs[:n]  # a prefix of one fixed draw: measuring more later extends the same sample
 
 
-def measure(space_name: str, n: int) -> list[dict]:
-    """Measure ``n`` configs of the space once each (resumable); returns every stored row."""
+def measure(space_name: str, n: int, path: Path | None = None, optimization: str = "all", seed: int = 0) -> list[dict]:
+    """Measure ``n`` configs of the space (draw ``seed``) once each with onnxruntime's graph
+    ``optimization`` (resumable); returns every row stored in ``path`` (default: the space's file)."""
     from bench.bench_predictor import measure_onnx
     from shared.blocks import example_inputs
     from shared.export import export_block_onnx
 
-    path = RUN_DIR / f"{space_name}.jsonl"
+    path = path or RUN_DIR / f"{space_name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {r["key"] for r in current(load_measured(path))}
-    todo = [c for c in sample(space_name, n) if c.key() not in done]
+    todo = [c for c in sample(space_name, n, seed) if c.key() not in done]
     t0 = time.time()
     with path.open("a") as fh:
         for i, cfg in enumerate(todo):
-            stats = measure_onnx(export_block_onnx(cfg), example_inputs(cfg), warmup=3, runs=15, min_s=0.01)
+            stats = measure_onnx(export_block_onnx(cfg), example_inputs(cfg), warmup=3, runs=15, min_s=0.01,
+                                 optimization=optimization)
             stats.pop("samples_ms")
             fh.write(json.dumps({"key": cfg.key(), "config": cfg.model_dump(), **stats}) + "\n")
             fh.flush()
-            if i % 200 == 0:
-                print(f"[{space_name}] measured {i}/{len(todo)} ({time.time() - t0:.0f} s)", flush=True)
+            if i % 100 == 0:
+                print(f"[{path.stem}] measured {i}/{len(todo)} ({time.time() - t0:.0f} s)", flush=True)
     return current(load_measured(path))
 
 
@@ -185,18 +187,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--measure", type=int, default=4000, help="configs to measure per space (once; resumable)")
     ap.add_argument("--no-measure", action="store_true", help="judge on the configs measured so far only")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="measure the configs of each space (resumable) and stop before the curve")
     ap.add_argument("--no-single", action="store_true", help="skip the single MLP (the recipe served before)")
     args = ap.parse_args(argv)
     out: dict = {"sizes": args.sizes, "seeds": args.seeds, "statistic": "p10_ms", "spaces": {}}
+    if args.measure_only and args.no_measure:
+        ap.error("--measure-only and --no-measure exclude each other")
     all_losses = []
     for space in args.spaces:
         rows = current(load_measured(RUN_DIR / f"{space}.jsonl")) if args.no_measure else measure(space, args.measure)
         print(f"[{space}] {len(rows)} measured configs", flush=True)
+        if args.measure_only:
+            continue
         results = curve(rows, list(range(args.seeds)), tuple(args.sizes), single=not args.no_single)
         table, losses = summarize(results)
         print_table(space, table)
         out["spaces"][space] = {"n_measured": len(rows), "table": table, "runs": results, "mlp_loses": losses}
         all_losses += [f"{space} {x}" for x in losses]
+    if args.measure_only:
+        print("measured; run again with --no-measure for the curve")
+        return 0
     OUT.parent.mkdir(parents=True, exist_ok=True)
     out_path = OUT.with_name(f"learning_curve_{'_'.join(args.spaces)}.json") if len(args.spaces) == 1 else OUT
     out_path.write_text(json.dumps(out, indent=2) + "\n")

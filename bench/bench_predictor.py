@@ -103,23 +103,29 @@ def sample_configs(n: int, seed: int) -> list[AnyBlock]:
     return list(out.values())
 
 
-def _session(model: bytes) -> ort.InferenceSession:
+GRAPH_OPTIMIZATION = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                      "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                      "off": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+
+
+def _session(model: bytes, optimization: str = "all") -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = GRAPH_OPTIMIZATION[optimization]
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def measure_onnx(model: bytes, feeds_from: tuple, warmup: int = 10, runs: int = 50, min_s: float = 0.05,
-                 clock: str = "wall") -> dict:
+                 clock: str = "wall", optimization: str = "all") -> dict:
     """Median/mean/p10/p90 of per-run times (ms) of one ONNX model on this CPU, 1 thread. ``clock``:
     ``wall``, or ``thread-cpu`` (the calling thread's CPU time: with one intra-op thread onnxruntime
     computes on the calling thread, so it equals wall time on a quiet machine and leaves out the
-    time other processes of a shared machine take the core away)."""
+    time other processes of a shared machine take the core away); ``optimization``: onnxruntime's
+    graph optimizations (``all``, ``basic`` or ``off``)."""
     _, now_ns = sample_clock(MeasureOptions(clock=clock))
-    sess = _session(model)
+    sess = _session(model, optimization)
     feeds = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), feeds_from, strict=True)}
     for _ in range(warmup):
         sess.run(None, feeds)
@@ -133,7 +139,7 @@ def measure_onnx(model: bytes, feeds_from: tuple, warmup: int = 10, runs: int = 
     return {"median_ms": statistics.median(samples), "mean_ms": statistics.fmean(samples), "p10_ms": qs[0],
             "p90_ms": qs[-1], "std_ms": statistics.pstdev(samples), "runs": len(samples), "warmup": warmup,
             "samples_ms": [round(s, 5) for s in samples], "tool": "onnxruntime", "tool_version": ort.__version__,
-            "flags": ["intra_op=1", "inter_op=1", "sequential", "opt=all", f"clock={clock}"]}
+            "flags": ["intra_op=1", "inter_op=1", "sequential", f"opt={optimization}", f"clock={clock}"]}
 
 
 def measure_block(cfg: AnyBlock, clock: str = "wall") -> dict:

@@ -25,6 +25,12 @@ class Conflict(ServerError):
     status = 409
 
 
+class Unprocessable(ServerError):
+    """Well-formed, but it cannot be done as asked (the message says why)."""
+
+    status = 422
+
+
 class TooLarge(ServerError):
     status = 413
 

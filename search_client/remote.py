@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from shared.api import (
+    BasePredictor,
     CampaignCreate,
     CampaignView,
     DeviceView,
@@ -250,9 +251,12 @@ class ProfilerClient:
             body["network"] = True
         return PredictResponse.model_validate(self._json("POST", "/v1/predict", json=body))
 
-    def fit_predictor(self, device_class: str, runtime: str) -> FitStarted:
-        """Start a fit on the server; poll ``predictor(answer.id)`` or :meth:`wait_fit` for it."""
-        body = {"device_class": device_class, "runtime": runtime}
+    def fit_predictor(self, device_class: str, runtime: str, base: BasePredictor | None = None) -> FitStarted:
+        """Start a fit on the server; poll ``predictor(answer.id)`` or :meth:`wait_fit` for it.
+        ``base``: adapt that predictor (of another device class) instead of training from scratch."""
+        body: dict = {"device_class": device_class, "runtime": runtime}
+        if base is not None:
+            body["base"] = base.model_dump(exclude_none=True)
         return FitStarted.model_validate(self._json("POST", "/v1/predictors", json=body))
 
     def wait_predictor(

@@ -46,7 +46,7 @@ from shared.schemas import (
 from shared.space import SearchSpace
 
 __all__ = [
-    "JOB_DEFAULTS", "AgentRegister", "AgentRegistered", "BadRuntime", "CampaignCreate", "CampaignView",
+    "JOB_DEFAULTS", "AdaptedFrom", "AgentRegister", "AgentRegistered", "BadRuntime", "BasePredictor", "CampaignCreate", "CampaignView",
     "CAMPAIGN_STATES", "JOB_STATES", "CampaignFilter", "JobFilter", "MeasurementFilter", "Paging",
     "DeviceInfo", "DeviceView", "ErrorBody", "FailureRecorded", "FieldError", "FarmStatus", "FitRequest",
     "FitStarted", "Heartbeat",
@@ -429,12 +429,34 @@ class TokenList(_Answer):
 # --- predictors ----------------------------------------------------------------------------
 
 
+class BasePredictor(_Body):
+    """A ready predictor of another device class (or runtime) to start a fit from: the new version
+    starts from its weights and is fine-tuned on the fitted class's own measurements."""
+
+    device_class: str = Field(min_length=1, max_length=200)
+    runtime: RuntimeText = "onnxruntime"
+    version: int | None = Field(None, ge=1, le=2**31 - 1, description="default: its latest ready version")
+
+
 class FitRequest(_Body):
     device_class: str = Field(min_length=1, max_length=200)
     runtime: RuntimeText = "onnxruntime"
     statistic: Statistic | None = Field(
         None, description="per-config latency to learn (default p10_ms: least disturbed by interference)"
     )
+    base: BasePredictor | None = Field(
+        None, description="adapt this predictor (e.g. of a device class measured at length) to the few "
+                          "configs measured here instead of training from scratch"
+    )
+
+
+class AdaptedFrom(_Answer):
+    """The predictor version a fit started from (``FitRequest.base`` resolved)."""
+
+    id: int
+    device_class: str
+    runtime: str
+    version: int
 
 
 class FitStarted(_Answer):
@@ -446,6 +468,7 @@ class FitStarted(_Answer):
     version: int
     device_class: str
     runtime: str
+    adapted_from: AdaptedFrom | None = None
 
 
 class PredictorView(_Answer):
@@ -464,6 +487,8 @@ class PredictorView(_Answer):
     blob_sha256: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     beaten_by: list[Any] = Field(default_factory=list)
+    adapted_from: AdaptedFrom | None = Field(None, description="the base it was adapted from; null: trained "
+                                                               "from scratch")
 
 
 class PredictorDetail(PredictorView):

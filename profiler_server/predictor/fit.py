@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -309,6 +309,10 @@ def predict_ms(model: Predictor, x: torch.Tensor) -> np.ndarray:
     return model(x).double().numpy()
 
 
+# (data, split, seed, stop) -> (model, training history, indices of the configs it learned from)
+Trainer = Callable[[Dataset, Split, int, threading.Event | None], tuple[Predictor, dict, np.ndarray]]
+
+
 def ranking(mlp_mape: float, peers: dict[str, dict]) -> dict:
     """``{"winner": name of the lowest test MAPE ("mlp" or a peer), "beaten_by": peers that beat the
     served MLP on the same split}``: a served predictor that loses to a peer says so."""
@@ -325,15 +329,24 @@ def fit_predictor(
     with_peers: bool = True,
     min_configs: int = 20,
     stop: threading.Event | None = None,
+    trainer: Trainer | None = None,
+    base: Predictor | None = None,
 ) -> FitResult:
-    """Fit on the train split, stop early on validation, judge on the held-out test split."""
+    """Fit on the train split, stop early on validation, judge on the held-out test split.
+    ``trainer``: how the model is trained on the split (default: the served recipe,
+    ``train_predictor`` with ``settings``; ``adapt.adapting(base)`` adapts a predictor of another
+    device class); ``base``: a predictor whose own error on the same test split is reported beside
+    (``base_mape``: what adapting bought)."""
     data = prepare_dataset(configs, latencies_ms)
     if len(data.keys) < min_configs:
         raise NotEnoughData(f"{len(data.keys)} distinct measured configs; need at least {min_configs} to fit")
     split = split_by_key(data.keys, seed)
     if len(split.test) == 0 or len(split.val) == 0:
         raise NotEnoughData(f"{len(data.keys)} configs leave an empty validation or test split; measure more")
-    model, history, fit_idx = train_predictor(data, split, seed, settings, stop)
+    if trainer is None:
+        model, history, fit_idx = train_predictor(data, split, seed, settings, stop)
+    else:
+        model, history, fit_idx = trainer(data, split, seed, stop)
     truth = data.y_ms[split.test]
     test_pred = predict_ms(model, data.x[split.test])
     metrics = {
@@ -343,6 +356,10 @@ def fit_predictor(
         "epochs": history["epochs"],
         "train_seconds": history["seconds"],
     }
+    if base is not None:  # what adapting bought
+        metrics["base_mape"] = M.mape(predict_ms(base, data.x[split.test]), truth)
+    if "chosen" in history:  # an adaptation: which candidate the new measurements chose
+        metrics["adaptation"] = {"chosen": history["chosen"], "pooled_mape": history["pooled_mape"]}
     if isinstance(model, LatencyEnsemble):  # what averaging bought over each member alone
         metrics["members"] = len(model.members)
         metrics["member_mape"] = [M.mape(predict_ms(m, data.x[split.test]), truth) for m in model.members]

@@ -21,8 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from profiler_server.db import Database, PredictorVersion
-from profiler_server.errors import Conflict, NotFound
+from profiler_server.errors import Conflict, NotFound, Unprocessable
 from profiler_server.predictor import store
+from profiler_server.predictor.adapt import AdaptSettings, adapting
 from profiler_server.predictor.columnar import DecodedRequest, block_columns
 from profiler_server.predictor.encode import encode_columns, encode_many
 from profiler_server.predictor.fit import (
@@ -38,11 +39,12 @@ from profiler_server.predictor.network_service import (
     fit_on_stored_networks,
     stored_correction,
 )
+from shared.api import BasePredictor
 from shared.config import KINDS, AnyBlock
 from shared.encoding import N_FEATURES
 from shared.export import sha256_bytes
 from shared.network_correction import PLAIN_SUM, NetworkCorrection
-from shared.predictor import LatencyMLP, dump_predictor, load_predictor
+from shared.predictor import LatencyMLP, PredictorFormatError, dump_predictor, load_predictor
 from shared.schemas import BadRuntime, PredictorRef, PredictRequest, PredictResponse, runtime_key
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,53 @@ class Loaded:
             self.known_ms = np.concatenate([self.known_ms, np.zeros(size - len(self.known_ms))])
             self.known_outside = np.concatenate([self.known_outside, np.zeros(size - len(self.known_outside), bool)])
 
+
+def adaptable_base(session: Session, base: BasePredictor, statistic: str, kinds: set[str]) -> dict:
+    """The ready version ``base`` names, as stored in an adapted version's metrics; NotFound when
+    there is none, Unprocessable when its weights cannot start this fit (another feature encoding
+    or file format, another per-config statistic, none of the block ``kinds`` measured here)."""
+    runtime = runtime_key(base.runtime)
+    row = (store.latest_ready(session, base.device_class, runtime) if base.version is None
+           else store.pinned(session, base.device_class, runtime, base.version))
+    name = f"({base.device_class!r}, {runtime!r}{'' if base.version is None else f' v{base.version}'})"
+    if row is None:
+        raise NotFound(f"base predictor {name} does not exist: no ready version there; "
+                       "GET /v1/predictors lists the predictors")
+    if row.state != "ready" or row.blob is None:
+        raise Unprocessable(f"base predictor {name} is {row.state}, it has no weights to start from; "
+                            "name a ready version")
+    try:
+        load_predictor(row.blob)
+    except PredictorFormatError as exc:
+        why = ("was fitted with another feature encoding" if "feature encoding" in str(exc)
+               else f"has weights this server cannot read ({exc})")
+        raise Unprocessable(f"base predictor {name} {why} (another server version): fit it again here "
+                            "and name that version, or fit from scratch") from exc
+    base_kinds = set(row.feature_ranges or {})
+    if kinds and not kinds & base_kinds:
+        raise Unprocessable(f"base predictor {name} was fitted on blocks of another space (kinds "
+                            f"{', '.join(sorted(base_kinds))}; measured here: {', '.join(sorted(kinds))}): "
+                            "name a base fitted on these kinds or fit from scratch")
+    base_statistic = (row.metrics or {}).get("statistic", "median_ms")
+    if base_statistic != statistic:
+        raise Unprocessable(f"base predictor {name} learned {base_statistic}, this fit learns {statistic}: "
+                            f"pass \"statistic\": \"{base_statistic}\" or name a base that learned {statistic}")
+    return {"id": row.id, "device_class": row.device_class, "runtime": row.runtime, "version": row.version}
+
+
+def widest_ranges(base: dict, new: dict) -> dict:
+    """Per kind, the union of the base's and the new measurements' feature ranges (an adapted
+    predictor learned the shape of its answer on both); ``n``: the new measurements."""
+    out = {kind: dict(r) for kind, r in new.items()}
+    for kind, r in base.items():
+        if kind not in out:
+            out[kind] = {"min": list(r["min"]), "max": list(r["max"]), "n": 0}
+        elif len(r["min"]) == len(out[kind]["min"]):
+            out[kind]["min"] = [min(a, b) for a, b in zip(r["min"], out[kind]["min"], strict=True)]
+            out[kind]["max"] = [max(a, b) for a, b in zip(r["max"], out[kind]["max"], strict=True)]
+    return out
+
+
 def memo_key(block: AnyBlock) -> tuple:
     """A block's field values in declaration order (its ``kind`` among them): equal exactly when
     the configs are, and hashed and compared in C, where the frozen model's own ``__hash__`` and
@@ -171,6 +220,7 @@ class PredictorService:
         self._stop = threading.Event()
         self.futures: dict[int, Future] = {}
         self.networks = NetworkCorrections(db)
+        self.adapt_settings = AdaptSettings()
 
     # --- training ------------------------------------------------------------------------
 
@@ -181,9 +231,12 @@ class PredictorService:
         session: Session | None = None,
         statistic: str | None = None,
         team_id: int | None = None,
+        base: BasePredictor | None = None,
     ) -> PredictorVersion:
-        """Queue a fit of a new version on ``statistic`` (default: the service's); Conflict (409)
-        when there are too few measured configs.
+        """Queue a fit of a new version on ``statistic`` (default: the service's), adapted from
+        ``base`` when given (``adapt.py``); Conflict (409) when there are too few measured configs,
+        NotFound (404) for a base that does not exist, Unprocessable (422) for one that cannot be
+        adapted.
 
         Pass the request's ``session`` from a route: SQLite runs on one pooled connection, so a
         second session opened here would wait for the request's own to close.
@@ -191,7 +244,12 @@ class PredictorService:
         runtime = runtime_key(runtime)
         if session is None:
             with self.db.transaction() as own:
-                return self.start_fit(device_class, runtime, own, statistic, team_id)
+                return self.start_fit(device_class, runtime, own, statistic, team_id, base)
+        statistic = statistic or self.settings.statistic
+        adapted_from = None
+        if base is not None:
+            adapted_from = adaptable_base(session, base, statistic,
+                                          store.measured_kinds(session, device_class, runtime))
         n = store.count_distinct_configs(session, device_class, runtime)
         if n < MIN_CONFIGS:
             raise Conflict(
@@ -199,7 +257,9 @@ class PredictorService:
                 f"a predictor needs at least {MIN_CONFIGS}: run a campaign first"
             )
         row = store.new_version(session, device_class, runtime, team_id)
-        row.metrics = {"statistic": statistic or self.settings.statistic}  # what the (resumed) fit learns
+        row.metrics = {"statistic": statistic}  # what the (resumed) fit learns, and from which base
+        if adapted_from is not None:
+            row.metrics["adapted_from"] = adapted_from
         session.commit()  # the worker reads the row from its own session
         self.futures[row.id] = self._pool.submit(self._run_fit, row.id)
         log.info("queued fit of predictor %d (%s, %s v%d)", row.id, device_class, runtime, row.version)
@@ -222,10 +282,17 @@ class PredictorService:
             row = session.get(PredictorVersion, predictor_id)
             device_class, runtime, version = row.device_class, row.runtime, row.version
             statistic = (row.metrics or {}).get("statistic", self.settings.statistic)
+            adapted_from = (row.metrics or {}).get("adapted_from")
+            base_blob = session.get(PredictorVersion, adapted_from["id"]).blob if adapted_from else None
             configs, latencies = store.training_rows(session, device_class, runtime, statistic)
         try:
+            base = load_predictor(base_blob) if base_blob is not None else None
             result = fit_predictor(configs, latencies, seed=0, settings=self.settings, min_configs=MIN_CONFIGS,
-                                   stop=self._stop)
+                                   stop=self._stop, base=base.model if base is not None else None,
+                                   trainer=adapting(base.model, self.adapt_settings) if base is not None else None)
+            if base is not None:
+                result.feature_ranges = widest_ranges(base.meta.get("feature_ranges", {}), result.feature_ranges)
+                result.metrics["adapted_from"] = adapted_from
             result.metrics["statistic"] = statistic
             with self.db.transaction() as session:
                 correction = fit_on_stored_networks(session, lambda b: predict_ms(result.model, encode_many(b)),

@@ -77,6 +77,15 @@ def count_unstable_networks(session: Session, device_class: str, runtime: str) -
     return len(rows)
 
 
+def measured_kinds(session: Session, device_class: str, runtime: str) -> set[str]:
+    """The block kinds measured on (device class, runtime) (what a predictor fitted there covers)."""
+    return set(session.scalars(
+        select(Measurement.kind).distinct()
+        .where(Measurement.device_class == device_class, Measurement.runtime == runtime)
+        .where(Measurement.config.is_not(None), Measurement.kind.not_in(("kernel", "network")))
+    ))
+
+
 def count_distinct_configs(session: Session, device_class: str, runtime: str) -> int:
     configs, _ = training_rows(session, device_class, runtime)
     return len({json.dumps(c, sort_keys=True) for c in configs})
@@ -177,6 +186,7 @@ def version_view(row: PredictorVersion) -> PredictorView:
         blob_sha256=row.blob_sha256,
         metrics=row.metrics or {},
         beaten_by=(row.metrics or {}).get("beaten_by", []),
+        adapted_from=(row.metrics or {}).get("adapted_from"),
     )
 
 

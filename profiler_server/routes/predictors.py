@@ -140,11 +140,13 @@ def list_predictors(
 
 
 @router.post("/predictors", response_model=FitStarted, status_code=202,
-             responses=AUTH | BODY | error_responses(409, 429))
+             responses=AUTH | BODY | MISSING | error_responses(409, 429))
 def start_fit(
     body: FitRequest, predictor: PredictorDep, session: SessionDep, settings: SettingsDep, team: TeamDep
 ) -> FitStarted:
     """Fit a new version in a worker; poll ``GET /v1/predictors/{id}`` until ``state`` is ready.
+    With ``base``, the version starts from that predictor's weights and is fine-tuned on the
+    measurements here (404: no such base; 422: one that cannot be adapted, and why).
     429 when the team already has ``team_max_running_fits`` fits queued or fitting."""
     runtime = runtime_key(body.runtime)
     if team.team_id is not None and store.running_fits(session, team.team_id) >= settings.team_max_running_fits:
@@ -152,9 +154,10 @@ def start_fit(
             f"your team already has {settings.team_max_running_fits} predictor fits queued or fitting "
             "(RTSEG_TEAM_MAX_RUNNING_FITS): wait for one to finish (GET /v1/predictors)"
         )
-    row = predictor.start_fit(body.device_class, runtime, session, body.statistic, team.team_id)
+    row = predictor.start_fit(body.device_class, runtime, session, body.statistic, team.team_id, body.base)
     return FitStarted(id=row.id, task_id=row.id, state=row.state, version=row.version,
-                      device_class=row.device_class, runtime=row.runtime)  # fmt: skip
+                      device_class=row.device_class, runtime=row.runtime,
+                      adapted_from=row.metrics.get("adapted_from"))  # fmt: skip
 
 
 @router.get("/predictors/{predictor_id}", response_model=PredictorDetail, responses=MISSING | INVALID)

@@ -19,6 +19,7 @@ from search_client.farm_cli.output import render_fields, render_table, to_json
 from search_client.remote import ProfilerClient
 from shared.api import (
     CAMPAIGN_STATES,
+    BasePredictor,
     CampaignView,
     DeviceView,
     OtherTeamJob,
@@ -67,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", default="onnxruntime", help="runtime or runtime key (default onnxruntime)")
     p.add_argument("--wait", action="store_true", help="wait until the fit is ready and print its metrics")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits at most (default 900)")
+    p.add_argument("--base", metavar="DEVICE_CLASS", help="adapt the predictor of this device class (measured "
+                                                           "at length) instead of training from scratch")
+    p.add_argument("--base-runtime", help="the base's runtime (default: --runtime)")
+    p.add_argument("--base-version", type=_positive, help="the base's version (default: its latest ready one)")
     p.set_defaults(func=cmd_fit)
     _json_flag(p)
 
@@ -171,7 +176,23 @@ def _metrics_line(row: PredictorView) -> str:
              if isinstance(m.get(key), int | float)]
     if row.n_train is not None:
         parts.append(f"{row.n_train} train / {row.n_test} test configs")
+    if row.adapted_from is not None:
+        base = row.adapted_from
+        parts.append(f"adapted from {base.device_class} {base.runtime} v{base.version} (predictor {base.id}"
+                     + (f", MAPE {m['base_mape']:.3g} before adapting)" if isinstance(m.get("base_mape"), float) else ")"))
     return ", ".join(parts)
+
+
+def _base(args: argparse.Namespace, runtime: str) -> BasePredictor | None:
+    if args.base is None:
+        if args.base_runtime is not None or args.base_version is not None:
+            raise UsageError("--base-runtime and --base-version need --base DEVICE_CLASS")
+        return None
+    try:
+        return BasePredictor(device_class=args.base, runtime=runtime_key(args.base_runtime or runtime),
+                             version=args.base_version)
+    except ValueError as exc:
+        raise UsageError(f"--base: {exc}") from exc
 
 
 def cmd_fit(args: argparse.Namespace, client: ProfilerClient) -> int:
@@ -179,7 +200,7 @@ def cmd_fit(args: argparse.Namespace, client: ProfilerClient) -> int:
         runtime = runtime_key(args.runtime)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    started = client.fit_predictor(args.device_class, runtime)
+    started = client.fit_predictor(args.device_class, runtime, _base(args, runtime))
     row = client.predictor(started.id)
     if args.wait:
         row = client.wait_fit(row.id, timeout=args.timeout)

@@ -132,6 +132,22 @@ def test_fit_waits_for_the_new_version(farm, capsys):
     assert code == 2 and "run a campaign first" in err and err.count("\n") == 1
 
 
+def test_fit_adapts_from_a_base_and_says_so(farm, capsys):
+    db = farm.app.state.db
+    farm.app.state.predictor.settings = TrainSettings(hidden=16, max_epochs=40, patience=10)
+    store_measurements(db, "SM-B000/baseboard", "onnxruntime/t1/cpu", synthetic_blocks(120))
+    store_measurements(db, "SM-B001/nextboard", "onnxruntime/t1/cpu", synthetic_blocks(30, seed=4), slowdown=2.0)
+    vision = farm.teams["vision"]
+    assert farm_cli(capsys, farm, vision, "fit", "--device-class", "SM-B000/baseboard", "--wait")[0] == 0
+    code, out, _ = farm_cli(capsys, farm, vision, "fit", "--device-class", "SM-B001/nextboard", "--base",
+                            "SM-B000/baseboard", "--wait")
+    assert code == 0 and "adapted from SM-B000/baseboard onnxruntime/t1/cpu v1" in out and "before adapting" in out
+    code, _, err = farm_cli(capsys, farm, vision, "fit", "--device-class", "SM-B001/nextboard", "--base", "SM-NONE/x")
+    assert code == 2 and "404" in err and "SM-NONE/x" in err and err.count("\n") == 1
+    code, _, err = farm_cli(capsys, farm, vision, "fit", "--device-class", "SM-B001/nextboard", "--base-version", "2")
+    assert code == 2 and "need --base" in err
+
+
 def test_unreachable_server_and_bad_token_exit_with_one_line(farm, capsys):
     code = main(["--server", f"http://127.0.0.1:{free_port()}", "--token", "x", "status"])
     err = capsys.readouterr().err

@@ -44,11 +44,18 @@ def store_measurements(
     db: Database, device_class: str, runtime: str, cfgs: list, seed: int = 0, slowdown: float = 1.0
 ) -> None:
     rng = random.Random(seed)
+    store_measured(db, device_class, runtime, cfgs, [synthetic_ms(c, rng) * slowdown for c in cfgs], seed)
+
+
+def store_measured(
+    db: Database, device_class: str, runtime: str, cfgs: list, medians_ms: list[float], seed: int = 0
+) -> None:
+    """One measurement per config with the given median (its p10: ``P10_SHARE`` of it)."""
     with db.transaction() as s:
         team = Team(name=f"bench-{device_class}-{runtime}-{seed}")
         s.add(team)
         s.flush()
-        for cfg in cfgs:
+        for cfg, ms in zip(cfgs, medians_ms, strict=True):
             config = cfg.model_dump()
             sha = hashlib.sha256(f"{device_class}{runtime}{cfg.key()}".encode()).hexdigest()
             if s.get(Artifact, sha) is None:  # a re-measured config shares its artifact
@@ -58,7 +65,6 @@ def store_measurements(
                       runtime=runtime, state="done")
             s.add(job)
             s.flush()
-            ms = synthetic_ms(cfg, rng) * slowdown
             s.add(Measurement(job_id=job.id, artifact_sha256=sha, config=config, kind=cfg.kind,
                               device_class=device_class, runtime=runtime, serial="dev-1", median_ms=ms,
                               mean_ms=ms, p10_ms=P10_SHARE * ms, p90_ms=ms, std_ms=0.0, runs=50, samples=[ms]))
