@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, help="data folder: artifacts, admin_token (env RTSEG_DATA_DIR)")
     p.add_argument("--host-device", action="store_true", help="also run phone-agent for this machine's CPU")
     p.add_argument("--workers", type=int, default=1,
-                   help="server processes sharing the port and the database: the agents' lease and report "
-                        "calls scale with them (one per core; --host-device needs 1)")  # fmt: skip
+                   help="server processes sharing the port and the database (for a database with "
+                        "concurrent writers; on SQLite one is faster; --host-device needs 1)")  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
