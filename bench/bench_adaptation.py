@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_learning_curve import RUN_DIR, current, measure
+from bench.bench_learning_curve import RUN_DIR, current, measure, summarize
 from bench.bench_predictor import load_measured
 from profiler_server.predictor import accuracy as M
 from profiler_server.predictor.adapt import AdaptSettings, adapt_predictor
@@ -104,22 +104,6 @@ def judge(base: Predictor, rows: list[dict], seeds: list[int], sizes: tuple[int,
     return results
 
 
-def summarize(results: dict) -> tuple[dict, list[str]]:
-    table, misses = {}, []
-    for size, by_name in results.items():
-        table[size] = {}
-        for name, runs in by_name.items():
-            mapes = [r["mape"] for r in runs]
-            table[size][name] = {"mape_mean": statistics.fmean(mapes), "mape_min": min(mapes),
-                                 "mape_max": max(mapes), "seeds": len(runs),
-                                 "within_10_mean": statistics.fmean(r["within_10"] for r in runs)}
-        adapted = table[size]["adapted"]["mape_mean"]
-        for other in ("scratch", *PEERS):
-            if table[size][other]["mape_mean"] <= adapted:
-                misses.append(f"size {size}: {other} {table[size][other]['mape_mean']:.1f} % <= adapted {adapted:.1f} %")
-    return table, misses
-
-
 def print_table(table: dict) -> None:
     names = ("adapted", "scratch", "base", *PEERS)
     print("\nnew device class (graph optimizations off): test MAPE %, mean [min-max] over seeds "
@@ -164,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[base] served recipe on {base_info['n_configs']} host configs in {base_info['train_s']:.0f} s", flush=True)
     settings = AdaptSettings()
     results = judge(base, new_rows, list(range(args.seeds)), tuple(args.sizes), settings)
-    table, misses = summarize(results)
+    table, misses = summarize(results, judged="adapted", rivals=("scratch", *PEERS))
     print_table(table)
     out = {"sizes": args.sizes, "seeds": args.seeds, "statistic": "p10_ms", "base": base_info,
            "n_new_measured": len(new_rows), "adapt_settings": asdict(settings),
