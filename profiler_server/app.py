@@ -141,7 +141,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db, generated = open_database(settings)
     # /docs is served by the dashboard from local Swagger UI assets (works offline); ReDoc would
     # need a CDN, so it is off.
-    app = FastAPI(title="rtseg profiler server", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None)
+    # FastAPI's OpenTelemetry bridge is off: /metrics (Prometheus) is the server's telemetry, and
+    # the bridge asked OpenTelemetry for its three providers (reading the environment) per request.
+    app = FastAPI(
+        title="rtseg profiler server", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )  # fmt: skip
     app.state.settings = settings
     app.state.db = db
     app.state.generated_admin_token = generated

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import sqlite3
-import uuid
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -26,8 +26,10 @@ from sqlalchemy import (
     BindParameter,
     Executable,
     ScalarSelect,
+    Text,
     and_,
     bindparam,
+    cast,
     func,
     insert,
     or_,
@@ -140,6 +142,7 @@ _ANY_EXPIRED = text(
 _TOUCH_TEAM = text("UPDATE teams SET last_lease_at = :now WHERE id = :team_id").bindparams(
     bindparam("now", type_=UTCDateTime)
 )
+EXPIRY_CHECKED = "jobs.expiry_checked"  # session.info key: the transaction that requeued expired leases
 _ANY_QUEUED = text("SELECT 1 FROM jobs WHERE state = 'queued' AND device_class = :device_class LIMIT 1")
 
 
@@ -159,8 +162,15 @@ def _lease_statement(skip_locked: bool = False) -> Executable:
             leased_by_agent=bindparam("b_agent"),
             attempts=t.c.attempts + 1,
         )
-        .returning(t.c.id, t.c.team_id, t.c.artifact_sha256, t.c.kind, t.c.settings, t.c.lease_id,
-                   t.c.lease_expires_at)
+        .returning(
+            t.c.id,
+            t.c.team_id,
+            t.c.artifact_sha256,
+            t.c.kind,
+            cast(t.c.settings, Text).label("settings"),
+            t.c.lease_id,
+            t.c.lease_expires_at,
+        )
     )
 
 
@@ -178,15 +188,20 @@ def lease_job(
     now = utcnow()
     conn = prepared.connection(session)
     skip_locked = conn.dialect.name == "postgresql"
-    # prepared.first: the hot path's statements skip SQLAlchemy's execute path on SQLite
-    if prepared.first(conn, _ANY_EXPIRED, {"now": now}) is not None:
-        expire_leases(session, now=now)
-        session.flush()  # the core UPDATE below must see the requeued rows
+    # prepared.first: the hot path's statements skip SQLAlchemy's execute path on SQLite. Expired
+    # leases are requeued once per transaction: the group commit leases for several agents in one.
+    transaction = session.get_transaction()
+    if session.info.get(EXPIRY_CHECKED) is not transaction:
+        if prepared.first(conn, _ANY_EXPIRED, {"now": now}) is not None:
+            expire_leases(session, now=now)
+            session.flush()  # the core UPDATE below must see the requeued rows
+        session.info[EXPIRY_CHECKED] = transaction
     params = {"b_class": device_class, "b_serial": serial, "b_agent": agent_id,
               "b_expires": now + timedelta(seconds=lease_s)}  # fmt: skip
     for attempt in range(8):  # only loops when another server process won the same row
         statement = _lease_statement(skip_locked and attempt % 2 == 0)
-        row = prepared.first(conn, statement, {**params, "b_lease": uuid.uuid4().hex})
+        lease_id = secrets.token_hex(16)  # 32 hex digits like uuid4().hex, at a fifth of its cost
+        row = prepared.first(conn, statement, {**params, "b_lease": lease_id})
         if row is not None:
             prepared.execute(conn, _TOUCH_TEAM, {"now": now, "team_id": row.team_id})
             return lease_view(row)
@@ -195,9 +210,15 @@ def lease_job(
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _job_settings(text: str) -> JobSettings:
+    """A job's stored settings, parsed once per distinct text (a campaign's jobs share theirs)."""
+    return JobSettings.model_validate_json(text)
+
+
 def lease_view(job: Any) -> JobLease:
-    """The lease handed to the agent, from a Job or a row with the same column names."""
-    settings = JobSettings.model_validate(job.settings)
+    """The lease handed to the agent, from the lease statement's row (settings as JSON text)."""
+    settings = _job_settings(job.settings)
     artifact_format = "tflite" if settings.runtime.runtime == "tflite" else "onnx"
     return JobLease(
         job_id=job.id,

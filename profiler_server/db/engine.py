@@ -7,12 +7,14 @@ deferred reader tries to upgrade to a writer). Other backends keep their default
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,15 +31,41 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+
+def json_dumps(value: Any) -> str:
+    """JSON columns' text: msgspec, ten times faster than ``json.dumps`` on the measurement samples
+    stored with every result. A value msgspec would write differently (it writes NaN and infinities
+    as null) or cannot write takes ``json.dumps``, so nothing stored changes meaning."""
+    try:
+        out = _ENCODER.encode(value)
+    except (TypeError, msgspec.EncodeError):
+        return json.dumps(value)
+    return json.dumps(value) if b"null" in out else out.decode()
+
+
+def json_loads(text: str | bytes) -> Any:
+    """The reverse of :func:`json_dumps` (``json.loads`` for what msgspec refuses, e.g. NaN)."""
+    try:
+        return _DECODER.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
+
+
 def _begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # on the driver's connection: SQLAlchemy's execute path cost 40 us, a sixth of a group commit
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
     """An engine for any SQLAlchemy URL; creates the parent folder of a SQLite file."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(
+            url, pool_pre_ping=True, json_serializer=json_dumps, json_deserializer=json_loads
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # One connection per process: SQLite allows one writer anyway, and threads queueing on the pool
@@ -48,6 +76,8 @@ def make_engine(url: str) -> Engine:
         pool_size=1,
         max_overflow=0,
         pool_timeout=120,
+        json_serializer=json_dumps,
+        json_deserializer=json_loads,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
 

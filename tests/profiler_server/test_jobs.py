@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from farm_helpers import ADMIN, Farm, bearer, lease_until_empty, make_settings, register_agent, small_configs
+from farm_helpers import (
+    ADMIN,
+    DEVICE_CLASS,
+    Farm,
+    bearer,
+    lease_until_empty,
+    make_settings,
+    register_agent,
+    small_configs,
+)
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from profiler_server import jobs
 from profiler_server.app import create_app
 from profiler_server.db import Job, Measurement, utcnow
 from profiler_server.devices import reap
@@ -69,6 +79,19 @@ def test_expired_lease_requeues_and_late_result_is_409_without_a_row(farm: Farm)
     assert _count(c, Measurement) == 1
     view = c.get(f"/v1/jobs/{first['job_id']}", headers=farm.team).json()
     assert view["state"] == "done" and view["attempts"] == 2 and view["measurement"]["serial"] == "dev-2"
+
+
+def test_a_session_requeues_expired_leases_again_in_each_new_transaction(farm: Farm):
+    """Expired leases are requeued once per transaction (a group commit leases for several agents
+    in one), so a session that leases again after a commit still sees a lease that ran out since."""
+    farm.campaign(small_configs(2))
+    with farm.client.app.state.db.sessionmaker() as s:
+        first = jobs.lease_job(s, "dev-1", DEVICE_CLASS, 60)
+        s.commit()
+        _expire(farm.client, first.job_id)
+        again = jobs.lease_job(s, "dev-2", DEVICE_CLASS, 60)
+        s.commit()
+    assert again.job_id == first.job_id  # requeued, it is the oldest queued job again
 
 
 def test_result_from_the_wrong_device_or_after_expiry_is_409(farm: Farm):

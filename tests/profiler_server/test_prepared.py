@@ -3,7 +3,7 @@ execute path stores and reads (UTC datetimes, JSON, SQL NULL), inside the sessio
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -46,8 +46,9 @@ def measurement(job_id: int, when: datetime) -> dict:
     )  # fmt: skip
 
 
-def test_a_prepared_insert_stores_what_sqlalchemy_stores_and_reads_back_the_same_types(db: Database):
-    when = datetime(2026, 11, 30, 7, 5, 1, 250_000, tzinfo=UTC)
+@pytest.mark.parametrize("zone", [UTC, timezone(timedelta(hours=2))], ids=["utc", "utc+2"])
+def test_a_prepared_insert_stores_what_sqlalchemy_stores_and_reads_back_the_same_types(db: Database, zone):
+    when = datetime(2026, 11, 30, 7, 5, 1, 250_000, tzinfo=zone)
     with db.transaction() as s:
         conn = s.connection()
         row = prepared.first(conn, INSERT, measurement(1, when))  # raw sqlite3
