@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from profiler_server.db import PredictorVersion
@@ -18,7 +16,7 @@ from profiler_server.openapi import AUTH, BODY, INVALID, MISSING, error_response
 from profiler_server.predictor import store
 from profiler_server.predictor.columnar import NotValidAsSent, decode_body
 from profiler_server.predictor.service import Loaded, PredictorService
-from profiler_server.routes.fast_json import NamedRoute
+from profiler_server.routes.fast_json import NamedRoute, validate_body
 from shared.api import (
     FitRequest,
     FitStarted,
@@ -39,14 +37,6 @@ SMALL_BODY = 2048
 PredictorId = Annotated[int, Path(ge=1, le=2**62, description="id from GET /v1/predictors")]
 
 
-def _parse(model: type[BaseModel], raw: bytes) -> Any:
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors, body=raw) from None
-
-
 def _version_or_404(session: SessionDep, predictor_id: int) -> PredictorVersion:
     row = session.get(PredictorVersion, predictor_id)
     if row is None:
@@ -59,7 +49,7 @@ def _parse_small(raw: bytes) -> PredictRequest:
     """A small body parsed once: a search sends the same few hundred bodies again and again, and
     validating one cost more than predicting it. Equal bytes validate to equal requests; a body
     that fails raises every time (exceptions are not cached). Callers must not modify the result."""
-    return _parse(PredictRequest, raw)
+    return validate_body(PredictRequest, raw)
 
 
 @router.post(
@@ -111,7 +101,7 @@ def _answer_large(svc: PredictorService, raw: bytes) -> str:
     if decoded is not None and not getattr(decoded.envelope, "network", False):  # network: the plain path
         with contextlib.suppress(NotValidAsSent, NotFound):
             return svc.predict_decoded(decoded).model_dump_json()
-    return svc.predict(_parse(PredictRequest, raw)).model_dump_json()
+    return svc.predict(validate_body(PredictRequest, raw)).model_dump_json()
 
 
 async def _predict_network(svc: PredictorService, body: PredictRequest) -> Response:

@@ -72,6 +72,16 @@ def test_bad_blocks_are_422(app_client, fitted):
         assert r.status_code == 422, (blocks, r.text)
 
 
+def test_a_body_that_is_not_json_gets_the_same_422_as_on_fastapis_routes(app_client):
+    """/v1/predict reads its own body; its errors have the shapes FastAPI's routes answer with."""
+    headers = {"content-type": "application/json"}
+    for raw, loc in ((b'{"device_class": ', ["body", 17]), (b"", ["body"])):
+        predict = app_client.post("/v1/predict", content=raw, headers=headers)
+        teams = app_client.post("/v1/teams", content=raw, headers={**headers, **AUTH})
+        assert predict.status_code == teams.status_code == 422, predict.text
+        assert predict.json()["detail"][0]["loc"] == teams.json()["detail"][0]["loc"] == loc
+
+
 def test_new_version_is_served_and_old_one_can_be_pinned(app_client, fitted):
     db = app_client.app.state.db
     before = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [IN_RANGE]}).json()
