@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from search_client.models import build_model
-from search_client.pipeline.derive_phase import fit_to_target, next_aim
+from search_client.pipeline.derive_phase import fit_to_target, next_aim, on_target
 from search_client.pipeline.feasible import InfeasibleTarget, check_target, derivable_range
 from search_client.pipeline.measuring import summarize_jobs
 from search_client.pipeline.search import predicted_aim
@@ -32,6 +32,13 @@ def test_next_aim_without_a_bracket_scales_by_the_nearest_candidate():
 def test_next_aim_ignores_a_bracket_that_noise_put_out_of_order():
     pairs = [{"predicted_ms": 8.0, "measured_ms": 9.5}, {"predicted_ms": 7.0, "measured_ms": 10.5}]
     assert next_aim(pairs, 10.0) == pytest.approx(10.0 * 8.0 / 9.5)
+
+
+def test_a_candidate_at_the_edge_of_the_tolerance_does_not_end_the_calibration():
+    # measured again for the final figure, a candidate at +9.9 % of the target lands outside ±10 %
+    # about half the time: the calibration aims again unless it is within half the tolerance
+    assert not on_target(21.04, 19.15, 0.1) and not on_target(17.4, 19.15, 0.1)
+    assert on_target(19.9, 19.15, 0.1) and on_target(18.3, 19.15, 0.1)
 
 
 def test_jobs_are_summarized_by_the_statistic_with_the_median_beside_it():
