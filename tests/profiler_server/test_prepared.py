@@ -1,8 +1,14 @@
 """Prepared hot-path statements on a real SQLite file store and read exactly what SQLAlchemy's own
-execute path stores and reads (UTC datetimes, JSON, SQL NULL), inside the session's transaction."""
+execute path stores and reads (UTC datetimes, JSON, SQL NULL), inside the session's transaction.
+
+JSON columns are written with msgspec (fast) and fall back to the standard json module for what
+msgspec would change or refuse: nothing stored changes meaning, and rows written before
+(``json.dumps`` text, NaN included) read back the same."""
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,6 +16,7 @@ import pytest
 from sqlalchemy import bindparam, insert, select, text
 
 from profiler_server.db import Artifact, Database, Job, Measurement, Team, prepared, upgrade_database
+from profiler_server.db.engine import json_dumps, json_loads
 
 
 @pytest.fixture
@@ -73,3 +80,47 @@ def test_prepared_statements_run_inside_the_sessions_transaction(db: Database):
         s.rollback()
     with db.sessionmaker() as s:
         assert s.get(Job, 1).state == "queued"  # the rollback took the prepared write with it
+
+
+CONFIG = {"c_in": 8, "k": [3, 3], "note": None}
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("write", ["prepared", "sqlalchemy"])
+def test_nan_and_infinities_survive_a_json_column(db: Database, write: str):
+    samples = [1.25, float("nan"), float("inf"), -float("inf"), 0.1 + 0.2]
+    row = {**measurement(1, datetime.now(UTC)), "samples": samples, "config": CONFIG}
+    with db.transaction() as s:
+        conn = s.connection()
+        prepared.first(conn, INSERT, row) if write == "prepared" else conn.execute(INSERT, row)
+    with db.sessionmaker() as s:
+        stored = s.scalars(select(Measurement)).one()
+        assert _same(stored.samples, samples)  # msgspec alone would have stored null for NaN and inf
+        assert stored.config == CONFIG and stored.flags == ["--x"]
+
+
+def test_rows_written_by_json_dumps_before_read_back_the_same(db: Database):
+    samples = [1.5, float("nan"), 2.0]
+    with db.transaction() as s:
+        s.execute(INSERT, measurement(1, datetime.now(UTC)))
+        s.execute(text("UPDATE measurements SET samples = :t, flags = :f"),
+                  {"t": json.dumps(samples), "f": json.dumps({"a": [1, 2]}, indent=2)})  # fmt: skip
+    with db.sessionmaker() as s:
+        stored = s.scalars(select(Measurement)).one()
+        assert _same(stored.samples, samples) and stored.flags == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    "value", [[1.0, 2.5e-7, 1e22], {"a": {"b": [1, "x", True, None]}}, None, "text", 0, {"1": 2}]
+)
+def test_json_text_is_standard_json_of_the_same_value(value: object):
+    written = json_dumps(value)
+    assert json.loads(written) == value and json_loads(written) == value
+
+
+def test_a_value_neither_can_write_fails_as_it_did_with_the_json_module():
+    with pytest.raises(TypeError):
+        json_dumps({"x": object()})
