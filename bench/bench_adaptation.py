@@ -38,8 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_learning_curve import RUN_DIR, current, measure, summarize
-from bench.bench_predictor import load_measured
 from profiler_server.predictor import accuracy as M
 from profiler_server.predictor.adapt import AdaptSettings, adapt_predictor
 from profiler_server.predictor.fit import (
@@ -52,6 +50,10 @@ from profiler_server.predictor.fit import (
 )
 from profiler_server.predictor.peers import peer_predictions
 from shared.predictor import Predictor
+
+sys.path.insert(0, str(Path(__file__).parent))  # sibling benches (bench/ is not a package)
+from bench_learning_curve import RUN_DIR, current, measure, summarize  # noqa: E402
+from bench_predictor import load_measured  # noqa: E402
 
 BASE_ROWS = RUN_DIR / "demo.jsonl"
 NEW_ROWS = RUN_DIR / "demo-opt-off.jsonl"

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_predictor import load_measured
 from profiler_server.predictor import accuracy as M
 from profiler_server.predictor.fit import (
     Dataset,
@@ -45,6 +44,9 @@ from profiler_server.predictor.fit import (
 from profiler_server.predictor.peers import peer_predictions
 from shared.config import AnyBlock
 from shared.costs import block_macs
+
+sys.path.insert(0, str(Path(__file__).parent))  # sibling benches (bench/ is not a package)
+from bench_predictor import load_measured  # noqa: E402
 
 RUN_DIR = Path("runs/bench-learning-curve")
 OUT = Path("runs/bench/learning_curve.json")
