@@ -46,7 +46,7 @@ from shared.config import AnyBlock
 from shared.costs import block_macs
 
 sys.path.insert(0, str(Path(__file__).parent))  # sibling benches (bench/ is not a package)
-from bench_predictor import load_measured  # noqa: E402
+from bench_predictor import load_measured, measure_onnx  # noqa: E402
 
 RUN_DIR = Path("runs/bench-learning-curve")
 OUT = Path("runs/bench/learning_curve.json")
@@ -85,7 +85,6 @@ def sample(space_name: str, n: int, seed: int = 0) -> list[AnyBlock]:
 def measure(space_name: str, n: int, path: Path | None = None, optimization: str = "all", seed: int = 0) -> list[dict]:
     """Measure ``n`` configs of the space (draw ``seed``) once each with onnxruntime's graph
     ``optimization`` (resumable); returns every row stored in ``path`` (default: the space's file)."""
-    from bench.bench_predictor import measure_onnx
     from shared.blocks import example_inputs
     from shared.export import export_block_onnx
 
