@@ -18,18 +18,17 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from sqlalchemy import func, select
 
-from profiler_server.db import Artifact, Database, Job, Measurement, Team, upgrade_database
-from search_client.pipeline.localfarm import free_port
-from shared.schemas import RuntimeSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testkit/ (not installed)
+from profiler_server.db import Artifact, Database, Job, Measurement, Team, upgrade_database  # noqa: E402
+from shared.schemas import RuntimeSettings  # noqa: E402
+from testkit.live_server import ServerProcess  # noqa: E402
 
 ADMIN = "bench-admin-token"
 TARGET = 1000
@@ -62,38 +61,6 @@ def seed_jobs(url: str, n: int) -> None:
             for _ in range(n)
         )
     db.dispose()
-
-
-def start_server(data: Path, port: int, workers: int = 1) -> subprocess.Popen:
-    env = {**os.environ, "RTSEG_ADMIN_TOKEN": ADMIN}
-    cmd = [
-        sys.executable,
-        "-m",
-        "profiler_server.cli",
-        "--data",
-        str(data),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--workers",
-        str(workers),
-    ]
-    proc = subprocess.Popen(cmd, env=env)
-    deadline = time.monotonic() + 180  # workers import torch each: slow on a busy machine
-    answered: set[int] = set()  # the agents connect once: every worker must be accepting by then
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)  # a new connection each time
-            if r.status_code == 200:
-                answered.add(r.json()["pid"])
-                if len(answered) == workers:
-                    return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.terminate()  # not kill: the supervisor stops its workers
-    proc.wait(timeout=60)
-    raise SystemExit("bench_server: the server did not become ready in 180 s")
 
 
 class RawHttp:
@@ -244,20 +211,19 @@ def main() -> None:
 def run_protocol(protocol: str, args: argparse.Namespace) -> dict:
     """One fresh server and database, the agents on ``protocol`` for ``args.seconds``."""
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
-        data, port = Path(tmp), free_port()
+        data = Path(tmp) / "data"  # the server's log goes beside it, in the temporary folder
+        data.mkdir()
         db_url = f"sqlite:///{data}/profiler.db"
         seed_jobs(db_url, args.jobs)
-        proc = start_server(data, port, args.workers)
+        server = ServerProcess(data, env={"RTSEG_ADMIN_TOKEN": ADMIN}, workers=args.workers).start()
         load_before = os.getloadavg()[0]
         try:
-            cpu0, client0 = cpu_seconds(proc.pid, args.workers), time.process_time()
-            total, elapsed, lat = asyncio.run(
-                run_agents(f"http://127.0.0.1:{port}", args.agents, args.seconds, protocol)
-            )
-            server_cpu, client_cpu = cpu_seconds(proc.pid, args.workers) - cpu0, time.process_time() - client0
+            pid = server.proc.pid
+            cpu0, client0 = cpu_seconds(pid, args.workers), time.process_time()
+            total, elapsed, lat = asyncio.run(run_agents(server.url, args.agents, args.seconds, protocol))
+            server_cpu, client_cpu = cpu_seconds(pid, args.workers) - cpu0, time.process_time() - client0
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            server.stop()  # terminate, not kill: the supervisor stops its workers
         integrity = check_exactly_once(db_url)
     lat.sort()
     result = {
