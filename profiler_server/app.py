@@ -182,4 +182,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.exporter = Exporter(db, settings.artifacts_dir, app.state.completion, settings.export_workers)
     resume_exports(db, app.state.exporter)
     app.state.predictor.resume_fits()
+    app.state.predictor.refit_stale_encodings()
     return app

@@ -18,7 +18,7 @@ import torch
 
 from shared.config import CONFIG_CLASSES, KINDS, AnyBlock
 from shared.costs import macs_of, params_of
-from shared.encoding import FIELDS, N_FEATURES, _activations, encode_block
+from shared.encoding import ALIGN_BITS, ALIGN_FIELDS, FIELDS, N_FEATURES, _activations, encode_block
 
 # Derived fields of ``shared.costs.block_fields`` per kind: (cout source, kernel, stride) defaults.
 _COUT_FROM = {"mhsa": "cin", "context": "cin", "bga": "cin", "head": "classes"}
@@ -58,6 +58,9 @@ def _encode_values(kind: str, v: dict[str, np.ndarray], n: int) -> np.ndarray:
     out[:, base] = _log2p1(np.asarray(macs_of(kind, v)))
     out[:, base + 1] = _log2p1(np.asarray(params_of(kind, v)))
     out[:, base + 2] = _log2p1(np.asarray(_activations(kind, v)))
+    for j, name in enumerate(ALIGN_FIELDS):
+        if name in v:
+            out[:, base + 3 + j] = sum(v[name] % 2**k == 0 for k in range(1, ALIGN_BITS + 1))
     return out
 
 

@@ -202,6 +202,14 @@ def widest_ranges(base: dict, new: dict) -> dict:
     return out
 
 
+def _readable(blob: bytes | None) -> bool:
+    try:
+        load_predictor(blob or b"")
+    except PredictorFormatError:
+        return False
+    return True
+
+
 def memo_key(block: AnyBlock) -> tuple:
     """A block's field values in declaration order (its ``kind`` among them): equal exactly when
     the configs are, and hashed and compared in C, where the frozen model's own ``__hash__`` and
@@ -276,6 +284,31 @@ class PredictorService:
             log.info("resuming fit of predictor %d", predictor_id)
             self.futures[predictor_id] = self._pool.submit(self._run_fit, predictor_id)
         return ids
+
+    def refit_stale_encodings(self) -> list[int]:
+        """For every (device class, runtime) whose latest ready version was fitted with another
+        feature encoding (a server before an encoding change: such a version cannot answer), queue
+        a fit of a new version on the stored measurements with the same statistic, unless a
+        version of that pair is already fitting. Returns the queued predictor ids."""
+        with self.db.transaction() as session:
+            fitting = set(session.execute(select(PredictorVersion.device_class, PredictorVersion.runtime)
+                                          .where(PredictorVersion.state == "fitting")).all())
+            stale = []
+            for device_class, runtimes in store.served_pairs(session).items():
+                for runtime in runtimes:
+                    row = store.latest_ready(session, device_class, runtime)
+                    if (device_class, runtime) not in fitting and not _readable(row.blob):
+                        stale.append((device_class, runtime, (row.metrics or {}).get("statistic")))
+        queued = []
+        for device_class, runtime, statistic in stale:
+            try:
+                queued.append(self.start_fit(device_class, runtime, statistic=statistic).id)
+                log.info("predictor of (%s, %s) was fitted with another feature encoding: refitting as %d",
+                         device_class, runtime, queued[-1])
+            except Conflict as exc:
+                log.warning("predictor of (%s, %s) was fitted with another feature encoding and cannot be "
+                            "refitted: %s", device_class, runtime, exc.message)
+        return queued
 
     def _run_fit(self, predictor_id: int) -> None:
         with self.db.transaction() as session:
@@ -395,7 +428,14 @@ class PredictorService:
         if hit is not None:
             return hit
         with self.db.transaction() as session:
-            loaded = Loaded.from_row(session.get(PredictorVersion, predictor_id))
+            row = session.get(PredictorVersion, predictor_id)
+            try:
+                loaded = Loaded.from_row(row)
+            except PredictorFormatError as exc:
+                raise NotFound(f"predictor ({row.device_class!r}, {row.runtime!r}) v{row.version} was fitted by "
+                               "another server version (another feature encoding or file format) and cannot "
+                               "answer; the server refits such versions when it starts: GET /v1/predictors shows "
+                               "the new version, POST /v1/predictors fits one now") from exc
         with self._lock:
             if len(self._by_id) > 64:  # pinned old versions: bounded memory
                 self._by_id.clear()

@@ -23,9 +23,21 @@ def test_encoding_round_trips_the_config(raw):
 def test_feature_order_is_documented_and_stable():
     feats = encode_blocks([parse_block(c) for c in CFGS])
     assert feats.shape == (3, N_FEATURES) == (3, len(FEATURE_NAMES))
-    assert FEATURE_NAMES[:2] == ("kind=conv", "kind=lir") and FEATURE_NAMES[-3:] == ("macs", "params", "activations")
+    assert FEATURE_NAMES[:2] == ("kind=conv", "kind=lir")
+    assert FEATURE_NAMES[-7:] == ("macs", "params", "activations", "align_cin", "align_cmid", "align_cout", "align_clead")
     macs_col = FEATURE_NAMES.index("macs")
     assert feats[0, macs_col].item() == pytest.approx(torch.log2(torch.tensor(1.0 + block_macs(parse_block(CFGS[0])))).item())
+
+
+@pytest.mark.parametrize(("channels", "aligned"), [(31, 0), (30, 1), (36, 2), (40, 3), (32, 4), (96, 4), (1, 0)])
+def test_alignment_counts_the_powers_of_two_up_to_16_that_divide_a_channel_count(channels, aligned):
+    cfg = parse_block({**CFGS[0], "cin": channels, "clead": 24})
+    feats = encode_block(cfg)
+    assert feats[FEATURE_NAMES.index("align_cin")] == aligned
+    assert [feats[FEATURE_NAMES.index(f"align_{f}")] for f in ("cmid", "cout", "clead")] == [4, 4, 3]  # 96, 64, 24
+    assert encode_block(parse_block(CFGS[1]))[FEATURE_NAMES.index("align_clead")] == 0  # MHSA has no clead
+    soft = encode_soft(cfg.kind, {**block_fields(cfg), "cin": torch.tensor(channels + 0.3)})  # rounds first
+    assert soft[FEATURE_NAMES.index("align_cin")].item() == aligned
 
 
 def test_soft_encoding_equals_plain_encoding_and_is_differentiable():

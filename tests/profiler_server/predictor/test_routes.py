@@ -164,7 +164,9 @@ def test_a_repeated_small_body_is_answered_as_if_parsed_and_predicted_afresh(app
     filler = [{**IN_RANGE, "cout": 8 + i} for i in range(40)]  # > 2 KB of JSON
     large = app_client.post("/v1/predict", json={"device_class": DEVICE_CLASS, "blocks": [*filler, IN_RANGE]}).json()
     assert first == again
-    assert first["block_ms"] == [large["block_ms"][-1]] and first["extrapolated"] == [large["extrapolated"][-1]]
+    # equal up to float rounding: torch sums a batch of 1 and a batch of 41 in different orders
+    assert first["block_ms"] == pytest.approx([large["block_ms"][-1]], rel=1e-6)
+    assert first["extrapolated"] == [large["extrapolated"][-1]]
     bad = {"device_class": DEVICE_CLASS, "blocks": [{**IN_RANGE, "kernel": 4}]}
     assert [app_client.post("/v1/predict", json=bad).status_code for _ in range(2)] == [422, 422]  # never cached
 
