@@ -7,6 +7,8 @@ import copy
 import functools
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ from shared.export import export_module_tflite, sha256_bytes, tflite_available
 
 log = logging.getLogger(__name__)
 PAPER_SIZE = (512, 1024)
+DRIFT_PASSES = 2  # further passes of the trained network when the device drifted since the derivation
+DRIFT_PAUSE_S = 20.0  # between them: a slow stretch of a shared host lasts about a minute
 
 
 def run_eval(ctx: PipelineContext) -> dict:
@@ -177,6 +181,31 @@ def trained_weights_check(ctx: PipelineContext, compact: torch.nn.Module, traine
     return out
 
 
+def wait_out_drift(measure: Callable[[], float], trained_ms: float, expected_ms: float, tolerance: float,
+                   say: Callable[[str], None] = log.info, passes: int = DRIFT_PASSES,
+                   pause_s: float = DRIFT_PAUSE_S) -> dict:
+    """The device drifted slower since the derivation (the untrained twin of the trained network
+    measures slower now, and the trained network like it): ``measure()`` the trained network again,
+    up to ``passes`` more times ``pause_s`` apart, until a pass lands within ``tolerance`` above
+    ``expected_ms`` (the twin's derivation figure times the trained / untrained ratio measured side
+    by side: what the device gave when the derivation calibrated). The lowest pass is the
+    measurement: interference on a shared device only adds time, the rule by which the server
+    labels a block measured in several sessions. A slow stretch that outlasts the passes stays in
+    the figure, and in the miss."""
+    measured = [trained_ms]
+    for i in range(passes):
+        if min(measured) <= expected_ms * (1 + tolerance):
+            break
+        say(f"[measure] the device runs slower than at derivation: measuring again in {pause_s:.0f} s "
+            f"(pass {i + 2} of at most {passes + 1})")
+        time.sleep(pause_s)
+        measured.append(measure())
+    if len(measured) > 1:
+        say(f"[measure] passes of the trained network: {', '.join(f'{v:.2f}' for v in measured)} ms; "
+            f"the lowest, {min(measured):.2f} ms, is its measurement")
+    return {"measured_ms": min(measured), "drift_passes_ms": measured}
+
+
 def run_measure(ctx: PipelineContext) -> dict:
     client, s = ctx.require_client(), ctx.settings
     size = ctx.latency_size
@@ -204,6 +233,13 @@ def run_measure(ctx: PipelineContext) -> dict:
     untrained = ctx.state.result("derive").get("untrained_measured_ms")
     if untrained:
         out.update(trained_weights_check(ctx, compact, m["ms"], untrained, statistic))
+        if out.get("trained_weights_differ") is False and out["untrained_again_ms"] > untrained:
+            def again() -> float:
+                return measure_network(ctx, compact, f"{s.name}-compact-again", s.measure_repeats, statistic,
+                                       fresh=True)["ms"]
+
+            out.update(wait_out_drift(again, m["ms"], untrained * out["trained_weights_ratio"], s.target_tolerance,
+                                      ctx.say))
     if s.measure_supernet and export.get("supernet_onnx"):
         sup = _measure_repeated(ctx, Path(export["supernet_onnx"]), f"{s.name}-supernet", folder / "supernet",
                                 s.measure_repeats, statistic, [b.model_dump() for b in sup_blocks])

@@ -119,6 +119,10 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
     elif meas.get("untrained_again_ms") is not None:
         notes.append(f"the trained network measured {100 * meas['trained_vs_untrained']:+.1f} % from its untrained "
                      "candidate at derivation time, but like it when both were measured again: the device drifted")
+    if len(meas.get("drift_passes_ms", ())) > 1:
+        notes.append(f"the device drifted slower: the trained network was measured in {len(meas['drift_passes_ms'])} "
+                     f"passes ({', '.join(f'{v:.2f}' for v in meas['drift_passes_ms'])} ms) and the lowest is its "
+                     "measurement (interference only adds time)")
     correction = meas.get("network_correction") or {}
     if correction:
         notes.append(f"network-level correction: {correction.get('model')} on {correction.get('n_networks')} measured "
