@@ -158,8 +158,8 @@ def trained_weights_check(ctx: PipelineContext, compact: torch.nn.Module, traine
 
     Beyond the tolerance, or when the trained network misses ``target_ms`` beyond it, the untrained
     candidate is measured once more (``derive_repeats`` jobs, now, beside the trained one) so that a
-    device that drifted since the derivation is not taken for an effect of the weights; when they still differ, the run calibrates on the trained weights:
-    ``trained_weights_ratio`` (trained / untrained, measured together) is reported and the trained
+    device that drifted since the derivation is not taken for an effect of the weights; when they
+    still differ, the run calibrates on the trained weights: ``trained_weights_ratio`` (trained / untrained, measured together) is reported and the trained
     network's measurement, uploaded with its block list, trains the network-level correction. The
     check costs at most ``derive_repeats`` extra jobs."""
     tol = ctx.settings.target_tolerance
@@ -188,8 +188,9 @@ def wait_out_drift(measure: Callable[[], float], trained_ms: float, expected_ms:
     """The device drifted slower since the derivation (the untrained twin of the trained network
     measures slower now, and the trained network like it): ``measure()`` the trained network again,
     up to ``passes`` more times ``pause_s`` apart, until a pass lands within half the ``tolerance``
-    above ``expected_ms`` (as the derivation stops within half of it) (the twin's derivation figure times the trained / untrained ratio measured side
-    by side: what the device gave when the derivation calibrated). The lowest pass is the
+    above ``expected_ms``, as the derivation stops within half of it. ``expected_ms`` is the twin's
+    derivation figure times the trained / untrained ratio measured side by side: what the device
+    gave when the derivation calibrated. The lowest pass is the
     measurement: interference on a shared device only adds time, the rule by which the server
     labels a block measured in several sessions. A slow stretch that outlasts the passes stays in
     the figure, and in the miss."""
