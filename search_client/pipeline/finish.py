@@ -159,9 +159,10 @@ def trained_weights_check(ctx: PipelineContext, compact: torch.nn.Module, traine
     Beyond the tolerance, or when the trained network misses ``target_ms`` beyond it, the untrained
     candidate is measured once more (``derive_repeats`` jobs, now, beside the trained one) so that a
     device that drifted since the derivation is not taken for an effect of the weights; when they
-    still differ, the run calibrates on the trained weights: ``trained_weights_ratio`` (trained / untrained, measured together) is reported and the trained
-    network's measurement, uploaded with its block list, trains the network-level correction. The
-    check costs at most ``derive_repeats`` extra jobs."""
+    still differ, the run calibrates on the trained weights: ``trained_weights_ratio`` (trained /
+    untrained, measured together) is reported and the trained network's measurement, uploaded with
+    its block list, trains the network-level correction. The check costs at most
+    ``derive_repeats`` extra jobs."""
     tol = ctx.settings.target_tolerance
     out = {"trained_vs_untrained": trained_ms / untrained_ms - 1, "denormal_weights": denormal_weights(compact)}
     misses = target_ms is not None and abs(trained_ms / target_ms - 1) > tol
