@@ -149,12 +149,15 @@ def test_layout_conversions_around_a_lone_conv_are_profiled_and_left_out(tmp_pat
     if not _has_nchwc_pass(conv):
         pytest.skip("this CPU's onnxruntime adds no NCHWc conversions (no AVX2): nothing to leave out")
     options = MeasureOptions(warmup=2, runs=20, min_seconds=0.0)
-    plain = HostRunner().measure(conv, options)
-    lean = HostRunner().measure(conv, MeasureOptions(warmup=2, runs=20, min_seconds=0.0, exclude_layout_reorders=True))
+    lean_options = MeasureOptions(warmup=2, runs=20, min_seconds=0.0, exclude_layout_reorders=True)
+    # alternated, three of each: a slow stretch of a shared host only adds time, so the lowest p10s compare
+    pairs = [(HostRunner().measure(conv, options), HostRunner().measure(conv, lean_options)) for _ in range(3)]
+    plain, lean = pairs[0]
     assert _excluded_ms(lean) > 0
     assert "clock=ort-node" in lean.flags and lean.runs == 20
     assert not any(f.startswith("layout_reorders") for f in plain.flags)
-    assert lean.p10_ms < plain.p10_ms  # the same conv without the conversions its isolation adds
+    # the same conv without the conversions its isolation adds
+    assert min(b.p10_ms for _, b in pairs) < min(a.p10_ms for a, _ in pairs)
 
 
 def test_an_nchwc_upsample_is_measured_without_its_helper_conv(tmp_path):
