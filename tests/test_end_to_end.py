@@ -44,7 +44,10 @@ def test_pipeline_end_to_end_on_a_local_farm(tmp_path):
     assert saved["measurement"]["runs"] >= 50 and saved["measurement"]["tool"] == "onnxruntime"
     repeats = saved["measurement"]["repeats_ms"]  # separate jobs' p10; the reported figure is their median
     assert saved["statistic"] == "p10_ms" and saved["measured_median_ms"] >= min(repeats)
-    assert len(repeats) == settings.measure_repeats and saved["measured_ms"] == sorted(repeats)[len(repeats) // 2]
+    first_pass = sorted(repeats)[len(repeats) // 2]
+    passes = saved["drift_passes_ms"] or [first_pass]  # more passes only when the device drifted slower
+    assert len(repeats) == settings.measure_repeats and passes[0] == first_pass
+    assert saved["measured_ms"] == min(passes)  # the lowest pass: interference only adds time
     assert saved["missed_target"] == (abs(saved["measured_vs_target"]) > settings.target_tolerance)
     assert saved["device_class"] == device_class and saved["predictor_version"] >= info.version
     for key in ("target_ms", "predicted_ms", "gmacs", "params_m", "miou", "supernet_gmacs", "supernet_miou"):

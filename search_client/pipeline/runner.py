@@ -159,6 +159,7 @@ def assemble_report(state: RunState, settings: PipelineSettings, device_class: s
         "supernet_measured_median_ms": meas.get("supernet_measured_median_ms"),
         "untrained_measured_ms": derive.get("untrained_measured_ms"),
         "trained_vs_untrained": meas.get("trained_vs_untrained"),
+        "drift_passes_ms": meas.get("drift_passes_ms"),  # the trained network's passes when the device drifted
         # What each mIoU cost: the supernet is the pretrained one; the searched network also had the
         # search and its own fine-tuning.
         "training_budget": {"supernet": pretrain.get("iterations"),
