@@ -18,13 +18,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
 from profiler_server import auth
+from profiler_server.agent_process import AgentProcess
 from profiler_server.cache import TTLCache
 from profiler_server.campaigns import CampaignCompletion, Exporter, resume_exports
 from profiler_server.dashboard import routes as dashboard
 from profiler_server.db import Database, upgrade_database
 from profiler_server.devices import reaper_loop
-from profiler_server.errors import ServerError
-from profiler_server.group_commit import GroupCommit
+from profiler_server.errors import ServerError, data_error_message
 from profiler_server.limits import BodyLimitMiddleware, SingleQueryValueMiddleware
 from profiler_server.metrics import LatencyMiddleware, Metrics
 from profiler_server.openapi import add_self_parsed_schemas
@@ -84,6 +84,7 @@ async def _stop_without_supervisor(supervisor: int) -> None:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     sys.setswitchinterval(GIL_SWITCH_S)  # set by each server process (workers build the app themselves)
+    await asyncio.to_thread(app.state.agent_process.start)
     tasks = [asyncio.create_task(reaper_loop(app.state.db, app.state.settings, app.state.completion))]
     supervisor = os.environ.get(SUPERVISOR_PID_ENV)
     if supervisor:
@@ -95,7 +96,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        app.state.group_commit.close()
+        app.state.agent_process.close()
         app.state.exporter.shutdown()
         app.state.predictor.shutdown()
         app.state.db.dispose()
@@ -123,17 +124,11 @@ async def _overflow_error(_: Request, exc: OverflowError) -> JSONResponse:
     return JSONResponse({"detail": f"number out of range: {exc}"}, status_code=422)
 
 
-# PostgreSQL enforces what SQLite lets through: VARCHAR lengths, 32-bit INTEGER columns and ids,
-# no NUL characters in text. Such a value in a request is the client's error, not the server's.
-_INPUT_SQLSTATES = {"22001", "22003", "22021", "22P05"}  # too long, out of range, bad characters
-
-
 async def _data_error(_: Request, exc: DataError) -> JSONResponse:
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate is not None and sqlstate not in _INPUT_SQLSTATES:
-        raise exc  # e.g. division by zero: a server bug, answered 500 with its traceback logged
-    # sqlstate None: the driver refused to send the value at all (psycopg: NUL in a string)
-    return JSONResponse({"detail": f"value not storable: {str(exc.orig).splitlines()[0]}"}, status_code=422)
+    message = data_error_message(exc)
+    if message is None:
+        raise exc
+    return JSONResponse({"detail": message}, status_code=422)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -152,7 +147,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.generated_admin_token = generated
     app.state.metrics = Metrics(db)
     app.state.token_cache = TTLCache(ttl_s=300)  # hash -> role and team (fixed); revocation is read per request
-    app.state.device_cache = TTLCache(ttl_s=5)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(BadRuntime, _bad_runtime)
@@ -162,8 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # a completed campaign refits its (device class, runtime): the exporter, the lease and result
     # routes and the reaper all tell the predictor through this one object
     app.state.completion = CampaignCompletion(functools.partial(on_campaign_complete, app.state.predictor))
-    # lease and result transactions (routes/jobs.py), several per commit
-    app.state.group_commit = GroupCommit(db, after_commit=app.state.completion.fire_pending)
+    # lease and result transactions (routes/jobs.py): group commits in a process of their own
+    app.state.agent_process = AgentProcess(db, settings.lease_s, app.state.completion.fire, settings.agent_process)
     # Routers are matched in the order they are included, each route against the path in turn (a
     # third of a small request's CPU when /v1/predict came last): the hot paths come first.
     app.include_router(predictors.router)

@@ -10,17 +10,20 @@ import asyncio
 import logging
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from profiler_server.auth import Principal
 from profiler_server.cache import TTLCache
-from profiler_server.campaigns import CampaignCompletion
 from profiler_server.db import Agent, Database, Device, utcnow
 from profiler_server.errors import Conflict, NotFound
 from profiler_server.settings import Settings
 from shared.schemas import AgentRegister
+
+if TYPE_CHECKING:  # campaigns imports the exporter (torch): the agent process needs none of it
+    from profiler_server.campaigns import CampaignCompletion
 
 log = logging.getLogger(__name__)
 

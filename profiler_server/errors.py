@@ -39,3 +39,19 @@ class TooManyRequests(ServerError):
     """A per-team limit is reached; the message says which and how to get below it."""
 
     status = 429
+
+
+# PostgreSQL enforces what SQLite lets through: VARCHAR lengths, 32-bit INTEGER columns and ids,
+# no NUL characters in text. Such a value in a request is the client's error, not the server's.
+_INPUT_SQLSTATES = {"22001", "22003", "22021", "22P05"}  # too long, out of range, bad characters
+
+
+def data_error_message(exc: Exception) -> str | None:
+    """The 422 message for a database ``DataError`` caused by a value in the request; None for
+    any other (e.g. division by zero: a server bug, answered 500 with its traceback logged)."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None and sqlstate not in _INPUT_SQLSTATES:
+        return None
+    # sqlstate None: the driver refused to send the value at all (psycopg: NUL in a string)
+    return f"value not storable: {str(orig).splitlines()[0]}"

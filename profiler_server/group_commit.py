@@ -1,5 +1,5 @@
-"""Group commit for the agents' hot path: lease and result transactions run on one thread, and the
-ones that arrive while a commit is under way share the next transaction.
+"""Group commit for the agents' hot path: the lease and result transactions that arrive while a
+commit is under way share the next transaction.
 
 The group runs in order in one transaction. When one piece of work raises (a late result: 409, a
 bad token: 401), the transaction is rolled back, that caller gets its error, and the rest of the
@@ -21,14 +21,11 @@ connection between worker threads), not its few indexed statements.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -36,9 +33,6 @@ from sqlalchemy.orm import Session
 from profiler_server.db import Database, prepared
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-_STOP = object()
-_Item = tuple[Callable[[Session], Any], asyncio.AbstractEventLoop, asyncio.Future]
 _RETRY = -1  # a pass the database aborted (deadlock, serialization failure): run it again
 MAX_CONFLICT_RETRIES = 8
 # SQLSTATEs of a transaction the database aborted to resolve a conflict with another transaction
@@ -53,61 +47,26 @@ def is_transient_conflict(exc: BaseException) -> bool:
 
 
 class GroupCommit:
-    """One thread that runs submitted ``work(session)`` calls, up to ``max_group`` per commit."""
+    """Runs a group of ``work(session)`` calls in one transaction (see the module docstring); the
+    agent process (``profiler_server.agent_process``) hands it the calls that arrived together."""
 
-    def __init__(self, db: Database, after_commit: Callable[[Session], None] | None = None,
-                 max_group: int = 16) -> None:
-        """``after_commit(session)`` runs after each committed group (the app passes the campaign
-        completion's ``fire_pending``: a result or lease may have completed a campaign)."""
+    def __init__(self, db: Database, after_commit: Callable[[Session], None] | None = None) -> None:
+        """``after_commit(session)`` runs after each committed pass (the agent process collects the
+        campaigns a result or lease completed there)."""
         self.db = db
         self.after_commit = after_commit
-        self.max_group = max_group
-        self.groups = 0  # transactions committed or attempted (the work done is ``self.items``)
+        self.groups = 0  # groups committed or attempted (the work done is ``self.items``)
         self.items = 0
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="group-commit", daemon=True)
-        self._thread.start()
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """The result of ``work(session)`` once it is committed (its exception, if it raised)."""
-        if not self._thread.is_alive():
-            raise RuntimeError("the group commit thread has stopped (the server is shutting down)")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        self._queue.put((work, loop, future))
-        return await future
-
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Finish the work already submitted, then stop the thread."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout_s)
-
-    def _serve(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            group, stop = [first], False
-            while len(group) < self.max_group:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                group.append(item)
-            self._commit_group(group)
-            if stop:
-                return
-
-    def _commit_group(self, group: list[_Item]) -> None:
+    def commit(self, works: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+        """Each work's outcome, in order: ``(True, its result)`` once committed, ``(False, its
+        exception)`` when it raised or the commit failed."""
         outcomes: dict[int, tuple[bool, Any]] = {}
-        pending = list(range(len(group)))
+        pending = list(range(len(works)))
         conflicts = 0
         while pending:  # each pass commits every pending item, drops the one that failed or reruns
             last_try = conflicts >= MAX_CONFLICT_RETRIES
-            failed = self._try_once(group, pending, outcomes, blame_conflicts=last_try)
+            failed = self._try_once(works, pending, outcomes, blame_conflicts=last_try)
             if failed is None:
                 break
             if failed == _RETRY:
@@ -116,16 +75,10 @@ class GroupCommit:
                 continue
             pending.remove(failed)
         self.groups += 1
-        self.items += len(group)
-        # one wake-up of each event loop per group: each call_soon_threadsafe writes to the loop's
-        # self-pipe, which cost more than a lease when done per item
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, tuple[bool, Any]]]] = {}
-        for i, (_, loop, future) in enumerate(group):
-            by_loop.setdefault(loop, []).append((future, outcomes[i]))
-        for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_settle_all, settled)
+        self.items += len(works)
+        return [outcomes[i] for i in range(len(works))]
 
-    def _try_once(self, group: list[_Item], pending: list[int], outcomes: dict,
+    def _try_once(self, works: list[Callable[[Session], Any]], pending: list[int], outcomes: dict,
                   blame_conflicts: bool = False) -> int | None:
         """Run ``pending`` in one transaction and commit; on the first item that raises, roll
         back and return its index (its error is its answer: it ran on the state that the items
@@ -137,7 +90,7 @@ class GroupCommit:
                 results = {}
                 for i in pending:
                     try:
-                        results[i] = group[i][0](session)
+                        results[i] = works[i](session)
                     except Exception as exc:  # this item's error, answered to its caller alone
                         session.info.pop(prepared.HELD_CONNECTION)
                         session.rollback()
@@ -159,12 +112,3 @@ class GroupCommit:
         outcomes.update({i: (True, r) for i, r in results.items()})
         return None
 
-
-def _settle_all(settled: list[tuple[asyncio.Future, tuple[bool, Any]]]) -> None:
-    for future, (ok, value) in settled:
-        if future.done():  # the caller went away (client disconnected)
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)

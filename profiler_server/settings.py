@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         100, ge=0, le=1000, description="highest job priority a team token may ask for (admin: up to 1000)"
     )
     export_workers: int = Field(1, ge=1, le=32, description="threads exporting campaign artifacts")
+    agent_process: bool = Field(
+        True, description="run the agents' lease and result transactions in a process of their own "
+        "(a second core); false: in a thread of the server process"
+    )
     host_agent_grace_s: float = Field(
         20.0, ge=0, description="--host-device: at shutdown, time the agent gets to finish its job in hand"
     )

@@ -101,6 +101,23 @@ async def parse_request(
     return body, row_id
 
 
+async def read_request(
+    request: Request, model: type[BaseModel], path_row_id: str | None = None
+) -> tuple[bytes, int | None]:
+    """The raw JSON body and, when named, the path parameter ``path_row_id`` as a row id, for a
+    call whose body another process validates as ``model``; :func:`parse_request`'s 422 when the
+    content type is not JSON or the row id is invalid."""
+    raw = await request.body()
+    row_id = None
+    if path_row_id is not None:
+        text = request.path_params[path_row_id]
+        row_id = int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
+    if (path_row_id is not None and not row_id) or not raw or not _is_json(request.headers.get("content-type")):
+        # FastAPI's checks: the 422 listing every problem (or a long row id that is valid after all)
+        _, row_id = await parse_request(request, model, path_row_id)
+    return raw, row_id
+
+
 class NamedRoute(Route):
     """A Starlette route that puts itself in the request's scope, as FastAPI's routes do (FastAPI's
     router does not for plain routes): the latency histogram labels each request by its route."""

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from profiler_server import devices, jobs, listings
-from profiler_server.auth import Principal, authenticate, require_role
+from profiler_server import jobs, listings
+from profiler_server.agent_process import CALLS, AgentCallFailed
+from profiler_server.agent_process import INVALID as BODY_INVALID
 from profiler_server.cancel import cancel_job
 from profiler_server.db import Job
 from profiler_server.deps import AgentDep, Credentials, PrincipalDep, SessionDep, TeamDep
 from profiler_server.errors import NotFound, ServerError
 from profiler_server.openapi import ANY_TOKEN, AUTH, BODY, INVALID, MISSING, error_responses
-from profiler_server.routes.fast_json import NamedRoute, bearer_token, parse_request
+from profiler_server.routes.fast_json import NamedRoute, bearer_token, parse_request, read_request
 from shared.api import (
     FailureRecorded,
     JobFailure,
     JobFilter,
-    JobLease,
     JobRelease,
     JobReleased,
     JobResult,
@@ -38,61 +34,40 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Path(ge=1, le=2**62)
 
 
-# The two hottest endpoints are async and hand their whole transaction to the app's group commit
-# (one thread; the leases and results that arrive together share one commit, each in its own
-# savepoint): sync dependencies would each cost a worker-thread hop of their own.
+# The two hottest endpoints: the server process reads the call and the agent process
+# (profiler_server/agent_process.py) validates and commits it, the calls that arrive together in
+# one transaction. Plain Starlette routes serve them ahead of these documented FastAPI routes.
 @router.post("/lease", response_model=LeaseResponse, responses=AUTH | BODY | error_responses(404, 409))
-async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> LeaseResponse:
-    return await request.app.state.group_commit.run(partial(_lease, request.app, _token(creds), body))
-
-
-def _lease(app: FastAPI, token: str | None, body: LeaseRequest, session: Session) -> LeaseResponse:
-    principal = require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
-    return LeaseResponse(job=_lease_for(app, session, principal, body.agent_id, body.serial))
-
-
-def _lease_for(app: FastAPI, session: Session, principal: Principal, agent_id: str, serial: str) -> JobLease | None:
-    cache = app.state.device_cache
-    device_class = devices.agent_device(session, principal, agent_id, serial, cache)
-    # leasing requeues expired jobs, which may complete a campaign: the group commit fires its hooks
-    return jobs.lease_job(session, serial, device_class, app.state.settings.lease_s, agent_id)
+async def lease(body: LeaseRequest, request: Request, creds: Credentials) -> Response:
+    return await _agent_call(request, "lease")
 
 
 @router.post("/{job_id}/result", response_model=ResultRecorded, responses=AUTH | BODY | error_responses(404, 409))
-async def result(body: JobResult, request: Request, creds: Credentials, job_id: int = JobId) -> ResultRecorded:
-    return await request.app.state.group_commit.run(partial(_result, request.app, _token(creds), job_id, body))
+async def result(body: JobResult, request: Request, creds: Credentials, job_id: int = JobId) -> Response:
+    return await _agent_call(request, "result", "job_id")
 
 
-def _result(app: FastAPI, token: str | None, job_id: int, body: JobResult, session: Session) -> ResultRecorded:
-    principal = require_role(authenticate(session, token, app.state.token_cache, commit_touch=False), "agent")
-    measurement_id, _ = jobs.record_result(session, job_id, body)
-    if not body.lease_next:
-        return ResultRecorded(measurement_id=measurement_id)
-    try:  # the agent's next job in the same transaction; a refused lease does not undo the result
-        next_job = _lease_for(app, session, principal, body.agent_id, body.serial)
-    except ServerError as exc:
-        return ResultRecorded(measurement_id=measurement_id, next_error=exc.message)
-    return ResultRecorded(measurement_id=measurement_id, next_job=next_job)
-
-
-def _token(creds: HTTPAuthorizationCredentials | None) -> str | None:
-    return creds.credentials if creds else None
+async def _agent_call(request: Request, call: str, path_row_id: str | None = None) -> Response:
+    """Hand the call to the agent process; its answer, or the error it names (a body that does not
+    validate is parsed here again, for FastAPI's 422)."""
+    model = CALLS[call][0]
+    raw, job_id = await read_request(request, model, path_row_id)
+    status, answer = await request.app.state.agent_process.run(call, bearer_token(request), job_id, raw)
+    if status == 200:
+        return Response(answer, media_type="application/json")
+    if status == BODY_INVALID:
+        await parse_request(request, model, path_row_id)  # raises the 422
+    if status >= 500:
+        raise AgentCallFailed(answer)
+    raise ServerError(answer, status)
 
 
 async def lease_fast(request: Request) -> Response:
-    body, _ = await parse_request(request, LeaseRequest)
-    work = partial(_lease, request.app, bearer_token(request), body)
-    return _json(await request.app.state.group_commit.run(work))
+    return await _agent_call(request, "lease")
 
 
 async def result_fast(request: Request) -> Response:
-    body, job_id = await parse_request(request, JobResult, path_row_id="job_id")
-    work = partial(_result, request.app, bearer_token(request), job_id, body)
-    return _json(await request.app.state.group_commit.run(work))
-
-
-def _json(answer: BaseModel) -> Response:
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return await _agent_call(request, "result", "job_id")
 
 
 def add_fast_agent_routes(app: FastAPI) -> None:
